@@ -1,0 +1,1 @@
+//! tandem-api: the HTTP job API (issue 5).

@@ -1,0 +1,1 @@
+//! tandem-healthcheck: active probes and up/down state for backends (issue 3).

@@ -1,0 +1,1 @@
+//! tandem-worker: the HTTP worker service hosting job kinds (issue 6).
