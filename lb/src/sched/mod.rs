@@ -13,6 +13,43 @@ pub enum SchedulerKind {
     P2c,
 }
 
+impl SchedulerKind {
+    /// Every scheduler, in the order the docs list them.
+    pub const ALL: [SchedulerKind; 7] = [
+        SchedulerKind::Rr,
+        SchedulerKind::Wrr,
+        SchedulerKind::Lc,
+        SchedulerKind::Wlc,
+        SchedulerKind::Sh,
+        SchedulerKind::Maglev,
+        SchedulerKind::P2c,
+    ];
+
+    /// The name used in the config file (`scheduler = "wlc"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedulerKind::Rr => "rr",
+            SchedulerKind::Wrr => "wrr",
+            SchedulerKind::Lc => "lc",
+            SchedulerKind::Wlc => "wlc",
+            SchedulerKind::Sh => "sh",
+            SchedulerKind::Maglev => "maglev",
+            SchedulerKind::P2c => "p2c",
+        }
+    }
+
+    /// Inverse of [`SchedulerKind::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+impl std::fmt::Display for SchedulerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a scheduler sees of one backend at pick time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BackendView {
