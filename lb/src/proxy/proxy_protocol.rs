@@ -1,0 +1,743 @@
+//! PROXY protocol v1 (text) and v2 (binary) headers, as specified in HAProxy's
+//! `doc/proxy-protocol.txt`.
+//!
+//! The balancer *sends* a header at the start of each backend connection so the
+//! backend learns the real client address; the API service *receives* it. Both
+//! sides live here so the round trip is tested in one place.
+//!
+//! Rules relied upon (section numbers from the spec):
+//! - 2.1: v1 is one US-ASCII line `PROXY <TCP4|TCP6|UNKNOWN> <src> <dst> <sport>
+//!   <dport>\r\n`, at most 107 bytes including CRLF. IPv4 has no leading zeros;
+//!   IPv6 is hex groups with at most one `::`; ports are decimal 0..=65535
+//!   without leading zeros. A lone CR or LF must not end the line. For
+//!   `UNKNOWN` the receiver ignores everything up to the CRLF.
+//! - 2.2: v2 is the 12-byte signature, a version/command byte (`0x2_` version,
+//!   `_0` LOCAL / `_1` PROXY), a family/protocol byte, a big-endian length of
+//!   what follows, then the addresses. The receiver must honour the length
+//!   (it may be larger than the addresses: TLVs follow, which we skip) and must
+//!   not assume zero for LOCAL. Unknown version, command, family or protocol
+//!   values are rejected.
+//!
+//! Mixed families. A header carries one family for both addresses. An address
+//! that is IPv4-mapped IPv6 (`::ffff:a.b.c.d`, what a dual-stack listener
+//! reports for an IPv4 client) is first turned back into plain IPv4. If the
+//! two addresses still differ in family, the IPv4 one is written as
+//! IPv4-mapped IPv6 and the header says TCP6. We never send `UNKNOWN`: the
+//! spec recommends it only when the line cannot be filled correctly, and some
+//! receivers reject it.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The 12 bytes every v2 header starts with (spec 2.2).
+pub const V2_SIGNATURE: [u8; 12] = [
+    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
+];
+
+/// Longest valid v1 line including the CRLF (spec 2.1, "worst case").
+pub const V1_MAX_LEN: usize = 107;
+
+/// v1 lines start with this.
+const V1_PREFIX: &[u8] = b"PROXY ";
+
+/// v2 fixed part: signature, ver/cmd, fam, 2-byte length.
+const V2_FIXED_LEN: usize = 16;
+
+/// Which version of the protocol a header used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1,
+    V2,
+}
+
+/// What a decoded header says about the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyHeader {
+    /// Which encoding the sender used.
+    pub version: Version,
+    /// The original client (`getpeername` on the proxy's accepted socket).
+    /// `None` for v2 LOCAL, v1 UNKNOWN, and v2 families/protocols we do not
+    /// carry (UNSPEC, UDP, AF_UNIX): then the receiver uses the real peer, as
+    /// the spec requires.
+    pub src: Option<SocketAddr>,
+    /// The address the client connected to (`getsockname` on the proxy).
+    pub dst: Option<SocketAddr>,
+}
+
+/// Why a header was rejected. The spec says to abort the connection on any
+/// of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyProtocolError {
+    #[error("not a PROXY protocol header (first bytes {0:02x?})")]
+    BadSignature(Vec<u8>),
+    #[error("PROXY v1 line has no CRLF within {V1_MAX_LEN} bytes")]
+    V1TooLong,
+    #[error("PROXY v1 line ends with a lone CR or LF")]
+    V1BadLineEnding,
+    #[error("PROXY v1 protocol {0:?} is not TCP4, TCP6 or UNKNOWN")]
+    V1BadProtocol(String),
+    #[error("PROXY v1 line has {0} fields after the protocol, expected 4")]
+    V1FieldCount(usize),
+    #[error("PROXY v1 {field} address {value:?} is not a canonical {family} address")]
+    V1BadAddress {
+        field: &'static str,
+        family: &'static str,
+        value: String,
+    },
+    #[error("PROXY v1 {field} port {value:?} is not a decimal in 0..=65535 without leading zeros")]
+    V1BadPort { field: &'static str, value: String },
+    #[error("PROXY v2 version nibble is {0:#x}, expected 0x2")]
+    V2BadVersion(u8),
+    #[error("PROXY v2 command {0:#x} is neither LOCAL (0x0) nor PROXY (0x1)")]
+    V2BadCommand(u8),
+    #[error("PROXY v2 family/protocol byte {0:#04x} is not defined by the spec")]
+    V2BadFamily(u8),
+    #[error(
+        "PROXY v2 length {len} is shorter than the {need} address bytes of family {family:#04x}"
+    )]
+    V2BadLength { family: u8, len: u16, need: u16 },
+}
+
+/// Both addresses in one family, per the module rule on mixed families.
+fn same_family(src: SocketAddr, dst: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let unmap = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let (src, dst) = (unmap(src), unmap(dst));
+    let to_v6 = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), a.port()),
+        IpAddr::V6(_) => a,
+    };
+    if src.is_ipv4() == dst.is_ipv4() {
+        (src, dst)
+    } else {
+        (to_v6(src), to_v6(dst))
+    }
+}
+
+/// The v1 line for a TCP connection from `src` to `dst`.
+pub fn encode_v1(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (src, dst) = same_family(src, dst);
+    let (proto, s, d) = match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ("TCP4", s.to_string(), d.to_string()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ("TCP6", v6_text(s), v6_text(d)),
+        _ => unreachable!("same_family returns one family"),
+    };
+    format!("PROXY {proto} {s} {d} {} {}\r\n", src.port(), dst.port()).into_bytes()
+}
+
+/// IPv6 in the form spec 2.1 asks for: hex groups only (Rust's `Display`
+/// writes IPv4-mapped addresses as `::ffff:1.2.3.4`, which a strict receiver
+/// rejects), the longest run of two or more zero groups (the first on a tie)
+/// replaced by `::`, as RFC 5952 does.
+fn v6_text(ip: Ipv6Addr) -> String {
+    let g = ip.segments();
+    // Longest run of zero groups: (start, len).
+    let mut best = (0usize, 0usize);
+    let mut i = 0;
+    while i < 8 {
+        if g[i] == 0 {
+            let start = i;
+            while i < 8 && g[i] == 0 {
+                i += 1;
+            }
+            if i - start > best.1 {
+                best = (start, i - start);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    let hex = |gs: &[u16]| {
+        gs.iter()
+            .map(|x| format!("{x:x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    };
+    if best.1 < 2 {
+        hex(&g)
+    } else {
+        format!("{}::{}", hex(&g[..best.0]), hex(&g[best.0 + best.1..]))
+    }
+}
+
+/// The v2 header (command PROXY, TCP over IPv4 or IPv6, no TLVs).
+pub fn encode_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let (src, dst) = same_family(src, dst);
+    let mut out = Vec::with_capacity(V2_FIXED_LEN + 36);
+    out.extend_from_slice(&V2_SIGNATURE);
+    out.push(0x21); // version 2, command PROXY
+    match (src.ip(), dst.ip()) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            out.push(0x11); // AF_INET, STREAM
+            out.extend_from_slice(&12u16.to_be_bytes());
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            out.push(0x21); // AF_INET6, STREAM
+            out.extend_from_slice(&36u16.to_be_bytes());
+            out.extend_from_slice(&s.octets());
+            out.extend_from_slice(&d.octets());
+        }
+        _ => unreachable!("same_family returns one family"),
+    }
+    out.extend_from_slice(&src.port().to_be_bytes());
+    out.extend_from_slice(&dst.port().to_be_bytes());
+    out
+}
+
+/// Decodes a v1 or v2 header at the start of `buf`.
+///
+/// `Ok(None)`: `buf` is a valid beginning, read more and call again.
+/// `Ok(Some((header, n)))`: the header is the first `n` bytes; the client's
+/// own data starts at `buf[n..]`.
+pub fn decode(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyProtocolError> {
+    // The two formats differ from the first byte ('P' versus CR), so a
+    // prefix of either signature is enough to choose.
+    let n = buf.len().min(V2_SIGNATURE.len());
+    if buf[..n] == V2_SIGNATURE[..n] {
+        return if buf.len() < V2_FIXED_LEN {
+            Ok(None)
+        } else {
+            decode_v2(buf)
+        };
+    }
+    let n = buf.len().min(V1_PREFIX.len());
+    if buf[..n] == V1_PREFIX[..n] {
+        return if buf.len() < V1_PREFIX.len() {
+            Ok(None)
+        } else {
+            decode_v1(buf)
+        };
+    }
+    Err(ProxyProtocolError::BadSignature(
+        buf[..buf.len().min(V2_SIGNATURE.len())].to_vec(),
+    ))
+}
+
+fn decode_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyProtocolError> {
+    use ProxyProtocolError as E;
+    // Find the end of line: the first CR or LF must be a CR immediately
+    // followed by LF, within the first 107 bytes.
+    let window = &buf[..buf.len().min(V1_MAX_LEN)];
+    let line_len = match window.iter().position(|&b| b == b'\r' || b == b'\n') {
+        Some(i) if window[i] == b'\n' => return Err(E::V1BadLineEnding),
+        Some(i) if i + 1 == window.len() => {
+            // A CR at the very end: the LF may still come, unless the CR is
+            // already byte 107.
+            return if window.len() == V1_MAX_LEN {
+                Err(E::V1TooLong)
+            } else {
+                Ok(None)
+            };
+        }
+        Some(i) if window[i + 1] == b'\n' => i,
+        Some(_) => return Err(E::V1BadLineEnding),
+        None if window.len() == V1_MAX_LEN => return Err(E::V1TooLong),
+        None => return Ok(None),
+    };
+    let consumed = line_len + 2;
+    // The line is ASCII up to here only if every byte is; reject otherwise
+    // (`from_utf8` would accept non-ASCII UTF-8, which the spec does not).
+    let line = &buf[V1_PREFIX.len()..line_len];
+    if !line.is_ascii() {
+        return Err(E::V1BadProtocol(String::from_utf8_lossy(line).into_owned()));
+    }
+    let line = std::str::from_utf8(line).expect("ASCII was checked just above");
+
+    let (proto, rest) = match line.split_once(' ') {
+        Some((p, r)) => (p, Some(r)),
+        None => (line, None),
+    };
+    let v4 = match proto {
+        "UNKNOWN" => {
+            // Spec 2.1: ignore anything before the CRLF.
+            let header = ProxyHeader {
+                version: Version::V1,
+                src: None,
+                dst: None,
+            };
+            return Ok(Some((header, consumed)));
+        }
+        "TCP4" => true,
+        "TCP6" => false,
+        other => return Err(E::V1BadProtocol(other.to_string())),
+    };
+    let fields: Vec<&str> = rest.map(|r| r.split(' ').collect()).unwrap_or_default();
+    let [s, d, sp, dp] = fields[..] else {
+        return Err(E::V1FieldCount(fields.len()));
+    };
+    let src_ip = parse_v1_ip(s, v4, "source")?;
+    let dst_ip = parse_v1_ip(d, v4, "destination")?;
+    let src_port = parse_v1_port(sp, "source")?;
+    let dst_port = parse_v1_port(dp, "destination")?;
+    let header = ProxyHeader {
+        version: Version::V1,
+        src: Some(SocketAddr::new(src_ip, src_port)),
+        dst: Some(SocketAddr::new(dst_ip, dst_port)),
+    };
+    Ok(Some((header, consumed)))
+}
+
+fn parse_v1_ip(s: &str, v4: bool, field: &'static str) -> Result<IpAddr, ProxyProtocolError> {
+    let bad = || ProxyProtocolError::V1BadAddress {
+        field,
+        family: if v4 { "IPv4" } else { "IPv6" },
+        value: s.to_string(),
+    };
+    if v4 {
+        // std rejects leading zeros in IPv4 octets, as the spec requires.
+        s.parse::<Ipv4Addr>().map(IpAddr::V4).map_err(|_| bad())
+    } else {
+        // Hex groups and colons only: std would also accept an embedded
+        // dotted IPv4 tail, which the spec's format does not allow.
+        if !s.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
+            return Err(bad());
+        }
+        s.parse::<Ipv6Addr>().map(IpAddr::V6).map_err(|_| bad())
+    }
+}
+
+fn parse_v1_port(s: &str, field: &'static str) -> Result<u16, ProxyProtocolError> {
+    let bad = || ProxyProtocolError::V1BadPort {
+        field,
+        value: s.to_string(),
+    };
+    // Digits only (u16::from_str also takes a leading '+'), 1 to 5 of them,
+    // no leading zero except "0" itself.
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    if s.len() > 1 && s.starts_with('0') {
+        return Err(bad());
+    }
+    s.parse::<u16>().map_err(|_| bad())
+}
+
+fn decode_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyProtocolError> {
+    use ProxyProtocolError as E;
+    let ver_cmd = buf[12];
+    let fam = buf[13];
+    let len = u16::from_be_bytes([buf[14], buf[15]]);
+    if ver_cmd >> 4 != 0x2 {
+        return Err(E::V2BadVersion(ver_cmd >> 4));
+    }
+    let local = match ver_cmd & 0x0F {
+        0x0 => true,
+        0x1 => false,
+        other => return Err(E::V2BadCommand(other)),
+    };
+    // Address bytes each defined family/protocol needs (spec 2.2).
+    let need: u16 = match fam {
+        0x00 => 0,
+        0x11 | 0x12 => 12,
+        0x21 | 0x22 => 36,
+        0x31 | 0x32 => 216,
+        other => return Err(E::V2BadFamily(other)),
+    };
+    if len < need {
+        return Err(E::V2BadLength {
+            family: fam,
+            len,
+            need,
+        });
+    }
+    let total = V2_FIXED_LEN + usize::from(len);
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let a = &buf[V2_FIXED_LEN..total];
+    let port = |at: usize| u16::from_be_bytes([a[at], a[at + 1]]);
+    // LOCAL: the family is ignored, the real endpoints are used. UDP and
+    // AF_UNIX fall back to UNSPEC as the spec allows a receiver to do.
+    let (src, dst) = match fam {
+        0x11 if !local => {
+            let s = Ipv4Addr::from(<[u8; 4]>::try_from(&a[0..4]).expect("4 bytes"));
+            let d = Ipv4Addr::from(<[u8; 4]>::try_from(&a[4..8]).expect("4 bytes"));
+            (
+                Some(SocketAddr::new(s.into(), port(8))),
+                Some(SocketAddr::new(d.into(), port(10))),
+            )
+        }
+        0x21 if !local => {
+            let s = Ipv6Addr::from(<[u8; 16]>::try_from(&a[0..16]).expect("16 bytes"));
+            let d = Ipv6Addr::from(<[u8; 16]>::try_from(&a[16..32]).expect("16 bytes"));
+            (
+                Some(SocketAddr::new(s.into(), port(32))),
+                Some(SocketAddr::new(d.into(), port(34))),
+            )
+        }
+        _ => (None, None),
+    };
+    // Anything past the addresses is TLVs, which we skip (spec 2.2).
+    let header = ProxyHeader {
+        version: Version::V2,
+        src,
+        dst,
+    };
+    Ok(Some((header, total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn v1_tcp4_exact_bytes() {
+        let got = encode_v1(sa("1.2.3.4:1111"), sa("5.6.7.8:2222"));
+        assert_eq!(got, b"PROXY TCP4 1.2.3.4 5.6.7.8 1111 2222\r\n");
+    }
+
+    #[test]
+    fn v1_tcp6_exact_bytes() {
+        let got = encode_v1(sa("[2001:db8::1]:56324"), sa("[2001:db8:0:0:1::2]:443"));
+        assert_eq!(
+            got,
+            b"PROXY TCP6 2001:db8::1 2001:db8::1:0:0:2 56324 443\r\n"
+        );
+        let got = encode_v1(sa("[::]:0"), sa("[::1]:65535"));
+        assert_eq!(got, b"PROXY TCP6 :: ::1 0 65535\r\n");
+    }
+
+    #[test]
+    fn v1_worst_case_ipv6_is_104_bytes() {
+        let f = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535";
+        let got = encode_v1(sa(f), sa(f));
+        assert_eq!(got.len(), 104);
+    }
+
+    #[test]
+    fn mixed_families_follow_the_documented_rule() {
+        // Both IPv4-mapped: unmapped, TCP4.
+        let got = encode_v1(sa("[::ffff:1.2.3.4]:1"), sa("[::ffff:5.6.7.8]:2"));
+        assert_eq!(got, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n");
+        // One mapped, one plain v4: TCP4.
+        let got = encode_v1(sa("[::ffff:1.2.3.4]:1"), sa("5.6.7.8:2"));
+        assert_eq!(got, b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n");
+        // Genuine mix: the v4 side becomes v4-mapped v6, in hex groups.
+        let got = encode_v1(sa("1.2.3.4:1"), sa("[2001:db8::5]:2"));
+        assert_eq!(got, b"PROXY TCP6 ::ffff:102:304 2001:db8::5 1 2\r\n");
+        let got = encode_v2(sa("1.2.3.4:1"), sa("[2001:db8::5]:2"));
+        assert_eq!(got[13], 0x21);
+        assert_eq!(
+            &got[16..32],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn v2_tcp4_exact_bytes() {
+        let got = encode_v2(sa("1.2.3.4:1111"), sa("5.6.7.8:2222"));
+        let want: [u8; 28] = [
+            0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54,
+            0x0A, // signature
+            0x21, // version 2, PROXY
+            0x11, // TCP over IPv4
+            0x00, 0x0C, // 12 address bytes
+            1, 2, 3, 4, // src
+            5, 6, 7, 8, // dst
+            0x04, 0x57, // 1111
+            0x08, 0xAE, // 2222
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn v2_tcp6_exact_bytes() {
+        let got = encode_v2(sa("[2001:db8::1]:80"), sa("[fe80::2]:443"));
+        let want: [u8; 52] = [
+            0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54,
+            0x0A, // signature
+            0x21, // version 2, PROXY
+            0x21, // TCP over IPv6
+            0x00, 0x24, // 36 address bytes
+            0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, // src
+            0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, // dst
+            0x00, 0x50, // 80
+            0x01, 0xBB, // 443
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn decodes_spec_example_and_leaves_payload() {
+        let buf = b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET / HTTP/1.1\r\n";
+        let (h, n) = decode(buf).unwrap().unwrap();
+        assert_eq!(h.version, Version::V1);
+        assert_eq!(h.src, Some(sa("192.168.0.1:56324")));
+        assert_eq!(h.dst, Some(sa("192.168.0.11:443")));
+        assert_eq!(&buf[n..], b"GET / HTTP/1.1\r\n");
+    }
+
+    #[test]
+    fn v1_unknown_forms() {
+        let (h, n) = decode(b"PROXY UNKNOWN\r\nx").unwrap().unwrap();
+        assert_eq!((h.src, h.dst, n), (None, None, 15));
+        let line = b"PROXY UNKNOWN ffff:f::f whatever 1 2\r\n";
+        let (h, n) = decode(line).unwrap().unwrap();
+        assert_eq!((h.src, n), (None, line.len()));
+    }
+
+    #[test]
+    fn v2_local_with_addresses_and_tlvs_is_skipped_whole() {
+        let mut buf = V2_SIGNATURE.to_vec();
+        buf.push(0x20); // LOCAL
+        buf.push(0x11);
+        buf.extend_from_slice(&(12u16 + 7).to_be_bytes());
+        buf.extend_from_slice(&[9; 12]);
+        buf.extend_from_slice(&[0x04, 0x00, 0x04, 0, 0, 0, 0]); // NOOP TLV
+        buf.extend_from_slice(b"data");
+        let (h, n) = decode(&buf).unwrap().unwrap();
+        assert_eq!((h.version, h.src, h.dst), (Version::V2, None, None));
+        assert_eq!(&buf[n..], b"data");
+    }
+
+    #[test]
+    fn v2_proxy_with_tlvs_keeps_addresses() {
+        let mut buf = encode_v2(sa("10.0.0.1:5"), sa("10.0.0.2:6"));
+        buf[15] += 4;
+        buf.extend_from_slice(&[0x04, 0x00, 0x01, 0xAA, b'z']);
+        let (h, n) = decode(&buf).unwrap().unwrap();
+        assert_eq!(h.src, Some(sa("10.0.0.1:5")));
+        assert_eq!(&buf[n..], b"z");
+    }
+
+    #[test]
+    fn v2_unspec_and_unix_fall_back_to_no_address() {
+        for (fam, len) in [(0x00u8, 0u16), (0x31, 216), (0x12, 12)] {
+            let mut buf = V2_SIGNATURE.to_vec();
+            buf.extend_from_slice(&[0x21, fam]);
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.resize(16 + usize::from(len), 0);
+            let (h, n) = decode(&buf).unwrap().unwrap();
+            assert_eq!((h.src, n), (None, buf.len()), "family {fam:#x}");
+        }
+    }
+
+    #[test]
+    fn every_strict_prefix_needs_more() {
+        let headers = [
+            encode_v1(sa("1.2.3.4:1111"), sa("5.6.7.8:2222")),
+            encode_v1(sa("[2001:db8::1]:1"), sa("[::1]:2")),
+            encode_v2(sa("1.2.3.4:1111"), sa("5.6.7.8:2222")),
+            encode_v2(sa("[2001:db8::1]:1"), sa("[::1]:2")),
+        ];
+        for h in &headers {
+            for cut in 0..h.len() {
+                assert_eq!(decode(&h[..cut]), Ok(None), "cut at {cut} of {h:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_signature() {
+        for buf in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"PROXX ",
+            b"\r\n\r\n\x00\r\nQUIX\n",
+            b"x",
+        ] {
+            assert!(
+                matches!(decode(buf), Err(ProxyProtocolError::BadSignature(_))),
+                "{buf:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn v1_too_long() {
+        let mut line = b"PROXY UNKNOWN ".to_vec();
+        line.resize(V1_MAX_LEN, b'a');
+        assert_eq!(decode(&line), Err(ProxyProtocolError::V1TooLong));
+        // CR as byte 107: the LF would be byte 108, one too many.
+        line[V1_MAX_LEN - 1] = b'\r';
+        assert_eq!(decode(&line), Err(ProxyProtocolError::V1TooLong));
+        line.push(b'\n');
+        assert_eq!(decode(&line), Err(ProxyProtocolError::V1TooLong));
+        // Exactly 107 with CRLF is fine.
+        line.truncate(V1_MAX_LEN - 2);
+        line.extend_from_slice(b"\r\n");
+        assert!(decode(&line).unwrap().is_some());
+        // Below the limit without CRLF: wait.
+        assert_eq!(decode(&line[..60]), Ok(None));
+    }
+
+    #[test]
+    fn v1_rejections() {
+        use ProxyProtocolError as E;
+        type Case<'a> = (&'a [u8], fn(&E) -> bool);
+        let cases: &[Case] = &[
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", |e| {
+                matches!(e, E::V1BadLineEnding)
+            }),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rx\n", |e| {
+                matches!(e, E::V1BadLineEnding)
+            }),
+            (b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", |e| {
+                matches!(e, E::V1BadProtocol(_))
+            }),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", |e| {
+                matches!(e, E::V1FieldCount(3))
+            }),
+            (b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n", |e| {
+                matches!(e, E::V1FieldCount(5))
+            }),
+            (b"PROXY TCP4\r\n", |e| matches!(e, E::V1FieldCount(0))),
+            (b"PROXY TCP4 1.2.3.04 5.6.7.8 1 2\r\n", |e| {
+                matches!(
+                    e,
+                    E::V1BadAddress {
+                        field: "source",
+                        ..
+                    }
+                )
+            }),
+            (b"PROXY TCP4 1.2.3.4 256.6.7.8 1 2\r\n", |e| {
+                matches!(
+                    e,
+                    E::V1BadAddress {
+                        field: "destination",
+                        ..
+                    }
+                )
+            }),
+            (b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n", |e| {
+                matches!(e, E::V1BadAddress { .. })
+            }),
+            (b"PROXY TCP6 1.2.3.4 ::1 1 2\r\n", |e| {
+                matches!(e, E::V1BadAddress { .. })
+            }),
+            (b"PROXY TCP6 ::ffff:1.2.3.4 ::1 1 2\r\n", |e| {
+                matches!(e, E::V1BadAddress { .. })
+            }),
+            (b"PROXY TCP6 1::2::3 ::1 1 2\r\n", |e| {
+                matches!(e, E::V1BadAddress { .. })
+            }),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", |e| {
+                matches!(
+                    e,
+                    E::V1BadPort {
+                        field: "source",
+                        ..
+                    }
+                )
+            }),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 080\r\n", |e| {
+                matches!(
+                    e,
+                    E::V1BadPort {
+                        field: "destination",
+                        ..
+                    }
+                )
+            }),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n", |e| {
+                matches!(e, E::V1BadPort { .. })
+            }),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 -1 2\r\n", |e| {
+                matches!(e, E::V1BadPort { .. })
+            }),
+            (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 \r\n", |e| {
+                matches!(e, E::V1BadPort { .. })
+            }),
+            ("PROXY TCP4 1.2.3.4 5.6.7.8 1 ２\r\n".as_bytes(), |e| {
+                matches!(e, E::V1BadProtocol(_))
+            }),
+        ];
+        for (buf, ok) in cases {
+            let got = decode(buf);
+            match &got {
+                Err(e) if ok(e) => {}
+                _ => panic!("{:?} gave {got:?}", String::from_utf8_lossy(buf)),
+            }
+        }
+    }
+
+    #[test]
+    fn v2_rejections() {
+        use ProxyProtocolError as E;
+        let good = encode_v2(sa("1.2.3.4:1"), sa("5.6.7.8:2"));
+        let with = |i: usize, v: u8| {
+            let mut b = good.clone();
+            b[i] = v;
+            decode(&b)
+        };
+        assert_eq!(with(12, 0x11), Err(E::V2BadVersion(1)));
+        assert_eq!(with(12, 0x31), Err(E::V2BadVersion(3)));
+        assert_eq!(with(12, 0x22), Err(E::V2BadCommand(2)));
+        assert_eq!(with(13, 0x13), Err(E::V2BadFamily(0x13)));
+        assert_eq!(with(13, 0x41), Err(E::V2BadFamily(0x41)));
+        assert_eq!(
+            with(15, 11),
+            Err(E::V2BadLength {
+                family: 0x11,
+                len: 11,
+                need: 12
+            })
+        );
+        // A TCP6 family with TCP4-sized length.
+        assert_eq!(
+            with(13, 0x21),
+            Err(E::V2BadLength {
+                family: 0x21,
+                len: 12,
+                need: 36
+            })
+        );
+        // A larger length than what arrived: wait (truncated header).
+        let mut b = good.clone();
+        b[15] = 40;
+        assert_eq!(decode(&b), Ok(None));
+    }
+
+    fn any_addr() -> impl Strategy<Value = SocketAddr> {
+        prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>())
+                .prop_map(|(ip, p)| SocketAddr::new(Ipv4Addr::from(ip).into(), p)),
+            (any::<[u8; 16]>(), any::<u16>())
+                .prop_map(|(ip, p)| SocketAddr::new(Ipv6Addr::from(ip).into(), p)),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(src in any_addr(), dst in any_addr(), tail in proptest::collection::vec(any::<u8>(), 0..32)) {
+            let (want_src, want_dst) = same_family(src, dst);
+            for (enc, ver) in [(encode_v1 as fn(_, _) -> _, Version::V1), (encode_v2, Version::V2)] {
+                let mut buf = enc(src, dst);
+                let hlen = buf.len();
+                prop_assert!(hlen <= V1_MAX_LEN);
+                buf.extend_from_slice(&tail);
+                let (h, n) = decode(&buf).unwrap().unwrap();
+                prop_assert_eq!(n, hlen);
+                prop_assert_eq!(h, ProxyHeader { version: ver, src: Some(want_src), dst: Some(want_dst) });
+                // The canonical form maps back to the same socket addresses.
+                prop_assert_eq!(want_src.ip().to_canonical(), src.ip().to_canonical());
+                prop_assert_eq!(want_src.port(), src.port());
+            }
+        }
+
+        #[test]
+        fn v6_text_matches_std_for_non_mapped(ip in any::<[u8; 16]>()) {
+            let ip = Ipv6Addr::from(ip);
+            prop_assume!(ip.to_ipv4_mapped().is_none());
+            // std writes RFC 5952 form except for mapped addresses.
+            prop_assert_eq!(v6_text(ip), ip.to_string());
+        }
+
+        #[test]
+        fn decode_never_panics(buf in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode(&buf);
+        }
+
+        #[test]
+        fn decode_never_panics_after_v1_prefix(rest in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let mut buf = b"PROXY ".to_vec();
+            buf.extend_from_slice(&rest);
+            let _ = decode(&buf);
+        }
+    }
+}
