@@ -1,0 +1,177 @@
+//! `exec`: the operator's command, with the input on stdin and the result
+//! from stdout.
+//!
+//! The command comes from the config only; a request supplies bytes, never
+//! arguments. The child runs:
+//! - with a cleared environment plus `pass_env` (copied from ours) and `env`;
+//! - in a new process group (`process_group(0)`: `setpgid(0, 0)` in the
+//!   child), so a timeout can kill it *and everything it started* with one
+//!   `killpg(SIGKILL)`: SIGKILL cannot be trapped, unlike the SIGTERM a
+//!   `trap '' TERM` shell ignores;
+//! - with stdout read up to `max_output_bytes + 1`: one byte past the cap
+//!   proves the cap was exceeded, and the group is killed at once rather than
+//!   left blocked on a full pipe;
+//! - with only the last `stderr_tail_bytes` of stderr kept, for the failure
+//!   message.
+//!
+//! The group is killed before the child is reaped whenever the run ends
+//! early (timeout, cap, or the request future dropped because the client went
+//! away), so the group id cannot have been reused: a process group id stays
+//! allocated while its leader is an unreaped zombie or any member lives.
+
+use std::io;
+use std::process::{ExitStatus, Stdio};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+use super::RunError;
+use crate::config::ExecConfig;
+
+/// Runs the configured command on `input` and returns its stdout.
+pub async fn run(cfg: &ExecConfig, input: &[u8]) -> Result<Vec<u8>, RunError> {
+    let mut cmd = Command::new(&cfg.command.program);
+    cmd.args(&cfg.command.args)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        // Backstop only: the group guard below does the real killing.
+        .kill_on_drop(true);
+    for name in &cfg.pass_env {
+        if let Some(value) = std::env::var_os(name.as_str()) {
+            cmd.env(name.as_str(), value);
+        }
+    }
+    for (name, value) in &cfg.env {
+        cmd.env(name.as_str(), value);
+    }
+
+    let mut child = cmd.spawn().map_err(|e| RunError::Spawn {
+        program: cfg.command.program.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    // Cannot fail: the child has not been waited for yet, so it has an id.
+    let pid = child.id().expect("unreaped child has a pid");
+    let mut guard = GroupGuard(Some(Pid::from_raw(pid as i32)));
+
+    let (mut stdin, mut stdout, mut stderr) = (
+        child.stdin.take().expect("stdin piped"),
+        child.stdout.take().expect("stdout piped"),
+        child.stderr.take().expect("stderr piped"),
+    );
+    let feed = async move {
+        // A command may exit without reading all its input; the broken pipe
+        // that follows is its business, not a failure of the run.
+        let _ = stdin.write_all(input).await;
+        drop(stdin);
+        Ok::<(), RunError>(())
+    };
+    let limit = cfg.max_output_bytes;
+    let collect = async move {
+        let mut out = Vec::new();
+        (&mut stdout)
+            .take(limit.saturating_add(1))
+            .read_to_end(&mut out)
+            .await
+            .map_err(internal)?;
+        if out.len() as u64 > limit {
+            return Err(RunError::OutputTooLarge { limit });
+        }
+        Ok(out)
+    };
+    let tail = read_tail(&mut stderr, cfg.stderr_tail_bytes);
+
+    let work = async { tokio::try_join!(feed, collect, tail) };
+    let result = tokio::time::timeout(cfg.timeout, work).await;
+    let (out, err_tail) = match result {
+        Err(_elapsed) => {
+            guard.kill();
+            let _ = child.wait().await;
+            return Err(RunError::Timeout(cfg.timeout));
+        }
+        Ok(Err(e)) => {
+            guard.kill();
+            let _ = child.wait().await;
+            return Err(e);
+        }
+        Ok(Ok(((), out, tail))) => (out, tail),
+    };
+
+    // Both pipes are at EOF, so the child has exited or closed them; the
+    // timeout still bounds a child that closed its pipes and kept running.
+    let status = match tokio::time::timeout(cfg.timeout, child.wait()).await {
+        Ok(status) => status.map_err(internal)?,
+        Err(_elapsed) => {
+            guard.kill();
+            let _ = child.wait().await;
+            return Err(RunError::Timeout(cfg.timeout));
+        }
+    };
+    guard.disarm();
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(RunError::CommandFailed {
+            status: describe(status),
+            stderr_tail: String::from_utf8_lossy(&err_tail).into_owned(),
+        })
+    }
+}
+
+/// Reads `r` to EOF, keeping only its last `keep` bytes.
+async fn read_tail<R: AsyncRead + Unpin>(r: &mut R, keep: usize) -> Result<Vec<u8>, RunError> {
+    let mut tail = Vec::with_capacity(keep.min(64 * 1024));
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = r.read(&mut buf).await.map_err(internal)?;
+        if n == 0 {
+            return Ok(tail);
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > keep {
+            tail.drain(..tail.len() - keep);
+        }
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, None) => status.to_string(),
+    }
+}
+
+fn internal(e: io::Error) -> RunError {
+    RunError::Internal(format!("talking to the command: {e}"))
+}
+
+/// Kills the child's whole process group when dropped armed: on timeout, on
+/// the stdout cap, and when the request future is dropped mid-run.
+struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // ESRCH (group already gone) is the only expected error and
+            // means there is nothing left to kill.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,184 @@
+//! `text`: UTF-8 text in, statistics out as JSON.
+//!
+//! Counting rules, chosen to match what people expect from `wc` and from a
+//! word-frequency list:
+//! - `lines`: as `str::lines` counts them: a final line without a newline
+//!   counts, an empty input has 0 lines, `\r\n` is one line end;
+//! - `words`: runs of non-whitespace (Unicode whitespace), like `wc -w`;
+//! - `characters`: Unicode scalar values; `bytes`: the UTF-8 length;
+//! - `top_words`: words for frequency are runs of letters, digits and inner
+//!   apostrophes, lower-cased, so "The", "the" and "the," are one word; the 10
+//!   most frequent, ties broken alphabetically so the output is stable.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{RunError, essence};
+
+/// How many words `top_words` lists.
+pub const TOP_WORDS: usize = 10;
+
+/// The JSON answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TextStats {
+    /// Number of lines.
+    pub lines: u64,
+    /// Number of whitespace-separated words.
+    pub words: u64,
+    /// Number of Unicode scalar values.
+    pub characters: u64,
+    /// Number of bytes.
+    pub bytes: u64,
+    /// SHA-256 of the bytes, lower-case hex.
+    pub sha256: String,
+    /// The most frequent words, most frequent first.
+    pub top_words: Vec<WordCount>,
+}
+
+/// One entry of `top_words`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WordCount {
+    /// The word, lower-cased.
+    pub word: String,
+    /// How often it occurs.
+    pub count: u64,
+}
+
+/// Refuses a `Content-Type` that is not text; a missing type is accepted.
+/// A charset other than UTF-8 is refused rather than misread.
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), RunError> {
+    let Some(ct) = content_type else {
+        return Ok(());
+    };
+    let refuse = || RunError::UnsupportedType {
+        got: ct.to_owned(),
+        accepted: "text/* (UTF-8) or application/octet-stream",
+    };
+    let e = essence(ct);
+    if !(e.starts_with("text/") || e == "application/octet-stream") {
+        return Err(refuse());
+    }
+    let charset = ct.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| v.trim().trim_matches('"').to_ascii_lowercase())
+    });
+    match charset.as_deref() {
+        None | Some("utf-8" | "utf8" | "us-ascii") => Ok(()),
+        Some(_) => Err(refuse()),
+    }
+}
+
+/// Computes the statistics of `input`.
+pub fn analyze(input: &[u8]) -> Result<TextStats, RunError> {
+    let text = std::str::from_utf8(input).map_err(|e| RunError::InvalidUtf8 {
+        valid_up_to: e.valid_up_to(),
+    })?;
+
+    let mut freq: HashMap<String, u64> = HashMap::new();
+    for token in text.split(|c: char| !(c.is_alphanumeric() || c == '\'')) {
+        let word = token.trim_matches('\'');
+        if !word.is_empty() {
+            *freq.entry(word.to_lowercase()).or_default() += 1;
+        }
+    }
+    let mut top: Vec<WordCount> = freq
+        .into_iter()
+        .map(|(word, count)| WordCount { word, count })
+        .collect();
+    top.sort_unstable_by(|a, b| b.count.cmp(&a.count).then_with(|| a.word.cmp(&b.word)));
+    top.truncate(TOP_WORDS);
+
+    let count = |n: usize| n as u64;
+    Ok(TextStats {
+        lines: count(text.lines().count()),
+        words: count(text.split_whitespace().count()),
+        characters: count(text.chars().count()),
+        bytes: count(input.len()),
+        sha256: hex(&Sha256::digest(input)),
+        top_words: top,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        // Cannot fail: writing to a String.
+        write!(s, "{b:02x}").expect("write to String");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_like_wc() {
+        let s = analyze("The cat, the hat.\nThe end\n".as_bytes()).unwrap();
+        assert_eq!((s.lines, s.words, s.characters, s.bytes), (2, 6, 26, 26));
+        assert_eq!(
+            s.top_words[0],
+            WordCount {
+                word: "the".into(),
+                count: 3
+            }
+        );
+        let words: Vec<_> = s.top_words.iter().map(|w| w.word.as_str()).collect();
+        assert_eq!(words, ["the", "cat", "end", "hat"]);
+    }
+
+    #[test]
+    fn empty_and_unterminated_and_unicode() {
+        let s = analyze(b"").unwrap();
+        assert_eq!((s.lines, s.words, s.characters, s.bytes), (0, 0, 0, 0));
+        assert_eq!(
+            s.sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        let s = analyze("héllo wörld\r\nno newline".as_bytes()).unwrap();
+        assert_eq!((s.lines, s.words, s.characters), (2, 4, 23));
+        assert_eq!(s.bytes, 25);
+    }
+
+    #[test]
+    fn apostrophes_and_ties() {
+        let s = analyze(b"don't 'quoted' b a b a c").unwrap();
+        let got: Vec<_> = s
+            .top_words
+            .iter()
+            .map(|w| (w.word.as_str(), w.count))
+            .collect();
+        assert_eq!(
+            got,
+            [("a", 2), ("b", 2), ("c", 1), ("don't", 1), ("quoted", 1)]
+        );
+    }
+
+    #[test]
+    fn only_ten_words() {
+        let input: String = (0..50).map(|i| format!("w{i} ")).collect();
+        assert_eq!(
+            analyze(input.as_bytes()).unwrap().top_words.len(),
+            TOP_WORDS
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_says_where() {
+        let err = analyze(b"ok\xff\xfe").unwrap_err();
+        assert_eq!(err, RunError::InvalidUtf8 { valid_up_to: 2 });
+        assert!(err.to_string().contains("byte offset 2"));
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(check_content_type(Some("text/plain; charset=UTF-8")).is_ok());
+        assert!(check_content_type(Some("text/markdown")).is_ok());
+        assert!(check_content_type(Some("text/plain; charset=latin1")).is_err());
+        assert!(check_content_type(Some("image/png")).is_err());
+    }
+}

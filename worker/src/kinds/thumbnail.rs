@@ -1,0 +1,214 @@
+//! `thumbnail`: an image (PNG, JPEG, GIF, WebP) in, a PNG that fits a box out.
+//!
+//! Hostile input is refused in layers, cheapest first:
+//! 1. the body size limit (the server, before any of this runs);
+//! 2. the format is sniffed from the magic bytes, not trusted from the
+//!    `Content-Type` (which only has to be plausible);
+//! 3. the dimensions are read from the header alone (`into_dimensions` on a
+//!    fresh reader) and checked against `max_side` and `max_pixels` before
+//!    anything is decoded, which is what stops a decompression bomb: a few
+//!    KiB of PNG can announce 65535 × 65535 pixels, 16 GiB once decoded;
+//! 4. the decoder itself runs with `image::Limits` (side and allocation
+//!    caps) in case a format's header and its frames disagree;
+//! 5. the server runs this on a blocking thread under the kind's timeout.
+//!
+//! Images already inside the box are re-encoded at their own size: a
+//! thumbnail is never larger than its source.
+
+use std::io::Cursor;
+
+use image::{ImageFormat, ImageReader};
+
+use super::{RunError, essence};
+use crate::config::ThumbnailConfig;
+
+/// Content types accepted; the bytes decide the actual format.
+const ACCEPTED: &str = "image/png, image/jpeg, image/gif, image/webp or application/octet-stream";
+
+/// Refuses a `Content-Type` that cannot be an image we read. A missing type
+/// is accepted (the bytes are sniffed anyway).
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), RunError> {
+    let Some(ct) = content_type else {
+        return Ok(());
+    };
+    match essence(ct).as_str() {
+        "image/png"
+        | "image/jpeg"
+        | "image/jpg"
+        | "image/gif"
+        | "image/webp"
+        | "application/octet-stream" => Ok(()),
+        _ => Err(RunError::UnsupportedType {
+            got: ct.to_owned(),
+            accepted: ACCEPTED,
+        }),
+    }
+}
+
+/// The box a request asks for, `(width, height)`: each side from the query
+/// or the configured default, each within `1..=max`.
+pub fn requested_box(
+    width: Option<u32>,
+    height: Option<u32>,
+    cfg: &ThumbnailConfig,
+) -> Result<(u32, u32), RunError> {
+    let side = |v: Option<u32>, default: u32, max: u32, name: &str| match v {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(RunError::BadParameter(format!(
+            "{name}={n} is out of range: expected 1 to {max}"
+        ))),
+    };
+    Ok((
+        side(width, cfg.default_box.0, cfg.max_box.0, "width")?,
+        side(height, cfg.default_box.1, cfg.max_box.1, "height")?,
+    ))
+}
+
+/// The largest size with the aspect ratio of `(w, h)` that fits in
+/// `(box_w, box_h)`, never larger than `(w, h)` itself and never zero.
+pub fn fit_within((w, h): (u32, u32), (box_w, box_h): (u32, u32)) -> (u32, u32) {
+    if w <= box_w && h <= box_h {
+        return (w.max(1), h.max(1));
+    }
+    // Compare w/box_w with h/box_h without floats: the tighter side sets the
+    // scale, the other is rounded to nearest. u64 cannot overflow: each
+    // factor is below 2^32.
+    let (w64, h64, bw, bh) = (
+        u64::from(w),
+        u64::from(h),
+        u64::from(box_w),
+        u64::from(box_h),
+    );
+    let (nw, nh) = if w64 * bh >= h64 * bw {
+        (bw, (h64 * bw + w64 / 2) / w64)
+    } else {
+        ((w64 * bh + h64 / 2) / h64, bh)
+    };
+    // Cannot fail: nw <= box_w and nh <= box_h, both u32.
+    (
+        u32::try_from(nw.clamp(1, bw)).expect("bounded by box_w"),
+        u32::try_from(nh.clamp(1, bh)).expect("bounded by box_h"),
+    )
+}
+
+/// Decodes `input`, scales it into `bbox` and encodes a PNG.
+pub fn thumbnail(
+    input: &[u8],
+    cfg: &ThumbnailConfig,
+    bbox: (u32, u32),
+) -> Result<Vec<u8>, RunError> {
+    let format = sniff(input)?;
+
+    // Header only: no pixel is decoded yet.
+    let (width, height) = ImageReader::with_format(Cursor::new(input), format)
+        .into_dimensions()
+        .map_err(|e| RunError::Undecodable(format!("cannot read the {format:?} header: {e}")))?;
+    if width > cfg.max_side
+        || height > cfg.max_side
+        || u64::from(width) * u64::from(height) > cfg.max_pixels
+    {
+        return Err(RunError::TooManyPixels {
+            width,
+            height,
+            max_side: cfg.max_side,
+            max_pixels: cfg.max_pixels,
+        });
+    }
+
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(cfg.max_side);
+    limits.max_image_height = Some(cfg.max_side);
+    // 8 bytes a pixel covers the widest layout these formats decode to
+    // (16-bit RGBA PNG).
+    limits.max_alloc = Some(cfg.max_pixels.saturating_mul(8));
+    let mut reader = ImageReader::with_format(Cursor::new(input), format);
+    reader.limits(limits);
+    let image = reader
+        .decode()
+        .map_err(|e| RunError::Undecodable(format!("cannot decode the {format:?} image: {e}")))?;
+
+    let (nw, nh) = fit_within((image.width(), image.height()), bbox);
+    let small = if (nw, nh) == (image.width(), image.height()) {
+        image
+    } else {
+        image.thumbnail_exact(nw, nh)
+    };
+
+    let mut out = Cursor::new(Vec::new());
+    small
+        .write_to(&mut out, ImageFormat::Png)
+        .map_err(|e| RunError::Internal(format!("cannot encode PNG: {e}")))?;
+    Ok(out.into_inner())
+}
+
+/// The format from the magic bytes, if it is one we decode.
+fn sniff(input: &[u8]) -> Result<ImageFormat, RunError> {
+    match image::guess_format(input) {
+        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP)) => {
+            Ok(f)
+        }
+        Ok(other) => Err(RunError::Undecodable(format!(
+            "{other:?} images are not supported: expected PNG, JPEG, GIF or WebP"
+        ))),
+        Err(_) => Err(RunError::Undecodable(
+            "input is not a recognised image: expected PNG, JPEG, GIF or WebP".to_owned(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_keeps_aspect_and_stays_in_the_box() {
+        assert_eq!(fit_within((1000, 500), (256, 256)), (256, 128));
+        assert_eq!(fit_within((500, 1000), (256, 256)), (128, 256));
+        assert_eq!(fit_within((300, 300), (256, 100)), (100, 100));
+        assert_eq!(fit_within((10_000, 1), (256, 256)), (256, 1));
+        assert_eq!(fit_within((100, 50), (256, 256)), (100, 50), "no upscaling");
+        assert_eq!(fit_within((65_535, 65_535), (1, 1)), (1, 1));
+    }
+
+    #[test]
+    fn fit_is_within_box_for_many_sizes() {
+        // A deterministic sweep instead of random input: every pair below is
+        // checked for the box bound and the aspect ratio within rounding.
+        for w in (1..3000).step_by(37) {
+            for h in (1..3000).step_by(41) {
+                for bbox in [(256, 256), (64, 200), (1000, 7)] {
+                    let (nw, nh) = fit_within((w, h), bbox);
+                    assert!(nw >= 1 && nh >= 1 && nw <= bbox.0.max(1) && nh <= bbox.1.max(1));
+                    assert!(nw <= w && nh <= h, "{w}x{h} -> {nw}x{nh} grew");
+                    if nw > 1 && nh > 1 {
+                        let src = f64::from(w) / f64::from(h);
+                        let dst = f64::from(nw) / f64::from(nh);
+                        // One pixel of rounding on the shorter side.
+                        let tol = src / f64::from(nw.min(nh)) + 1e-9;
+                        assert!((src - dst).abs() <= tol * 1.5, "{w}x{h} -> {nw}x{nh}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(check_content_type(None).is_ok());
+        assert!(check_content_type(Some("image/PNG")).is_ok());
+        assert!(check_content_type(Some("application/octet-stream; x=y")).is_ok());
+        let err = check_content_type(Some("text/plain")).unwrap_err();
+        assert_eq!(err.code(), "unsupported_type");
+    }
+
+    #[test]
+    fn text_is_not_an_image() {
+        let cfg = crate::config::Config::parse("listen = \"127.0.0.1:1\"", "t".as_ref())
+            .unwrap()
+            .thumbnail;
+        let err = thumbnail(b"hello, world, not an image", &cfg, (256, 256)).unwrap_err();
+        assert_eq!(err.code(), "undecodable");
+        assert!(err.to_string().contains("not a recognised image"), "{err}");
+    }
+}
