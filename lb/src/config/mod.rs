@@ -1,91 +1,233 @@
-//! The balancer's configuration: one TOML file.
+//! The balancer's configuration: one TOML file (see `lb/lb.example.toml`).
 //!
-//! `raw` holds the serde mirror of the file (`deny_unknown_fields`, spans);
-//! [`Config`] is the validated form the runtime uses. Conversion collects
-//! *every* error, each naming file:line:column, the field path
-//! (`service[0].backend[1].address`), the bad value and what would be valid.
+//! [`Config::parse`] / [`Config::load`] turn the text into the validated
+//! [`Config`] the runtime uses: defaults applied, addresses parsed, names
+//! unique, every number in range. Validation collects *every* error in the
+//! file, each naming file:line:column, the field path
+//! (`service[0].backend[1].address`), the value as written and what would be
+//! valid (see [`ConfigErrors`]). Instead of a serde mirror, which stops at the
+//! first bad field, `parse` walks toml's spanned document by hand.
+//!
+//! Files:
+//! - `parse`: the walk, one reader per table, uniqueness checks.
+//! - `duration`: `"250ms"`, `"1m30s"`: grammar, parser and formatter.
+//! - `error`: [`ConfigError`], [`ConfigErrors`] and their one-line rendering.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::sched::SchedulerKind;
+
+mod duration;
+mod error;
+mod parse;
+
+pub use duration::{
+    DURATION_EXAMPLES, DurationError, DurationProblem, format_duration, parse_duration,
+};
+pub use error::{ConfigError, ConfigErrors, ErrorKind};
+
+impl Config {
+    /// Parses and validates a config file's text. `source` is the file's
+    /// name, used in error messages and kept in [`Config::source`].
+    ///
+    /// Returns every error found, in file order; a TOML syntax error is
+    /// reported alone since nothing after it can be read.
+    pub fn parse(text: &str, source: &Path) -> Result<Config, ConfigErrors> {
+        parse::parse(text, source)
+    }
+
+    /// Reads `path` and [`Config::parse`]s it. An unreadable file is one
+    /// [`ConfigError`] naming the path and the OS error.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, &e))?;
+        Config::parse(&text, path)
+    }
+
+    /// The service named `name`, if any.
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
 
 /// Validated balancer configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file this came from (for messages and reload).
     pub source: PathBuf,
+    /// `[node]`; the whole table is optional.
     pub node: NodeConfig,
+    /// `[admin]`; the whole table is optional.
     pub admin: AdminConfig,
+    /// `[metrics]`; absent means no exporter.
     pub metrics: MetricsConfig,
+    /// `[[service]]`, in file order; zero is valid (a node that only holds
+    /// VRRP addresses). Names and listen addresses are unique.
     pub services: Vec<ServiceConfig>,
 }
 
 /// `[node]`: process-wide settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
-    /// Name of this balancer node (logs, metrics label). Default: hostname.
+    /// `name`: this balancer node in logs and as a metric label.
+    /// Default: the kernel hostname, or `"tandem"` if it is not a valid name.
+    /// Valid: 1 to 64 characters from `A-Z a-z 0-9 _ . -`.
     pub name: String,
-    /// Data-plane worker threads; default: one per core.
+    /// `workers`: data-plane threads. Default `0`, meaning one per core
+    /// (`std::thread::available_parallelism`); this field holds the resolved
+    /// count, always >= 1. Valid: 0 to [`NodeConfig::MAX_WORKERS`].
     pub workers: usize,
-    /// How long SIGTERM waits for established connections before closing them.
+    /// `shutdown_grace`: how long SIGTERM waits for established connections
+    /// before closing them. Default `"30s"`; `"0s"` closes them at once.
     pub shutdown_grace: Duration,
-    /// Level at which one line per closed connection is logged (None = off).
+    /// `connection_log`: level of the one line logged per closed connection
+    /// (None = `"off"`). Default `"info"`; valid `"off"`, `"error"`, `"warn"`,
+    /// `"info"`, `"debug"`, `"trace"`.
     pub connection_log: Option<tracing::Level>,
+}
+
+impl NodeConfig {
+    /// Node name used when the hostname cannot be read or is not a valid name.
+    pub const DEFAULT_NAME_FALLBACK: &'static str = "tandem";
+    /// Largest `workers` accepted.
+    pub const MAX_WORKERS: usize = 1024;
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    pub const DEFAULT_CONNECTION_LOG: Option<tracing::Level> = Some(tracing::Level::INFO);
 }
 
 /// `[admin]`: the Unix control socket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
-    /// Path of the socket (created mode 0600). Default `/run/tandem/lb.sock`.
+    /// `socket`: path of the control socket (created mode 0600). Default
+    /// `"/run/tandem/lb.sock"`. Valid: an absolute path of at most
+    /// [`AdminConfig::MAX_SOCKET_PATH`] bytes.
     pub socket: PathBuf,
 }
 
+impl AdminConfig {
+    pub const DEFAULT_SOCKET: &'static str = "/run/tandem/lb.sock";
+    /// `sun_path` holds 108 bytes including the terminating NUL (unix(7)).
+    pub const MAX_SOCKET_PATH: usize = 107;
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: PathBuf::from(Self::DEFAULT_SOCKET),
+        }
+    }
+}
+
 /// `[metrics]`: the Prometheus exporter.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct MetricsConfig {
-    /// Address of the HTTP listener serving `/metrics`; None = no exporter.
+    /// `listen`: address of the HTTP listener serving `/metrics`. Required
+    /// when `[metrics]` is present; no `[metrics]` table = None = no exporter.
+    /// Valid: IP:port, port 1 to 65535, not a service's listen address.
     pub listen: Option<SocketAddr>,
 }
 
-/// PROXY protocol header sent to backends before any client byte.
+/// `proxy_protocol`: PROXY protocol header sent to backends before any client byte.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProxyProtocol {
+    /// `"off"` (default): no header.
     #[default]
     Off,
+    /// `"v1"`: the text header (`PROXY TCP4 ...\r\n`).
     V1,
+    /// `"v2"`: the binary header.
     V2,
+}
+
+impl ProxyProtocol {
+    /// Every value, in the order the docs list them.
+    pub const ALL: [ProxyProtocol; 3] = [ProxyProtocol::Off, ProxyProtocol::V1, ProxyProtocol::V2];
+
+    /// The name used in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProxyProtocol::Off => "off",
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        }
+    }
+
+    /// Inverse of [`ProxyProtocol::name`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+impl std::fmt::Display for ProxyProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// `[[service]]`: one listener and its pool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
-    /// Unique name; used by `drain`, status and metric labels.
+    /// `name` (required): used by `drain`, status and metric labels. Valid:
+    /// 1 to 64 characters from `A-Z a-z 0-9 _ . -`, unique among services.
     pub name: String,
-    /// Address to accept on (may be a VIP this node does not hold: IP_FREEBIND).
+    /// `listen` (required): address to accept on, IPv4 `"198.18.0.100:80"` or
+    /// IPv6 `"[2001:db8::1]:443"`; port 1 to 65535, unique among services. May
+    /// be a VIP this node does not hold yet (IP_FREEBIND).
     pub listen: SocketAddr,
+    /// `scheduler`: how a backend is picked. Default `"wlc"`; valid `"rr"`,
+    /// `"wrr"`, `"lc"`, `"wlc"`, `"sh"`, `"maglev"`, `"p2c"`.
     pub scheduler: SchedulerKind,
-    /// Upper bound on one backend connect attempt.
+    /// `connect_timeout`: upper bound on one backend connect attempt.
+    /// Default `"2s"`; valid: a duration greater than zero.
     pub connect_timeout: Duration,
-    /// A connection with no byte in either direction for this long is closed.
+    /// `idle_timeout`: a connection with no byte in either direction for this
+    /// long is closed. Default `"5m"`; valid: a duration greater than zero.
     pub idle_timeout: Duration,
-    /// Further backends tried after a refused or timed-out connect.
+    /// `retries`: further backends tried after a refused or timed-out
+    /// connect. Default `2`; valid 0 to [`ServiceConfig::MAX_RETRIES`].
     pub retries: u32,
-    /// Concurrent client connections; excess is refused at once and counted.
+    /// `max_connections`: concurrent client connections; excess is refused at
+    /// once and counted. Default `10000`; valid 1 to 4294967295.
     pub max_connections: u32,
+    /// `proxy_protocol`: header sent to backends. Default `"off"`; valid
+    /// `"off"`, `"v1"`, `"v2"`.
     pub proxy_protocol: ProxyProtocol,
+    /// `[[service.backend]]`: the pool, in file order; at least one.
     pub backends: Vec<BackendConfig>,
 }
 
-/// `[[service.backend]]`.
+impl ServiceConfig {
+    pub const DEFAULT_SCHEDULER: SchedulerKind = SchedulerKind::Wlc;
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+    pub const DEFAULT_RETRIES: u32 = 2;
+    pub const MAX_RETRIES: u32 = 16;
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+}
+
+/// `[[service.backend]]`: one server of a service's pool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackendConfig {
-    /// Name used by `drain` and status; default: the address as text.
+    /// `name`: used by `drain` and status. Default: the address as text
+    /// (`"127.0.0.1:8081"`). Valid: 1 to 64 characters from
+    /// `A-Z a-z 0-9 _ . - : [ ]`, unique within the service.
     pub name: String,
+    /// `address` (required): IP:port to connect to; port 1 to 65535, IP not
+    /// unspecified (`0.0.0.0`, `[::]`), unique within the service.
     pub address: SocketAddr,
-    /// Relative share, 0..=256 (0 = drained: no new connections).
+    /// `weight`: relative share of new connections. Default `100`; valid 0
+    /// to [`BackendConfig::MAX_WEIGHT`] (0 = drained: no new connections).
     pub weight: u32,
-    /// Concurrent connections to this backend; None = only the service limit.
+    /// `max_connections`: concurrent connections to this backend. Default:
+    /// none (None: only the service limit applies); valid 1 to 4294967295.
     pub max_connections: Option<u32>,
 }
+
+impl BackendConfig {
+    pub const DEFAULT_WEIGHT: u32 = 100;
+    pub const MAX_WEIGHT: u32 = 256;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,767 @@
+//! From TOML text to a validated [`Config`], collecting every error.
+//!
+//! serde-derive stops at the first bad field, and an operator fixing a file
+//! one error per `check` run learns to hate the tool. So the text is parsed
+//! into toml's spanned document (`DeTable`: every key and value keeps its
+//! byte span) and walked by hand: each field is read, converted and checked,
+//! failures are pushed to a list and the walk goes on. Only a TOML syntax
+//! error stops early, because after it there is no document to walk.
+//!
+//! Every field reader answers `Ok(Some(v))`, `Ok(None)` (absent: the caller
+//! applies the default) or `Err(Reported)` (an error was recorded). The
+//! `Config` is assembled only when no error was recorded.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::duration::{DURATION_EXAMPLES, parse_duration};
+use super::error::{ConfigError, ConfigErrors, ErrorKind, LineIndex};
+use super::{
+    AdminConfig, BackendConfig, Config, MetricsConfig, NodeConfig, ProxyProtocol, ServiceConfig,
+};
+use crate::sched::SchedulerKind;
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// Marker: the problem was already pushed to the error list.
+struct Reported;
+
+type Field<T> = Result<Option<T>, Reported>;
+
+const ROOT_KEYS: &[&str] = &["node", "admin", "metrics", "service"];
+const NODE_KEYS: &[&str] = &["name", "workers", "shutdown_grace", "connection_log"];
+const ADMIN_KEYS: &[&str] = &["socket"];
+const METRICS_KEYS: &[&str] = &["listen"];
+const SERVICE_KEYS: &[&str] = &[
+    "name",
+    "listen",
+    "scheduler",
+    "connect_timeout",
+    "idle_timeout",
+    "retries",
+    "max_connections",
+    "proxy_protocol",
+    "backend",
+];
+const BACKEND_KEYS: &[&str] = &["name", "address", "weight", "max_connections"];
+
+const LOG_LEVELS: [(&str, Option<tracing::Level>); 6] = [
+    ("off", None),
+    ("error", Some(tracing::Level::ERROR)),
+    ("warn", Some(tracing::Level::WARN)),
+    ("info", Some(tracing::Level::INFO)),
+    ("debug", Some(tracing::Level::DEBUG)),
+    ("trace", Some(tracing::Level::TRACE)),
+];
+
+const VALID_NAME: &str = "a string of 1 to 64 characters from A-Z a-z 0-9 _ . -";
+const VALID_BACKEND_NAME: &str = "a string of 1 to 64 characters from A-Z a-z 0-9 _ . - : [ ]";
+const VALID_LISTEN: &str =
+    r#"an IP:port such as "198.18.0.100:80" or "[2001:db8::1]:443", port 1 to 65535"#;
+const VALID_ADDRESS: &str = r#"an IP:port such as "127.0.0.1:8081" or "[2001:db8::2]:8081", port 1 to 65535, IP not 0.0.0.0 or [::]"#;
+
+/// Parses and validates `text`; `source` names the file in messages.
+pub(super) fn parse(text: &str, source: &Path) -> Result<Config, ConfigErrors> {
+    let mut w = Walker {
+        file: source,
+        lines: LineIndex::new(text),
+        errors: Vec::new(),
+    };
+    let doc = match DeTable::parse(text) {
+        Ok(doc) => doc,
+        Err(e) => {
+            // Keep toml's own position: it points at the offending character.
+            let (line, column) = e.span().map_or((0, 0), |s| w.lines.position(s.start));
+            return Err(ConfigErrors::from(ConfigError {
+                file: source.to_path_buf(),
+                line,
+                column,
+                path: String::new(),
+                value: None,
+                kind: ErrorKind::Syntax(e.message().trim().to_string()),
+                valid: String::new(),
+            }));
+        }
+    };
+    let root = Table {
+        entries: doc.get_ref(),
+        header: 0..0,
+        path: String::new(),
+    };
+    w.check_keys(&root, ROOT_KEYS, "the top level");
+    let node = w.node(&root);
+    let admin = w.admin(&root);
+    let metrics = w.metrics(&root);
+    let services = w.services(&root);
+    if let (Ok(services), Ok(metrics)) = (&services, &metrics) {
+        w.metrics_port_is_free(&root, metrics, services);
+    }
+    match (node, admin, metrics, services) {
+        (Ok(node), Ok(admin), Ok(metrics), Ok(services)) if w.errors.is_empty() => Ok(Config {
+            source: source.to_path_buf(),
+            node,
+            admin,
+            metrics,
+            services: services.into_iter().map(|(s, _)| s).collect(),
+        }),
+        _ => Err(ConfigErrors::new(w.errors)),
+    }
+}
+
+/// A table of the document with its header span (for "missing key" errors)
+/// and field path prefix.
+struct Table<'t, 'i> {
+    entries: &'t DeTable<'i>,
+    header: Range<usize>,
+    /// `""` for the root, `node`, `service[0]`, `service[0].backend[1]`.
+    path: String,
+}
+
+impl<'t, 'i> Table<'t, 'i> {
+    fn get(&self, key: &str) -> Option<&'t Value<'i>> {
+        self.entries.get(key)
+    }
+
+    fn field(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+}
+
+struct Walker<'a> {
+    file: &'a Path,
+    lines: LineIndex<'a>,
+    errors: Vec<ConfigError>,
+}
+
+impl<'a> Walker<'a> {
+    fn push(
+        &mut self,
+        at: &Range<usize>,
+        path: String,
+        value: Option<&Range<usize>>,
+        kind: ErrorKind,
+        valid: impl Into<String>,
+    ) -> Reported {
+        let (line, column) = self.lines.position(at.start);
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            path,
+            value: value.map(|v| self.lines.written(v)),
+            kind,
+            valid: valid.into(),
+        });
+        Reported
+    }
+
+    /// An error about a value: positioned at it, quoting it.
+    fn bad_value(&mut self, v: &Value<'_>, path: String, kind: ErrorKind, valid: &str) -> Reported {
+        let span = v.span();
+        self.push(&span, path, Some(&span), kind, valid)
+    }
+
+    /// Reports every key of `table` not in `keys`.
+    fn check_keys(&mut self, table: &Table<'_, '_>, keys: &[&str], name: &'static str) {
+        for (key, value) in table.entries.iter() {
+            if !keys.contains(&key.get_ref().as_ref()) {
+                let path = table.field(key.get_ref());
+                let value_span = value.span();
+                self.push(
+                    &key.span(),
+                    path,
+                    Some(&value_span),
+                    ErrorKind::UnknownKey { table: name },
+                    keys.join(", "),
+                );
+            }
+        }
+    }
+
+    /// Reads an optional key with `convert`; a conversion error is reported
+    /// at the value with `valid` as the hint.
+    fn field<T>(
+        &mut self,
+        table: &Table<'_, '_>,
+        key: &str,
+        valid: &str,
+        convert: impl FnOnce(&DeValue<'_>) -> Result<T, ErrorKind>,
+    ) -> Field<T> {
+        let Some(v) = table.get(key) else {
+            return Ok(None);
+        };
+        match convert(v.get_ref()) {
+            Ok(t) => Ok(Some(t)),
+            Err(kind) => Err(self.bad_value(v, table.field(key), kind, valid)),
+        }
+    }
+
+    /// Like [`Walker::field`] for a key that must be present.
+    fn required<T>(
+        &mut self,
+        table: &Table<'_, '_>,
+        key: &str,
+        valid: &str,
+        convert: impl FnOnce(&DeValue<'_>) -> Result<T, ErrorKind>,
+    ) -> Result<T, Reported> {
+        match self.field(table, key, valid, convert)? {
+            Some(t) => Ok(t),
+            None => Err(self.push(
+                &table.header,
+                table.field(key),
+                None,
+                ErrorKind::Missing,
+                valid,
+            )),
+        }
+    }
+
+    /// An optional sub-table of `parent`, its keys checked.
+    fn sub_table<'t, 'i>(
+        &mut self,
+        parent: &Table<'t, 'i>,
+        key: &'static str,
+        keys: &[&str],
+        name: &'static str,
+    ) -> Field<Table<'t, 'i>> {
+        let Some(v) = parent.get(key) else {
+            return Ok(None);
+        };
+        let table = self.as_table(v, parent.field(key), name)?;
+        self.check_keys(&table, keys, name);
+        Ok(Some(table))
+    }
+
+    fn as_table<'t, 'i>(
+        &mut self,
+        v: &'t Value<'i>,
+        path: String,
+        name: &'static str,
+    ) -> Result<Table<'t, 'i>, Reported> {
+        match v.get_ref() {
+            DeValue::Table(entries) => Ok(Table {
+                entries,
+                header: v.span(),
+                path,
+            }),
+            other => Err(self.bad_value(
+                v,
+                path,
+                ErrorKind::WrongType {
+                    found: other.type_str(),
+                },
+                &format!("a table, written {name}"),
+            )),
+        }
+    }
+
+    fn node(&mut self, root: &Table<'_, '_>) -> Result<NodeConfig, Reported> {
+        let empty = DeTable::new();
+        let table = self
+            .sub_table(root, "node", NODE_KEYS, "[node]")?
+            .unwrap_or(Table {
+                entries: &empty,
+                header: 0..0,
+                path: "node".into(),
+            });
+        let name = self.field(&table, "name", VALID_NAME, |v| parse_name(v, is_name_char));
+        let valid_workers = format!(
+            "an integer from 0 (one per core) to {}",
+            NodeConfig::MAX_WORKERS
+        );
+        let workers = self.field(&table, "workers", &valid_workers, |v| {
+            integer(v, 0, NodeConfig::MAX_WORKERS as i64)
+        });
+        let grace_valid = format!(r#"{DURATION_EXAMPLES}, or "0s" to close at once"#);
+        let grace = self.field(&table, "shutdown_grace", &grace_valid, |v| {
+            duration(v, false)
+        });
+        let log_valid = format!("one of {}", join_names(LOG_LEVELS.iter().map(|(n, _)| *n)));
+        let log = self.field(&table, "connection_log", &log_valid, |v| {
+            one_of(v, LOG_LEVELS.iter().copied(), "level")
+        });
+        Ok(NodeConfig {
+            name: name?.unwrap_or_else(default_node_name),
+            workers: match workers?.unwrap_or(0) {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n as usize,
+            },
+            shutdown_grace: grace?.unwrap_or(NodeConfig::DEFAULT_SHUTDOWN_GRACE),
+            connection_log: log?.unwrap_or(NodeConfig::DEFAULT_CONNECTION_LOG),
+        })
+    }
+
+    fn admin(&mut self, root: &Table<'_, '_>) -> Result<AdminConfig, Reported> {
+        let Some(table) = self.sub_table(root, "admin", ADMIN_KEYS, "[admin]")? else {
+            return Ok(AdminConfig::default());
+        };
+        let valid = format!(
+            r#"an absolute path of at most {} bytes, such as "{}""#,
+            AdminConfig::MAX_SOCKET_PATH,
+            AdminConfig::DEFAULT_SOCKET
+        );
+        let socket = self.field(&table, "socket", &valid, |v| {
+            let s = string(v)?;
+            if !s.starts_with('/') {
+                Err(ErrorKind::Invalid("not an absolute path".into()))
+            } else if s.len() > AdminConfig::MAX_SOCKET_PATH {
+                // sun_path is 108 bytes including the terminating NUL.
+                Err(ErrorKind::Invalid(
+                    "too long for a Unix socket address".into(),
+                ))
+            } else {
+                Ok(PathBuf::from(s))
+            }
+        })?;
+        Ok(AdminConfig {
+            socket: socket.unwrap_or_else(|| AdminConfig::default().socket),
+        })
+    }
+
+    fn metrics(&mut self, root: &Table<'_, '_>) -> Result<MetricsConfig, Reported> {
+        let Some(table) = self.sub_table(root, "metrics", METRICS_KEYS, "[metrics]")? else {
+            return Ok(MetricsConfig::default());
+        };
+        let listen = self.required(&table, "listen", VALID_LISTEN, |v| socket_addr(v, false))?;
+        Ok(MetricsConfig {
+            listen: Some(listen),
+        })
+    }
+
+    /// Each service with the line of its `listen` (for the metrics check).
+    fn services(&mut self, root: &Table<'_, '_>) -> Result<Vec<(ServiceConfig, usize)>, Reported> {
+        let Some(tables) = self.array_of_tables(root, "service", "[[service]]")? else {
+            return Ok(Vec::new());
+        };
+        let mut names: HashMap<String, (String, usize)> = HashMap::new();
+        let mut listens: HashMap<SocketAddr, (String, usize)> = HashMap::new();
+        let mut services = Ok(Vec::new());
+        for table in tables {
+            let Ok(table) = table else {
+                services = Err(Reported);
+                continue;
+            };
+            let service = self.service(&table, &mut names, &mut listens);
+            match (&mut services, service) {
+                (Ok(list), Ok(s)) => list.push(s),
+                _ => services = Err(Reported),
+            }
+        }
+        services
+    }
+
+    /// `[[key]]` in `parent`: each element as a table (keys checked).
+    #[allow(clippy::type_complexity)]
+    fn array_of_tables<'t, 'i>(
+        &mut self,
+        parent: &Table<'t, 'i>,
+        key: &str,
+        name: &'static str,
+    ) -> Field<Vec<Result<Table<'t, 'i>, Reported>>> {
+        let Some(v) = parent.get(key) else {
+            return Ok(None);
+        };
+        let path = parent.field(key);
+        let DeValue::Array(items) = v.get_ref() else {
+            let found = v.get_ref().type_str();
+            return Err(self.bad_value(
+                v,
+                path,
+                ErrorKind::WrongType { found },
+                &format!("an array of tables, written {name}"),
+            ));
+        };
+        let keys = if key == "service" {
+            SERVICE_KEYS
+        } else {
+            BACKEND_KEYS
+        };
+        let tables = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let table = self.as_table(item, format!("{path}[{i}]"), name)?;
+                self.check_keys(&table, keys, name);
+                Ok(table)
+            })
+            .collect();
+        Ok(Some(tables))
+    }
+
+    fn service(
+        &mut self,
+        table: &Table<'_, '_>,
+        names: &mut HashMap<String, (String, usize)>,
+        listens: &mut HashMap<SocketAddr, (String, usize)>,
+    ) -> Result<(ServiceConfig, usize), Reported> {
+        let name = self.required(table, "name", VALID_NAME, |v| parse_name(v, is_name_char));
+        if let Ok(n) = &name {
+            let v = table
+                .get("name")
+                .expect("a required key that converted is present");
+            self.unique(
+                names,
+                n.clone(),
+                v,
+                table.field("name"),
+                "a name no other service uses",
+            );
+        }
+        let listen = self.required(table, "listen", VALID_LISTEN, |v| socket_addr(v, false));
+        let listen_line = table
+            .get("listen")
+            .map_or(0, |v| self.lines.line(v.span().start));
+        if let Ok(addr) = &listen {
+            let v = table
+                .get("listen")
+                .expect("a required key that converted is present");
+            self.unique(
+                listens,
+                *addr,
+                v,
+                table.field("listen"),
+                "an address no other service listens on",
+            );
+        }
+        let sched_valid = format!("one of {}", names_of_schedulers());
+        let scheduler = self.field(table, "scheduler", &sched_valid, |v| {
+            let s = string(v)?;
+            SchedulerKind::from_name(s)
+                .ok_or_else(|| ErrorKind::Invalid("unknown scheduler".into()))
+        });
+        let positive = format!("{DURATION_EXAMPLES}, greater than zero");
+        let connect_timeout =
+            self.field(table, "connect_timeout", &positive, |v| duration(v, true));
+        let idle_timeout = self.field(table, "idle_timeout", &positive, |v| duration(v, true));
+        let retries_valid = format!("an integer from 0 to {}", ServiceConfig::MAX_RETRIES);
+        let retries = self.field(table, "retries", &retries_valid, |v| {
+            integer(v, 0, i64::from(ServiceConfig::MAX_RETRIES))
+        });
+        let max_conn_valid = format!("an integer from 1 to {}", u32::MAX);
+        let max_connections = self.field(table, "max_connections", &max_conn_valid, |v| {
+            integer(v, 1, i64::from(u32::MAX))
+        });
+        let pp_valid = format!(
+            "one of {}",
+            join_names(ProxyProtocol::ALL.iter().map(|p| p.name()))
+        );
+        let proxy_protocol = self.field(table, "proxy_protocol", &pp_valid, |v| {
+            one_of(
+                v,
+                ProxyProtocol::ALL.iter().map(|p| (p.name(), *p)),
+                "value",
+            )
+        });
+        let backends = self.backends(table);
+        Ok((
+            ServiceConfig {
+                name: name?,
+                listen: listen?,
+                scheduler: scheduler?.unwrap_or(ServiceConfig::DEFAULT_SCHEDULER),
+                connect_timeout: connect_timeout?.unwrap_or(ServiceConfig::DEFAULT_CONNECT_TIMEOUT),
+                idle_timeout: idle_timeout?.unwrap_or(ServiceConfig::DEFAULT_IDLE_TIMEOUT),
+                retries: retries?.map_or(ServiceConfig::DEFAULT_RETRIES, |r| r as u32),
+                max_connections: max_connections?
+                    .map_or(ServiceConfig::DEFAULT_MAX_CONNECTIONS, |m| m as u32),
+                proxy_protocol: proxy_protocol?.unwrap_or_default(),
+                backends: backends?,
+            },
+            listen_line,
+        ))
+    }
+
+    fn backends(&mut self, service: &Table<'_, '_>) -> Result<Vec<BackendConfig>, Reported> {
+        let tables = self
+            .array_of_tables(service, "backend", "[[service.backend]]")?
+            .unwrap_or_default();
+        if tables.is_empty() {
+            return Err(self.push(
+                &service.header,
+                service.path.clone(),
+                None,
+                ErrorKind::EmptyPool,
+                "at least one [[service.backend]] table with an address",
+            ));
+        }
+        // Names defaulted from the address are left to the address check, so
+        // one duplicated address is one error, not two.
+        let mut names: HashMap<String, (String, usize, bool)> = HashMap::new();
+        let mut addresses: HashMap<SocketAddr, (String, usize)> = HashMap::new();
+        let mut backends = Ok(Vec::new());
+        for table in tables {
+            let backend = table.and_then(|t| self.backend(&t, &mut names, &mut addresses));
+            match (&mut backends, backend) {
+                (Ok(list), Ok(b)) => list.push(b),
+                _ => backends = Err(Reported),
+            }
+        }
+        backends
+    }
+
+    fn backend(
+        &mut self,
+        table: &Table<'_, '_>,
+        names: &mut HashMap<String, (String, usize, bool)>,
+        addresses: &mut HashMap<SocketAddr, (String, usize)>,
+    ) -> Result<BackendConfig, Reported> {
+        let address = self.required(table, "address", VALID_ADDRESS, |v| socket_addr(v, true));
+        let name = self.field(table, "name", VALID_BACKEND_NAME, |v| {
+            parse_name(v, |c| is_name_char(c) || matches!(c, ':' | '[' | ']'))
+        });
+        if let Ok(a) = &address {
+            let v = table
+                .get("address")
+                .expect("a required key that converted is present");
+            self.unique(
+                addresses,
+                *a,
+                v,
+                table.field("address"),
+                "an address no other backend of this service has",
+            );
+        }
+        self.unique_backend_name(table, &name, &address, names);
+        let weight_valid = format!(
+            "an integer from 0 (drained) to {}",
+            BackendConfig::MAX_WEIGHT
+        );
+        let weight = self.field(table, "weight", &weight_valid, |v| {
+            integer(v, 0, i64::from(BackendConfig::MAX_WEIGHT))
+        });
+        let max_conn_valid = format!("an integer from 1 to {}", u32::MAX);
+        let max_connections = self.field(table, "max_connections", &max_conn_valid, |v| {
+            integer(v, 1, i64::from(u32::MAX))
+        });
+        let address = address?;
+        Ok(BackendConfig {
+            name: name?.unwrap_or_else(|| address.to_string()),
+            address,
+            weight: weight?.map_or(BackendConfig::DEFAULT_WEIGHT, |w| w as u32),
+            max_connections: max_connections?.map(|m| m as u32),
+        })
+    }
+
+    /// Records `key` as used by `path`; if it was already, reports the
+    /// second use and names the first.
+    fn unique<K: std::hash::Hash + Eq>(
+        &mut self,
+        seen: &mut HashMap<K, (String, usize)>,
+        key: K,
+        v: &Value<'_>,
+        path: String,
+        valid: &str,
+    ) {
+        let line = self.lines.line(v.span().start);
+        match seen.get(&key) {
+            Some((first, first_line)) => {
+                let kind = ErrorKind::Duplicate {
+                    first: first.clone(),
+                    first_line: *first_line,
+                };
+                self.bad_value(v, path, kind, valid);
+            }
+            None => {
+                seen.insert(key, (path, line));
+            }
+        }
+    }
+
+    /// Backend names are unique within a service, counting names defaulted
+    /// from the address. Two defaulted names clash only if the addresses do,
+    /// which the address check already reports: one mistake, one error.
+    fn unique_backend_name(
+        &mut self,
+        table: &Table<'_, '_>,
+        name: &Field<String>,
+        address: &Result<SocketAddr, Reported>,
+        names: &mut HashMap<String, (String, usize, bool)>,
+    ) {
+        let (resolved, key, explicit) = match (name, address) {
+            (Ok(Some(n)), _) => (n.clone(), "name", true),
+            (Ok(None), Ok(a)) => (a.to_string(), "address", false),
+            _ => return,
+        };
+        // Cannot fail: the name came from this key.
+        let v = table
+            .get(key)
+            .expect("the key the name came from is present");
+        let line = self.lines.line(v.span().start);
+        match names.get(&resolved) {
+            None => {
+                names.insert(resolved, (table.field(key), line, explicit));
+            }
+            Some((first, first_line, first_explicit)) if explicit || *first_explicit => {
+                let kind = ErrorKind::Duplicate {
+                    first: first.clone(),
+                    first_line: *first_line,
+                };
+                let valid = if explicit {
+                    "a name no other backend of this service has"
+                } else {
+                    "a name no other backend of this service has (this one is named after its address)"
+                };
+                self.bad_value(v, table.field(key), kind, valid);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The exporter and a service cannot both bind one address.
+    fn metrics_port_is_free(
+        &mut self,
+        root: &Table<'_, '_>,
+        metrics: &MetricsConfig,
+        services: &[(ServiceConfig, usize)],
+    ) {
+        let Some(listen) = metrics.listen else {
+            return;
+        };
+        let Some((i, (_, line))) = services
+            .iter()
+            .enumerate()
+            .find(|(_, (s, _))| s.listen == listen)
+        else {
+            return;
+        };
+        // Cannot fail: metrics.listen is Some only when [metrics] listen was read.
+        let v = root
+            .get("metrics")
+            .and_then(|m| m.get_ref().get("listen"))
+            .expect("metrics.listen was read from the file");
+        let kind = ErrorKind::Duplicate {
+            first: format!("service[{i}].listen"),
+            first_line: *line,
+        };
+        self.bad_value(
+            v,
+            "metrics.listen".into(),
+            kind,
+            "an address no service listens on",
+        );
+    }
+}
+
+fn string<'v>(v: &'v DeValue<'_>) -> Result<&'v str, ErrorKind> {
+    v.as_str().ok_or(ErrorKind::WrongType {
+        found: v.type_str(),
+    })
+}
+
+/// An integer in `min..=max`; floats and strings are wrong types.
+fn integer(v: &DeValue<'_>, min: i64, max: i64) -> Result<i64, ErrorKind> {
+    let DeValue::Integer(i) = v else {
+        return Err(ErrorKind::WrongType {
+            found: v.type_str(),
+        });
+    };
+    // Too big for an i64 is out of range for every field here.
+    match i64::from_str_radix(i.as_str(), i.radix()) {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(ErrorKind::OutOfRange),
+    }
+}
+
+fn duration(v: &DeValue<'_>, positive: bool) -> Result<Duration, ErrorKind> {
+    let d = parse_duration(string(v)?)
+        .map_err(|e| ErrorKind::Invalid(format!("not a duration: {}", e.reason())))?;
+    if positive && d.is_zero() {
+        return Err(ErrorKind::OutOfRange);
+    }
+    Ok(d)
+}
+
+/// One of a fixed set of names; `what` words the error ("unknown level").
+fn one_of<T>(
+    v: &DeValue<'_>,
+    mut choices: impl Iterator<Item = (&'static str, T)>,
+    what: &str,
+) -> Result<T, ErrorKind> {
+    let s = string(v)?;
+    choices
+        .find(|(name, _)| *name == s)
+        .map(|(_, t)| t)
+        .ok_or_else(|| ErrorKind::Invalid(format!("unknown {what}")))
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+}
+
+fn parse_name(v: &DeValue<'_>, allowed: impl Fn(char) -> bool) -> Result<String, ErrorKind> {
+    let s = string(v)?;
+    if s.is_empty() {
+        Err(ErrorKind::Invalid("empty name".into()))
+    } else if s.chars().count() > 64 {
+        Err(ErrorKind::Invalid("name longer than 64 characters".into()))
+    } else if let Some(c) = s.chars().find(|&c| !allowed(c)) {
+        Err(ErrorKind::Invalid(format!(
+            "character {c:?} not allowed in a name"
+        )))
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// IP:port with port != 0; a backend (`connect`) also needs a specified IP,
+/// since connecting to 0.0.0.0 silently means "this host".
+fn socket_addr(v: &DeValue<'_>, connect: bool) -> Result<SocketAddr, ErrorKind> {
+    let s = string(v)?;
+    let invalid = |why: &str| Err(ErrorKind::Invalid(why.into()));
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => invalid("port 0"),
+        Ok(a) if connect && a.ip().is_unspecified() => {
+            invalid("unspecified IP cannot be connected to")
+        }
+        Ok(a) => Ok(a),
+        Err(_) => match s.parse::<IpAddr>() {
+            Ok(IpAddr::V4(_)) => invalid("missing port"),
+            Ok(IpAddr::V6(_)) => {
+                invalid("missing port (an IPv6 address goes in brackets: [::1]:80)")
+            }
+            Err(_) if port_too_big(s) => invalid("port above 65535"),
+            Err(_) => invalid("not an IP:port address (host names are not resolved)"),
+        },
+    }
+}
+
+/// `ip:port` or `[ip6]:port` whose port is all digits but past u16.
+fn port_too_big(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.parse::<IpAddr>().is_ok()
+        && !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_err()
+}
+
+fn join_names<'n>(list: impl Iterator<Item = &'n str>) -> String {
+    list.collect::<Vec<_>>().join(", ")
+}
+
+fn names_of_schedulers() -> String {
+    join_names(SchedulerKind::ALL.iter().map(|k| k.name()))
+}
+
+/// The kernel's hostname if it is a valid node name, else "tandem".
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.len() <= 64 && h.chars().all(is_name_char))
+        .unwrap_or_else(|| NodeConfig::DEFAULT_NAME_FALLBACK.to_string())
+}

@@ -1,0 +1,510 @@
+//! Whole-file tests: defaults, the example file, and a snapshot of the
+//! rendered messages for every class of error (`snapshots/`).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(text, Path::new("lb.toml"))
+}
+
+fn ok(text: &str) -> Config {
+    parse(text).unwrap_or_else(|e| panic!("unexpected errors:\n{e}"))
+}
+
+/// The rendered errors, as `tandem lb check` prints them.
+fn errors(text: &str) -> String {
+    match parse(text) {
+        Ok(c) => panic!("parsed without error: {c:#?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+const MINIMAL_SERVICE: &str = r#"
+[[service]]
+name = "api"
+listen = "127.0.0.1:8080"
+[[service.backend]]
+address = "127.0.0.1:8081"
+"#;
+
+#[test]
+fn empty_file_is_all_defaults() {
+    let c = ok("");
+    assert_eq!(c.source, Path::new("lb.toml"));
+    assert!(!c.node.name.is_empty());
+    assert!(c.node.workers >= 1);
+    assert_eq!(c.node.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(c.node.connection_log, Some(tracing::Level::INFO));
+    assert_eq!(c.admin.socket, Path::new("/run/tandem/lb.sock"));
+    assert_eq!(c.metrics.listen, None);
+    assert!(c.services.is_empty());
+}
+
+#[test]
+fn service_defaults() {
+    let c = ok(MINIMAL_SERVICE);
+    let s = &c.services[0];
+    assert_eq!(s.name, "api");
+    assert_eq!(s.listen, addr("127.0.0.1:8080"));
+    assert_eq!(s.scheduler, SchedulerKind::Wlc);
+    assert_eq!(s.connect_timeout, Duration::from_secs(2));
+    assert_eq!(s.idle_timeout, Duration::from_secs(300));
+    assert_eq!(s.retries, 2);
+    assert_eq!(s.max_connections, 10_000);
+    assert_eq!(s.proxy_protocol, ProxyProtocol::Off);
+    assert_eq!(
+        s.backends,
+        vec![BackendConfig {
+            name: "127.0.0.1:8081".into(),
+            address: addr("127.0.0.1:8081"),
+            weight: 100,
+            max_connections: None,
+        }]
+    );
+    assert!(c.service("api").is_some());
+    assert!(c.service("nope").is_none());
+}
+
+#[test]
+fn explicit_values_are_kept() {
+    let c = ok(r#"
+[node]
+name = "lb-2.example"
+workers = 3
+shutdown_grace = "1m30s"
+connection_log = "off"
+[admin]
+socket = "/tmp/lb.sock"
+[metrics]
+listen = "[::1]:9310"
+[[service]]
+name = "w"
+listen = "[2001:db8::1]:443"
+scheduler = "maglev"
+connect_timeout = "250ms"
+idle_timeout = "1.5h"
+retries = 0
+max_connections = 1
+proxy_protocol = "v1"
+[[service.backend]]
+name = "w1"
+address = "[2001:db8::2]:8081"
+weight = 0
+max_connections = 7
+"#);
+    assert_eq!(c.node.name, "lb-2.example");
+    assert_eq!(c.node.workers, 3);
+    assert_eq!(c.node.shutdown_grace, Duration::from_secs(90));
+    assert_eq!(c.node.connection_log, None);
+    assert_eq!(c.admin.socket, Path::new("/tmp/lb.sock"));
+    assert_eq!(c.metrics.listen, Some(addr("[::1]:9310")));
+    let s = &c.services[0];
+    assert_eq!(s.listen, addr("[2001:db8::1]:443"));
+    assert_eq!(s.scheduler, SchedulerKind::Maglev);
+    assert_eq!(s.connect_timeout, Duration::from_millis(250));
+    assert_eq!(s.idle_timeout, Duration::from_secs(5400));
+    assert_eq!((s.retries, s.max_connections), (0, 1));
+    assert_eq!(s.proxy_protocol, ProxyProtocol::V1);
+    let b = &s.backends[0];
+    assert_eq!(
+        (b.name.as_str(), b.weight, b.max_connections),
+        ("w1", 0, Some(7))
+    );
+}
+
+#[test]
+fn every_scheduler_and_log_level_name_is_accepted() {
+    for kind in SchedulerKind::ALL {
+        let text = MINIMAL_SERVICE.replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:8080\"\nscheduler = \"{kind}\""),
+        );
+        assert_eq!(ok(&text).services[0].scheduler, kind);
+    }
+    for (name, level) in [
+        ("error", tracing::Level::ERROR),
+        ("trace", tracing::Level::TRACE),
+    ] {
+        let c = ok(&format!("[node]\nconnection_log = \"{name}\""));
+        assert_eq!(c.node.connection_log, Some(level));
+    }
+}
+
+#[test]
+fn inline_tables_are_accepted_too() {
+    let c = ok(
+        r#"service = [{ name = "a", listen = "127.0.0.1:1", backend = [{ address = "127.0.0.1:2" }] }]"#,
+    );
+    assert_eq!(c.services[0].backends[0].address, addr("127.0.0.1:2"));
+}
+
+#[test]
+fn example_file_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("lb.example.toml");
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.source, path);
+    assert_eq!(c.node.name, "lb1");
+    assert_eq!(c.metrics.listen, Some(addr("127.0.0.1:9310")));
+    assert_eq!(c.services.len(), 2);
+    assert_eq!(c.services[0].proxy_protocol, ProxyProtocol::V2);
+    assert_eq!(c.services[0].backends[0].max_connections, Some(1000));
+    assert_eq!(c.services[1].backends[1].name, "[::1]:9002");
+    assert_eq!(c.services[1].backends[1].weight, 50);
+}
+
+#[test]
+fn example_file_documents_every_key() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("lb.example.toml"))
+            .unwrap();
+    let keys = [
+        "name",
+        "workers",
+        "shutdown_grace",
+        "connection_log",
+        "socket",
+        "listen",
+        "scheduler",
+        "connect_timeout",
+        "idle_timeout",
+        "retries",
+        "max_connections",
+        "proxy_protocol",
+        "address",
+        "weight",
+    ];
+    for key in keys {
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{key} = "))),
+            "lb.example.toml does not set {key}"
+        );
+    }
+}
+
+#[test]
+fn load_reports_an_unreadable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing.toml");
+    let e = Config::load(&path).unwrap_err();
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        e.errors()[0].kind,
+        ErrorKind::Read("No such file or directory (os error 2)".into())
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: cannot read the file: No such file or directory (os error 2)",
+            path.display()
+        )
+    );
+}
+
+/// One file with a mistake of each kind: all are reported, in file order,
+/// each at the right line:column.
+#[test]
+fn several_errors_are_all_reported_with_positions() {
+    let text = r#"[node]
+workers = "2"
+shutdown_grace = "30"
+
+[[service]]
+name = "api"
+listen = "198.18.0.100:80"
+scheduler = "wlcc"
+[[service.backend]]
+address = "127.0.0.1:8081"
+[[service.backend]]
+address = "127.0.0.1:8082"
+  weight = 300
+bogus = true
+
+[[service]]
+name = "api"
+listen = "198.18.0.100:80"
+"#;
+    let e = parse(text).unwrap_err();
+    let got: Vec<(usize, usize, &str)> = e
+        .errors()
+        .iter()
+        .map(|e| (e.line, e.column, e.path.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (2, 11, "node.workers"),
+            (3, 18, "node.shutdown_grace"),
+            (8, 13, "service[0].scheduler"),
+            (13, 12, "service[0].backend[1].weight"),
+            (14, 1, "service[0].backend[1].bogus"),
+            (16, 1, "service[1]"),
+            (17, 8, "service[1].name"),
+            (18, 10, "service[1].listen"),
+        ]
+    );
+    insta::assert_snapshot!(e.to_string());
+}
+
+#[test]
+fn syntax_error_keeps_tomls_position() {
+    let text = "[node]\nname = \"lb1\nworkers = 2\n";
+    let e = parse(text).unwrap_err();
+    assert_eq!(e.len(), 1);
+    // toml itself says "line 2, column 12" for this input.
+    assert_eq!((e.errors()[0].line, e.errors()[0].column), (2, 12));
+    insta::assert_snapshot!(e.to_string());
+}
+
+#[test]
+fn syntax_error_duplicate_key() {
+    insta::assert_snapshot!(errors("[node]\nname = \"a\"\nname = \"b\"\n"));
+}
+
+#[test]
+fn unknown_keys_list_the_valid_ones() {
+    insta::assert_snapshot!(errors(
+        r#"lisen = "x"
+[node]
+wrokers = 2
+[admin]
+path = "/x"
+[metrics]
+listen = "127.0.0.1:9310"
+port = 9310
+[[service]]
+name = "api"
+listen = "127.0.0.1:80"
+timeout = "2s"
+[[service.backend]]
+address = "127.0.0.1:8081"
+wieght = 5
+[service.extra]
+k = 1
+"#
+    ));
+}
+
+#[test]
+fn wrong_types() {
+    insta::assert_snapshot!(errors(
+        r#"node = "lb1"
+metrics = 5
+[[service]]
+name = 7
+listen = ["127.0.0.1:80"]
+retries = 2.5
+connect_timeout = 2
+max_connections = "10"
+[[service.backend]]
+address = "127.0.0.1:8081"
+weight = true
+"#
+    ));
+}
+
+#[test]
+fn service_written_as_a_plain_table() {
+    insta::assert_snapshot!(errors("[service]\nname = \"api\"\n"));
+}
+
+#[test]
+fn bad_durations() {
+    insta::assert_snapshot!(errors(
+        r#"[node]
+shutdown_grace = "-1s"
+[[service]]
+name = "api"
+listen = "127.0.0.1:80"
+connect_timeout = "0s"
+idle_timeout = "5 minutes"
+[[service.backend]]
+address = "127.0.0.1:8081"
+[[service]]
+name = "b"
+listen = "127.0.0.1:81"
+connect_timeout = "1s1m"
+idle_timeout = "99999999999h"
+[[service.backend]]
+address = "127.0.0.1:8081"
+"#
+    ));
+}
+
+#[test]
+fn bad_addresses() {
+    insta::assert_snapshot!(errors(
+        r#"[metrics]
+listen = "localhost:9310"
+[[service]]
+name = "a"
+listen = "127.0.0.1:0"
+[[service.backend]]
+address = "127.0.0.1"
+[[service.backend]]
+address = "::1:8081"
+[[service.backend]]
+address = "0.0.0.0:8081"
+[[service.backend]]
+address = "127.0.0.1:65536"
+"#
+    ));
+}
+
+#[test]
+fn bad_enums_list_the_valid_names() {
+    insta::assert_snapshot!(errors(
+        r#"[node]
+connection_log = "verbose"
+[[service]]
+name = "a"
+listen = "127.0.0.1:80"
+scheduler = "round-robin"
+proxy_protocol = "V2"
+[[service.backend]]
+address = "127.0.0.1:8081"
+"#
+    ));
+}
+
+#[test]
+fn duplicate_service_names_and_listens_name_the_first() {
+    insta::assert_snapshot!(errors(
+        r#"[[service]]
+name = "api"
+listen = "127.0.0.1:80"
+[[service.backend]]
+address = "127.0.0.1:8081"
+
+[[service]]
+name = "api"
+listen = "127.0.0.1:80"
+[[service.backend]]
+address = "127.0.0.1:8081"
+
+[[service]]
+name = "other"
+listen = "127.0.0.1:80"
+[[service.backend]]
+address = "127.0.0.1:8081"
+"#
+    ));
+}
+
+#[test]
+fn duplicate_backends_within_a_service() {
+    let text = r#"[[service]]
+name = "api"
+listen = "127.0.0.1:80"
+[[service.backend]]
+name = "one"
+address = "127.0.0.1:8081"
+[[service.backend]]
+name = "one"
+address = "127.0.0.1:8082"
+[[service.backend]]
+address = "127.0.0.1:8081"
+[[service.backend]]
+address = "127.0.0.1:8083"
+[[service.backend]]
+name = "127.0.0.1:8083"
+address = "127.0.0.1:8084"
+
+[[service]]
+name = "other"
+listen = "127.0.0.1:81"
+[[service.backend]]
+name = "one"
+address = "127.0.0.1:8081"
+"#;
+    let e = parse(text).unwrap_err();
+    // The third backend repeats only the first's address: one error, not a
+    // second one for its defaulted name. The other service may reuse both.
+    assert_eq!(e.len(), 3, "{e}");
+    insta::assert_snapshot!(e.to_string());
+}
+
+#[test]
+fn numbers_out_of_range() {
+    insta::assert_snapshot!(errors(
+        r#"[node]
+workers = -1
+[[service]]
+name = "a"
+listen = "127.0.0.1:80"
+retries = 17
+max_connections = 0
+[[service.backend]]
+address = "127.0.0.1:8081"
+weight = 257
+max_connections = 4294967296
+[[service.backend]]
+address = "127.0.0.1:8082"
+weight = 99999999999999999999
+"#
+    ));
+}
+
+#[test]
+fn empty_pools() {
+    insta::assert_snapshot!(errors(
+        r#"[[service]]
+name = "a"
+listen = "127.0.0.1:80"
+
+[[service]]
+name = "b"
+listen = "127.0.0.1:81"
+backend = []
+"#
+    ));
+}
+
+#[test]
+fn missing_required_keys() {
+    insta::assert_snapshot!(errors(
+        r#"[metrics]
+
+[[service]]
+scheduler = "rr"
+[[service.backend]]
+weight = 1
+"#
+    ));
+}
+
+#[test]
+fn bad_names_and_paths() {
+    insta::assert_snapshot!(errors(
+        r#"[node]
+name = ""
+[admin]
+socket = "lb.sock"
+[[service]]
+name = "my api"
+listen = "127.0.0.1:80"
+[[service.backend]]
+name = "a/b"
+address = "127.0.0.1:8081"
+[[service]]
+name = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+listen = "127.0.0.1:81"
+[[service.backend]]
+address = "127.0.0.1:8081"
+"#
+    ));
+}
+
+#[test]
+fn metrics_cannot_share_a_service_address() {
+    insta::assert_snapshot!(errors(&format!(
+        "[metrics]\nlisten = \"127.0.0.1:8080\"\n{MINIMAL_SERVICE}"
+    )));
+}
