@@ -11,6 +11,7 @@
 //! Files:
 //! - `parse`: the walk, one reader per table, uniqueness checks.
 //! - `duration`: `"250ms"`, `"1m30s"`: grammar, parser and formatter.
+//! - `values`: one TOML value to one typed value (ranges, formats, names).
 //! - `error`: [`ConfigError`], [`ConfigErrors`] and their one-line rendering.
 
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::sched::SchedulerKind;
 mod duration;
 mod error;
 mod parse;
+mod values;
 
 pub use duration::{
     DURATION_EXAMPLES, DurationError, DurationProblem, format_duration, parse_duration,

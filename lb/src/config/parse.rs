@@ -12,16 +12,19 @@
 //! `Config` is assembled only when no error was recorded.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::duration::{DURATION_EXAMPLES, parse_duration};
+use super::duration::DURATION_EXAMPLES;
 use super::error::{ConfigError, ConfigErrors, ErrorKind, LineIndex};
+use super::values::{
+    duration, integer, is_name_char, join_names, names_of_schedulers, one_of, parse_name,
+    socket_addr, string,
+};
 use super::{
     AdminConfig, BackendConfig, Config, MetricsConfig, NodeConfig, ProxyProtocol, ServiceConfig,
 };
@@ -168,7 +171,12 @@ impl<'a> Walker<'a> {
     /// An error about a value: positioned at it, quoting it.
     fn bad_value(&mut self, v: &Value<'_>, path: String, kind: ErrorKind, valid: &str) -> Reported {
         let span = v.span();
-        self.push(&span, path, Some(&span), kind, valid)
+        // An implicit table (made by `[a.b]` or `a.b = 1`) spans just a key
+        // name: quoting it as the value would mislead.
+        let implicit = matches!(v.get_ref(), DeValue::Table(_))
+            && !self.lines.written(&span).starts_with(['[', '{']);
+        let value = (!implicit).then_some(&span);
+        self.push(&span, path, value, kind, valid)
     }
 
     /// Reports every key of `table` not in `keys`.
@@ -373,6 +381,13 @@ impl<'a> Walker<'a> {
         };
         let path = parent.field(key);
         let DeValue::Array(items) = v.get_ref() else {
+            if key == "service" && v.get_ref().get("backend").is_some() {
+                // `[[service.backend]]` with no `[[service]]` above makes
+                // `service` a plain table: say so rather than "wrong type".
+                let kind = ErrorKind::Invalid("[[service.backend]] before any [[service]]".into());
+                let valid = "a [[service]] table, then its [[service.backend]] tables";
+                return Err(self.bad_value(v, path, kind, valid));
+            }
             let found = v.get_ref().type_str();
             return Err(self.bad_value(
                 v,
@@ -649,112 +664,6 @@ impl<'a> Walker<'a> {
             "an address no service listens on",
         );
     }
-}
-
-fn string<'v>(v: &'v DeValue<'_>) -> Result<&'v str, ErrorKind> {
-    v.as_str().ok_or(ErrorKind::WrongType {
-        found: v.type_str(),
-    })
-}
-
-/// An integer in `min..=max`; floats and strings are wrong types.
-fn integer(v: &DeValue<'_>, min: i64, max: i64) -> Result<i64, ErrorKind> {
-    let DeValue::Integer(i) = v else {
-        return Err(ErrorKind::WrongType {
-            found: v.type_str(),
-        });
-    };
-    // Too big for an i64 is out of range for every field here.
-    match i64::from_str_radix(i.as_str(), i.radix()) {
-        Ok(n) if (min..=max).contains(&n) => Ok(n),
-        _ => Err(ErrorKind::OutOfRange),
-    }
-}
-
-fn duration(v: &DeValue<'_>, positive: bool) -> Result<Duration, ErrorKind> {
-    let d = parse_duration(string(v)?)
-        .map_err(|e| ErrorKind::Invalid(format!("not a duration: {}", e.reason())))?;
-    if positive && d.is_zero() {
-        return Err(ErrorKind::OutOfRange);
-    }
-    Ok(d)
-}
-
-/// One of a fixed set of names; `what` words the error ("unknown level").
-fn one_of<T>(
-    v: &DeValue<'_>,
-    mut choices: impl Iterator<Item = (&'static str, T)>,
-    what: &str,
-) -> Result<T, ErrorKind> {
-    let s = string(v)?;
-    choices
-        .find(|(name, _)| *name == s)
-        .map(|(_, t)| t)
-        .ok_or_else(|| ErrorKind::Invalid(format!("unknown {what}")))
-}
-
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
-}
-
-fn parse_name(v: &DeValue<'_>, allowed: impl Fn(char) -> bool) -> Result<String, ErrorKind> {
-    let s = string(v)?;
-    if s.is_empty() {
-        Err(ErrorKind::Invalid("empty name".into()))
-    } else if s.chars().count() > 64 {
-        Err(ErrorKind::Invalid("name longer than 64 characters".into()))
-    } else if let Some(c) = s.chars().find(|&c| !allowed(c)) {
-        Err(ErrorKind::Invalid(format!(
-            "character {c:?} not allowed in a name"
-        )))
-    } else {
-        Ok(s.to_string())
-    }
-}
-
-/// IP:port with port != 0; a backend (`connect`) also needs a specified IP,
-/// since connecting to 0.0.0.0 silently means "this host".
-fn socket_addr(v: &DeValue<'_>, connect: bool) -> Result<SocketAddr, ErrorKind> {
-    let s = string(v)?;
-    let invalid = |why: &str| Err(ErrorKind::Invalid(why.into()));
-    match s.parse::<SocketAddr>() {
-        Ok(a) if a.port() == 0 => invalid("port 0"),
-        Ok(a) if connect && a.ip().is_unspecified() => {
-            invalid("unspecified IP cannot be connected to")
-        }
-        Ok(a) => Ok(a),
-        Err(_) => match s.parse::<IpAddr>() {
-            Ok(IpAddr::V4(_)) => invalid("missing port"),
-            Ok(IpAddr::V6(_)) => {
-                invalid("missing port (an IPv6 address goes in brackets: [::1]:80)")
-            }
-            Err(_) if port_too_big(s) => invalid("port above 65535"),
-            Err(_) => invalid("not an IP:port address (host names are not resolved)"),
-        },
-    }
-}
-
-/// `ip:port` or `[ip6]:port` whose port is all digits but past u16.
-fn port_too_big(s: &str) -> bool {
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return false;
-    };
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    host.parse::<IpAddr>().is_ok()
-        && !port.is_empty()
-        && port.bytes().all(|b| b.is_ascii_digit())
-        && port.parse::<u16>().is_err()
-}
-
-fn join_names<'n>(list: impl Iterator<Item = &'n str>) -> String {
-    list.collect::<Vec<_>>().join(", ")
-}
-
-fn names_of_schedulers() -> String {
-    join_names(SchedulerKind::ALL.iter().map(|k| k.name()))
 }
 
 /// The kernel's hostname if it is a valid node name, else "tandem".

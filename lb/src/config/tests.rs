@@ -508,3 +508,91 @@ fn metrics_cannot_share_a_service_address() {
         "[metrics]\nlisten = \"127.0.0.1:8080\"\n{MINIMAL_SERVICE}"
     )));
 }
+
+/// Shapes TOML allows but this file does not: each gets a precise message.
+#[test]
+fn odd_shapes() {
+    let cases = [
+        "[[service.backend]]\naddress = \"127.0.0.1:1\"\n",
+        "node.name = 5\nnode.workers = \"x\"\n",
+        "[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[service.backend]\naddress = \"127.0.0.1:1\"\n",
+        "service = [1, \"x\"]\n",
+        "[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nbackend = [3]\n",
+    ];
+    let rendered: Vec<String> = cases
+        .iter()
+        .map(|t| format!("{t}=>\n{}\n", errors(t)))
+        .collect();
+    insta::assert_snapshot!(rendered.join("\n"));
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines mixing valid and invalid keys, values and headers.
+    fn line() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "name",
+            "listen",
+            "address",
+            "weight",
+            "workers",
+            "retries",
+            "scheduler",
+            "connect_timeout",
+            "socket",
+            "bogus",
+            "backend",
+            "max_connections",
+        ]);
+        let value = prop::sample::select(vec![
+            "\"a\"",
+            "\"127.0.0.1:80\"",
+            "\"[::1]:1\"",
+            "0",
+            "-1",
+            "300",
+            "1.5",
+            "true",
+            "\"2s\"",
+            "\"1m30\"",
+            "\"wlc\"",
+            "[]",
+            "{}",
+            "\"/x\"",
+            "[1]",
+            "\"\"",
+        ]);
+        prop_oneof![
+            (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+            prop::sample::select(vec![
+                "[node]",
+                "[admin]",
+                "[metrics]",
+                "[[service]]",
+                "[[service.backend]]",
+                "[service.x]",
+            ])
+            .prop_map(str::to_string),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the mix, parse answers (no panic), and every error has a
+        /// position inside the file and renders on one line.
+        #[test]
+        fn any_mix_is_answered_with_positioned_errors(lines in prop::collection::vec(line(), 0..24)) {
+            let text = lines.join("\n");
+            if let Err(errs) = parse(&text) {
+                prop_assert!(!errs.is_empty());
+                let line_count = text.lines().count().max(1);
+                for e in errs.errors() {
+                    prop_assert!(e.line >= 1 && e.line <= line_count, "{e}");
+                    prop_assert!(e.column >= 1, "{e}");
+                }
+                prop_assert_eq!(errs.to_string().lines().count(), errs.len());
+            }
+        }
+    }
+}
