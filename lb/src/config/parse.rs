@@ -348,7 +348,8 @@ impl<'a> Walker<'a> {
 
     /// Each service with the line of its `listen` (for the metrics check).
     fn services(&mut self, root: &Table<'_, '_>) -> Result<Vec<(ServiceConfig, usize)>, Reported> {
-        let Some(tables) = self.array_of_tables(root, "service", "[[service]]")? else {
+        let Some(tables) = self.array_of_tables(root, "service", SERVICE_KEYS, "[[service]]")?
+        else {
             return Ok(Vec::new());
         };
         let mut names: HashMap<String, (String, usize)> = HashMap::new();
@@ -374,6 +375,7 @@ impl<'a> Walker<'a> {
         &mut self,
         parent: &Table<'t, 'i>,
         key: &str,
+        keys: &[&str],
         name: &'static str,
     ) -> Field<Vec<Result<Table<'t, 'i>, Reported>>> {
         let Some(v) = parent.get(key) else {
@@ -395,11 +397,6 @@ impl<'a> Walker<'a> {
                 ErrorKind::WrongType { found },
                 &format!("an array of tables, written {name}"),
             ));
-        };
-        let keys = if key == "service" {
-            SERVICE_KEYS
-        } else {
-            BACKEND_KEYS
         };
         let tables = items
             .iter()
@@ -497,7 +494,7 @@ impl<'a> Walker<'a> {
 
     fn backends(&mut self, service: &Table<'_, '_>) -> Result<Vec<BackendConfig>, Reported> {
         let tables = self
-            .array_of_tables(service, "backend", "[[service.backend]]")?
+            .array_of_tables(service, "backend", BACKEND_KEYS, "[[service.backend]]")?
             .unwrap_or_default();
         if tables.is_empty() {
             return Err(self.push(
