@@ -12,5 +12,8 @@
 //! - [`metrics`]: metric names, descriptions and the Prometheus recorder.
 //! - [`cli`]: `tandem worker run|check`, called by the `tandem` binary.
 
+pub mod cli;
 pub mod config;
 pub mod kinds;
+pub mod metrics;
+pub mod server;

@@ -99,6 +99,13 @@ pub fn thumbnail(
     bbox: (u32, u32),
 ) -> Result<Vec<u8>, RunError> {
     let format = sniff(input)?;
+    if format == ImageFormat::Jpeg && !jpeg_has_end(input) {
+        // The JPEG decoder fills a truncated image with grey instead of
+        // failing; a thumbnail of half a photo is not a result.
+        return Err(RunError::Undecodable(
+            "truncated JPEG: no end-of-image marker after the last scan".to_owned(),
+        ));
+    }
 
     // Header only: no pixel is decoded yet.
     let (width, height) = ImageReader::with_format(Cursor::new(input), format)
@@ -140,6 +147,15 @@ pub fn thumbnail(
         .write_to(&mut out, ImageFormat::Png)
         .map_err(|e| RunError::Internal(format!("cannot encode PNG: {e}")))?;
     Ok(out.into_inner())
+}
+
+/// Whether a JPEG has an EOI marker (`FF D9`) after its last start-of-scan
+/// (`FF DA`). Inside entropy-coded data a literal `FF` is always followed by
+/// `00` (byte stuffing), so `FF D9` there can only be the real marker; bytes
+/// after EOI (trailers some cameras append) are allowed.
+fn jpeg_has_end(input: &[u8]) -> bool {
+    let last_scan = input.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    last_scan.is_some_and(|at| input[at..].windows(2).any(|w| w == [0xFF, 0xD9]))
 }
 
 /// The format from the magic bytes, if it is one we decode.
@@ -191,6 +207,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn jpeg_end_marker() {
+        assert!(jpeg_has_end(b"\xFF\xD8..\xFF\xDA.scan.\xFF\x00.\xFF\xD9"));
+        assert!(jpeg_has_end(b"\xFF\xD8\xFF\xDA.\xFF\xD9trailer"));
+        assert!(!jpeg_has_end(b"\xFF\xD8..\xFF\xDA.scan cut"));
+        // An EOI before the last scan (an embedded thumbnail's) does not count.
+        assert!(!jpeg_has_end(b"\xFF\xD8\xFF\xDA\xFF\xD9\xFF\xDA.cut"));
+        assert!(!jpeg_has_end(b"\xFF\xD8 no scan \xFF\xD9"));
     }
 
     #[test]

@@ -1,0 +1,152 @@
+//! `tandem worker run|check`: the command line, called by the `tandem`
+//! binary, which owns tracing setup.
+//!
+//! `run` builds its own tokio runtime, installs the Prometheus recorder,
+//! binds, and serves until SIGTERM or SIGINT. Then it stops accepting and
+//! gives in-flight runs `limits.shutdown_grace` to finish: exit status 0 if
+//! they did, 1 if the grace ran out (systemd would SIGKILL soon anyway).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Kind};
+use crate::server::{AppState, serve};
+
+/// `tandem worker ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum WorkerCommand {
+    /// Serve one job kind over HTTP until SIGTERM or SIGINT.
+    Run {
+        /// The worker's TOML config file.
+        #[arg(short, long, default_value = "/etc/tandem/worker.toml")]
+        config: PathBuf,
+        /// The kind this instance serves: thumbnail, text or exec.
+        #[arg(long)]
+        kind: Kind,
+    },
+    /// Validate a config file and exit: 0 if it is usable, 1 if not.
+    Check {
+        /// The worker's TOML config file.
+        #[arg(short, long, default_value = "/etc/tandem/worker.toml")]
+        config: PathBuf,
+        /// Also check that the file can run this kind (exec needs [exec]).
+        #[arg(long)]
+        kind: Option<Kind>,
+    },
+}
+
+/// Runs a `tandem worker` subcommand.
+pub fn main(cmd: WorkerCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        WorkerCommand::Check { config, kind } => Ok(check(&config, kind)),
+        WorkerCommand::Run { config, kind } => run(&config, kind),
+    }
+}
+
+fn check(path: &Path, kind: Option<Kind>) -> ExitCode {
+    match validate(path, kind) {
+        Ok(config) => {
+            let kinds: Vec<&str> = Kind::ALL
+                .into_iter()
+                .filter(|k| config.check_kind(*k).is_ok())
+                .map(Kind::as_str)
+                .collect();
+            println!("{}: ok (can run: {})", path.display(), kinds.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the file and checks what can only be checked on this machine: the
+/// exec program exists and is executable.
+fn validate(path: &Path, kind: Option<Kind>) -> anyhow::Result<Config> {
+    let config = Config::load(path)?;
+    if let Some(kind) = kind {
+        config.check_kind(kind)?;
+    }
+    if let Some(exec) = &config.exec {
+        let program = &exec.command.program;
+        let meta = std::fs::metadata(program).with_context(|| {
+            format!(
+                "{}: exec.command: program {}",
+                path.display(),
+                program.display()
+            )
+        })?;
+        anyhow::ensure!(
+            meta.is_file() && meta.permissions().mode() & 0o111 != 0,
+            "{}: exec.command: program {} is not an executable file",
+            path.display(),
+            program.display()
+        );
+    }
+    Ok(config)
+}
+
+fn run(path: &Path, kind: Kind) -> anyhow::Result<ExitCode> {
+    let config = validate(path, Some(kind))?;
+    let grace = config.limits.shutdown_grace;
+    let listen = config.listen;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tandem-worker")
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let code = runtime.block_on(async move {
+        let handle = match crate::metrics::install() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "no /metrics: cannot install the Prometheus recorder");
+                None
+            }
+        };
+        let state = AppState::new(config, kind, handle)?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+
+        let shutdown = CancellationToken::new();
+        let mut server = tokio::spawn(serve(listener, state, shutdown.clone()));
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            ended = &mut server => {
+                // The server stopped without being asked: an accept error.
+                ended.context("server task panicked")?.context("server failed")?;
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        shutdown.cancel();
+        match tokio::time::timeout(grace, server).await {
+            Ok(ended) => {
+                ended
+                    .context("server task panicked")?
+                    .context("server failed")?;
+                tracing::info!("all in-flight runs finished; exiting");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(_) => {
+                tracing::warn!(?grace, "shutdown grace ran out with runs still in flight");
+                Ok::<_, anyhow::Error>(ExitCode::FAILURE)
+            }
+        }
+    })?;
+    // A decode that outlived its timeout is a blocking thread tokio cannot
+    // cancel; do not let it hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(code)
+}

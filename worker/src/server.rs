@@ -1,0 +1,387 @@
+//! The HTTP surface: `POST /v1/run`, `GET /healthz`, `GET /readyz`,
+//! `GET /metrics`.
+//!
+//! Admission comes first and costs nothing: a run takes a slot from a
+//! semaphore with `try_acquire`, and when none is free the answer is 503 with
+//! `Retry-After` *before the body is read*, so the dispatcher moves on to
+//! another instance at once instead of queueing here. The slot is held by
+//! the work itself: for thumbnail and text it moves into the blocking
+//! thread, so a decode that outlived its timeout (a blocking thread cannot be
+//! cancelled) still counts against the limit until it returns, and threads
+//! cannot pile up without bound.
+//!
+//! Status codes tell the dispatcher what to do: 4xx means the input is bad
+//! and retrying cannot help; 503 means "busy or stopping, try another
+//! instance"; 502/504/500 mean this run failed and a retry may succeed.
+//! Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
+//!
+//! Shutdown: when the token is cancelled the listener stops accepting, new
+//! runs on kept-alive connections get 503, `/readyz` turns 503, and
+//! [`serve`] returns once in-flight requests have been answered.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, Kind};
+use crate::kinds::{self, RunError};
+use crate::metrics as m;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    /// The one kind this instance serves.
+    kind: Kind,
+    /// The validated configuration.
+    config: Config,
+    /// One permit per concurrent run (`limits.concurrency`).
+    slots: Arc<Semaphore>,
+    /// Renders `/metrics`; `None` when no recorder is installed.
+    metrics: Option<PrometheusHandle>,
+    /// Cancelled when shutdown starts: readiness turns off, runs are refused.
+    draining: CancellationToken,
+}
+
+impl AppState {
+    /// State for an instance serving `kind`; fails if the config has no
+    /// settings for it.
+    pub fn new(
+        config: Config,
+        kind: Kind,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, ConfigError> {
+        config.check_kind(kind)?;
+        let slots = Arc::new(Semaphore::new(config.limits.concurrency as usize));
+        Ok(AppState(Arc::new(Inner {
+            kind,
+            config,
+            slots,
+            metrics,
+            draining: CancellationToken::new(),
+        })))
+    }
+
+    /// The kind served.
+    pub fn kind(&self) -> Kind {
+        self.0.kind
+    }
+}
+
+/// The routes, without a listener (tests may drive it with `oneshot`).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/run", post(run))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route".into()) })
+        .with_state(state)
+}
+
+/// Serves on an already bound `listener` until `shutdown` is cancelled and
+/// every in-flight request has been answered.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let draining = state.0.draining.clone();
+    tracing::info!(
+        kind = %state.kind(),
+        addr = %listener.local_addr()?,
+        concurrency = state.0.config.limits.concurrency,
+        "worker listening"
+    );
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.cancelled().await;
+            draining.cancel();
+            tracing::info!("shutdown: no new connections, finishing in-flight runs");
+        })
+        .await
+}
+
+async fn healthz(State(s): State<AppState>) -> Response {
+    status_json(StatusCode::OK, "ok", s.kind())
+}
+
+/// Ready = not stopping and a slot is free right now.
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.0.draining.is_cancelled() {
+        status_json(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", s.kind())
+    } else if s.0.slots.available_permits() == 0 {
+        status_json(StatusCode::SERVICE_UNAVAILABLE, "busy", s.kind())
+    } else {
+        status_json(StatusCode::OK, "ready", s.kind())
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    match &s.0.metrics {
+        Some(h) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            h.render(),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no metrics recorder is installed in this process".into(),
+        ),
+    }
+}
+
+fn status_json(code: StatusCode, status: &str, kind: Kind) -> Response {
+    let body = serde_json::json!({ "status": status, "kind": kind.as_str() });
+    (code, axum::Json(body)).into_response()
+}
+
+/// The thumbnail box, from the query string.
+#[derive(Debug, Default, Deserialize)]
+struct BoxQuery {
+    width: Option<u32>,
+    height: Option<u32>,
+}
+
+/// A refusal before or around the work.
+enum Refusal {
+    /// No slot free.
+    Busy,
+    /// Shutdown has started.
+    Draining,
+    /// Body over the kind's byte limit.
+    TooLarge(u64),
+    /// The body could not be read (client gone, bad framing).
+    BadBody(String),
+    /// The work said no.
+    Run(RunError),
+}
+
+impl Refusal {
+    fn outcome(&self) -> &'static str {
+        match self {
+            Refusal::Busy => "busy",
+            Refusal::Draining => "shutting_down",
+            Refusal::TooLarge(_) => "too_large",
+            Refusal::BadBody(_) => "bad_body",
+            Refusal::Run(e) => e.code(),
+        }
+    }
+}
+
+impl From<RunError> for Refusal {
+    fn from(e: RunError) -> Self {
+        Refusal::Run(e)
+    }
+}
+
+/// A concurrency slot; releasing it moves the in-flight gauge back.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    kind: &'static str,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        m::in_flight(self.kind, -1.0);
+    }
+}
+
+async fn run(State(s): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let kind = s.kind().as_str();
+    let started = Instant::now();
+    let result = admit_and_run(&s, &uri, &headers, body).await;
+    let outcome = result.as_ref().map_or_else(Refusal::outcome, |_| "ok");
+    let elapsed = match &result {
+        Err(Refusal::Busy | Refusal::Draining) => None,
+        _ => Some(started.elapsed()),
+    };
+    m::record_run(kind, outcome, elapsed);
+    match result {
+        Ok((content_type, bytes)) => {
+            ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
+        }
+        Err(refusal) => {
+            tracing::debug!(kind, outcome, "run refused or failed");
+            refusal_response(&s, refusal)
+        }
+    }
+}
+
+async fn admit_and_run(
+    s: &AppState,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(HeaderValue, Bytes), Refusal> {
+    if s.0.draining.is_cancelled() {
+        return Err(Refusal::Draining);
+    }
+    let permit = Arc::clone(&s.0.slots)
+        .try_acquire_owned()
+        .map_err(|_| Refusal::Busy)?;
+    let kind = s.kind();
+    m::in_flight(kind.as_str(), 1.0);
+    let slot = Slot {
+        _permit: permit,
+        kind: kind.as_str(),
+    };
+
+    let cfg = &s.0.config;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not ASCII)"));
+    match kind {
+        Kind::Thumbnail => kinds::thumbnail::check_content_type(content_type)?,
+        Kind::Text => kinds::text::check_content_type(content_type)?,
+        Kind::Exec => {}
+    }
+    let bbox = match kind {
+        Kind::Thumbnail => {
+            let Query(q) = Query::<BoxQuery>::try_from_uri(uri)
+                .map_err(|e| RunError::BadParameter(format!("bad query string: {e}")))?;
+            kinds::thumbnail::requested_box(q.width, q.height, &cfg.thumbnail)?
+        }
+        _ => (0, 0),
+    };
+
+    let limit = cfg.max_input_bytes(kind);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Refusal::TooLarge(limit));
+    }
+    let input = read_body(body, limit).await?;
+
+    let timeout = cfg.timeout(kind);
+    match kind {
+        Kind::Thumbnail => {
+            let tcfg = cfg.thumbnail.clone();
+            let png = blocking(slot, timeout, move || {
+                kinds::thumbnail::thumbnail(&input, &tcfg, bbox)
+            })
+            .await?;
+            Ok((HeaderValue::from_static("image/png"), png.into()))
+        }
+        Kind::Text => {
+            let stats = blocking(slot, timeout, move || kinds::text::analyze(&input)).await?;
+            let json = serde_json::to_vec(&stats)
+                .map_err(|e| RunError::Internal(format!("cannot encode JSON: {e}")))?;
+            Ok((HeaderValue::from_static("application/json"), json.into()))
+        }
+        Kind::Exec => {
+            // Cannot fail: AppState::new checked the exec section exists.
+            let ecfg = cfg.exec.as_ref().expect("exec configured");
+            let out = kinds::exec::run(ecfg, &input).await?;
+            drop(slot);
+            let ct = HeaderValue::from_str(ecfg.content_type.as_str())
+                .map_err(|e| RunError::Internal(format!("content type: {e}")))?;
+            Ok((ct, out.into()))
+        }
+    }
+}
+
+/// Reads the whole body, refusing past `limit` bytes.
+async fn read_body(body: Body, limit: u64) -> Result<Bytes, Refusal> {
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    axum::body::to_bytes(body, cap).await.map_err(|e| {
+        // The limit error is buried in the source chain of axum's error.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return Refusal::TooLarge(limit);
+            }
+            source = err.source();
+        }
+        Refusal::BadBody(e.to_string())
+    })
+}
+
+/// Runs `work` on a blocking thread that owns `slot`, waiting at most
+/// `timeout` for it.
+async fn blocking<T: Send + 'static>(
+    slot: Slot,
+    timeout: std::time::Duration,
+    work: impl FnOnce() -> Result<T, RunError> + Send + 'static,
+) -> Result<T, RunError> {
+    let task = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        work()
+    });
+    match tokio::time::timeout(timeout, task).await {
+        Err(_elapsed) => Err(RunError::Timeout(timeout)),
+        Ok(Err(join)) => Err(RunError::Internal(format!("worker thread failed: {join}"))),
+        Ok(Ok(result)) => result,
+    }
+}
+
+fn refusal_response(s: &AppState, refusal: Refusal) -> Response {
+    let code = refusal.outcome();
+    match refusal {
+        Refusal::Busy | Refusal::Draining => {
+            let message = if matches!(refusal, Refusal::Busy) {
+                format!(
+                    "all {} slots are busy; try another instance",
+                    s.0.config.limits.concurrency
+                )
+            } else {
+                "this instance is shutting down; try another instance".to_owned()
+            };
+            let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, code, message);
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(s.0.config.limits.retry_after_secs),
+            );
+            resp
+        }
+        Refusal::TooLarge(limit) => error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code,
+            format!("request body is larger than the {limit}-byte limit of this kind"),
+        ),
+        Refusal::BadBody(why) => error(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("cannot read request body: {why}"),
+        ),
+        Refusal::Run(e) => error(status_of(&e), code, e.to_string()),
+    }
+}
+
+/// The HTTP status of a failed run; see the module doc for the reasoning.
+pub fn status_of(e: &RunError) -> StatusCode {
+    match e {
+        RunError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        RunError::BadParameter(_) => StatusCode::BAD_REQUEST,
+        RunError::Undecodable(_)
+        | RunError::TooManyPixels { .. }
+        | RunError::InvalidUtf8 { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        RunError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        RunError::CommandFailed { .. } | RunError::OutputTooLarge { .. } => StatusCode::BAD_GATEWAY,
+        RunError::Spawn { .. } | RunError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `{"error": {"code": ..., "message": ...}}` with `status`.
+fn error(status: StatusCode, code: &str, message: String) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (status, axum::Json(body)).into_response()
+}
