@@ -1,1 +1,14 @@
 //! tandem-healthcheck: active probes and up/down state for backends (issue 3).
+//!
+//! The crate knows nothing of the proxy: it is given targets (an id, a probe,
+//! parameters) and publishes a verdict per target. Modules:
+//!
+//! - [`machine`]: the pure core. Rise/fall counters, probe intervals and
+//!   jitter, passive detection, slow start; simulated time, no I/O.
+//! - [`probe`]: the probes themselves: TCP connect, HTTP/1.1 GET, exec.
+//! - [`checker`]: the I/O driver. One task per target runs its machine on real
+//!   time and publishes a [`checker::HealthView`] on a watch channel; the data
+//!   plane reports passive failures and reads weight factors without locks.
+//! - [`telemetry`]: metric names and their descriptions.
+
+pub mod machine;
