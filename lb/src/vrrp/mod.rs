@@ -1,1 +1,15 @@
-//! VRRP (RFC 5798 v3, RFC 3768 v2). Being written; see issue 4.
+//! VRRP: RFC 5798 (VRRPv3, IPv4) and RFC 3768 (VRRPv2) for keepalived interop.
+//!
+//! Module map (pure parts; the socket/netlink edge is wired against these):
+//! - [`types`]: the newtypes [`Vrid`], [`Priority`], [`AdvertInterval`], [`Version`].
+//! - [`packet`]: advert encode/decode with both versions' checksum rules,
+//!   every rejection a [`packet::Reject`] reason (a metric label), never a panic.
+//!   Tested byte for byte against keepalived captures (`testdata/vectors.json`).
+//! - [`machine`]: the RFC 5798 §6 state machine, sans-I/O: events and the
+//!   current time in, actions out, one deadline to wake it up.
+
+pub mod machine;
+pub mod packet;
+pub mod types;
+
+pub use types::{AdvertInterval, Priority, RangeError, Version, Vrid};

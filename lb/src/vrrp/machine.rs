@@ -1,0 +1,1 @@
+//! The RFC 5798 §6 state machine (being written).
