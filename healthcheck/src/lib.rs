@@ -12,3 +12,4 @@
 //! - [`telemetry`]: metric names and their descriptions.
 
 pub mod machine;
+pub mod probe;
