@@ -1,1 +1,54 @@
-fn main() {}
+//! `tandem`: one binary for the balancer, the job API and the workers.
+//! This file only parses the command line, installs logging and dispatches.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Layer-4 load balancer and failover appliance"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The load balancer: run, check, status, reload, drain, enable.
+    #[command(subcommand)]
+    Lb(tandem_lb::cli::LbCommand),
+}
+
+fn init_logging() {
+    // RUST_LOG picks levels (default info); TANDEM_LOG_FORMAT=json for
+    // machine-readable lines. Logs go to stderr, which systemd's journal takes.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("TANDEM_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.cmd {
+        Cmd::Lb(cmd) => tandem_lb::cli::main(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,8 +1,9 @@
 //! tandem-lb: the balancer.
 //!
 //! Module map:
-//! - [`config`]: the TOML file, `RawConfig` (serde) → validated [`config::Config`],
-//!   errors that name file:line:column, the field, the value and what is valid.
+//! - [`config`]: the TOML file, parsed into toml's spanned document and walked
+//!   by hand into a validated [`config::Config`], collecting every error with
+//!   file:line:column, the field, the value and what is valid.
 //! - [`sched`]: the schedulers (`rr`, `wrr`, `lc`, `wlc`, `sh`, `maglev`, `p2c`),
 //!   pure functions of backends, weights, live counts and a client key.
 //! - [`proxy`]: wire formats and byte moving at the edge: PROXY protocol headers,
@@ -16,12 +17,12 @@
 //! - [`run`]: `tandem lb run`: wires all of the above into a process with
 //!   signals (SIGHUP reload, SIGTERM graceful stop).
 
-// pub mod admin; (enabled once config::load, proxy::forward and sched::new_scheduler land)
-// pub mod cli; (enabled once config::load, proxy::forward and sched::new_scheduler land)
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod proxy;
-// pub mod run; (enabled once config::load, proxy::forward and sched::new_scheduler land)
-// pub mod runtime; (enabled once config::load, proxy::forward and sched::new_scheduler land)
+pub mod run;
+pub mod runtime;
 pub mod sched;
 pub mod telemetry;
 pub mod vrrp;

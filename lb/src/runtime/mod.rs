@@ -1,0 +1,397 @@
+//! The running balancer: listeners, the current [`Snapshot`], reload,
+//! drain and shutdown.
+//!
+//! Rules this module keeps:
+//! - A reload is all or nothing: the new file is parsed and validated and
+//!   every new listener bound *before* the snapshot is swapped. Any error
+//!   leaves the old config running and is returned to the caller.
+//! - Listeners whose address is unchanged are kept (the socket is never
+//!   closed, so no SYN is refused during a reload); listeners of removed
+//!   services stop accepting; established connections are never touched.
+//! - Drain, health and counters live in the [`state::Registry`] and carry
+//!   across reloads.
+
+pub mod conn;
+pub mod listener;
+pub mod passive;
+pub mod snapshot;
+pub mod state;
+pub mod status;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, ConfigErrors};
+use crate::telemetry::names;
+
+pub use passive::{ConnectFailure, NoPassive, PassiveSink};
+pub use snapshot::{BackendRt, ServiceRt, Snapshot};
+pub use state::{BackendState, Registry, ServiceState};
+
+/// Why a reload (or the initial start) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("service {service:?}: cannot listen on {addr}: {source}")]
+    Bind {
+        service: String,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why `drain`/`enable` was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AdminError {
+    #[error("no service named {0:?}; services: {1}")]
+    NoService(String, String),
+    #[error("service {service:?} has no backend named or addressed {backend:?}; backends: {valid}")]
+    NoBackend {
+        service: String,
+        backend: String,
+        valid: String,
+    },
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub listeners_kept: usize,
+    pub listeners_added: usize,
+    pub listeners_removed: usize,
+    pub services: usize,
+    /// Settings that changed in the file but only take effect on restart.
+    pub restart_needed: Vec<String>,
+}
+
+struct ListenerHandle {
+    stop: CancellationToken,
+    /// The address actually bound (differs from the config's for port 0).
+    local: SocketAddr,
+}
+
+/// Options fixed for the life of the process.
+#[derive(Clone)]
+pub struct Options {
+    /// Use splice(2) for forwarding (false: plain copy).
+    pub splice: bool,
+    pub passive: Arc<dyn PassiveSink>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            // TANDEM_NO_SPLICE=1 forces the copy path (benchmarks, debugging).
+            splice: std::env::var_os("TANDEM_NO_SPLICE").is_none_or(|v| v.is_empty() || v == "0"),
+            passive: Arc::new(NoPassive),
+        }
+    }
+}
+
+pub struct Balancer {
+    snapshot: ArcSwap<Snapshot>,
+    registry: Registry,
+    listeners: Mutex<HashMap<SocketAddr, ListenerHandle>>,
+    /// Serialises reloads so two cannot interleave their listener changes.
+    reload_lock: tokio::sync::Mutex<()>,
+    conns: TaskTracker,
+    accepts: TaskTracker,
+    /// Cancelled when the shutdown grace period is over: open connections close.
+    hard_stop: CancellationToken,
+    /// Cancelled when shutdown begins: listeners stop accepting.
+    stop_accepting: CancellationToken,
+    opts: Options,
+}
+
+impl Balancer {
+    /// Binds every service's listener and starts accepting.
+    pub async fn start(config: Config, opts: Options) -> Result<Arc<Balancer>, ReloadError> {
+        let config = Arc::new(config);
+        let registry = Registry::default();
+        let snapshot = Snapshot::build(config.clone(), &registry);
+        let mut bound = Vec::new();
+        for svc in &config.services {
+            bound.push((svc.listen, bind(&svc.name, svc.listen)?));
+        }
+        let bal = Arc::new(Balancer {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            registry,
+            listeners: Mutex::new(HashMap::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+            conns: TaskTracker::new(),
+            accepts: TaskTracker::new(),
+            hard_stop: CancellationToken::new(),
+            stop_accepting: CancellationToken::new(),
+            opts,
+        });
+        for (addr, l) in bound {
+            bal.spawn_accept(addr, l);
+        }
+        metrics::gauge!(names::CONFIG_LOADED).set(unix_now());
+        Ok(bal)
+    }
+
+    /// The snapshot in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The address actually bound for a service (port 0 in the config resolved).
+    pub fn bound_addr(&self, service: &str) -> Option<SocketAddr> {
+        let listen = self.snapshot.load().service(service)?.cfg.listen;
+        self.listeners
+            .lock()
+            .expect("listeners lock poisoned")
+            .get(&listen)
+            .map(|h| h.local)
+    }
+
+    fn spawn_accept(self: &Arc<Self>, addr: SocketAddr, listener: TcpListener) {
+        let stop = self.stop_accepting.child_token();
+        let local = listener.local_addr().unwrap_or(addr);
+        self.listeners
+            .lock()
+            .expect("listeners lock poisoned")
+            .insert(
+                addr,
+                ListenerHandle {
+                    stop: stop.clone(),
+                    local,
+                },
+            );
+        let bal = self.clone();
+        self.accepts
+            .spawn(async move { bal.accept_loop(addr, listener, stop).await });
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        addr: SocketAddr,
+        listener: TcpListener,
+        stop: CancellationToken,
+    ) {
+        tracing::info!(listen = %addr, "listening");
+        let ctx = Arc::new(conn::ConnCtx {
+            passive: self.opts.passive.clone(),
+            splice: self.opts.splice,
+            hard_stop: self.hard_stop.clone(),
+            log_level: self.snapshot.load().config.node.connection_log,
+        });
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE/ENFILE/ENOBUFS: the connection stays in the
+                        // backlog; back off briefly rather than spin.
+                        tracing::warn!(listen = %addr, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            let snap = self.snapshot.load();
+            let Some(svc) = snap.service_for(&addr) else {
+                // Removed by a reload racing with this accept.
+                continue;
+            };
+            let svc = svc.clone();
+            self.conns
+                .spawn(conn::handle(stream, peer, svc, ctx.clone()));
+        }
+        tracing::info!(listen = %addr, "stopped listening");
+    }
+
+    /// Reads the config file the running config came from and applies it.
+    pub async fn reload(self: &Arc<Self>) -> Result<ReloadSummary, ReloadError> {
+        let path = self.snapshot.load().config.source.clone();
+        let result = match Config::load(&path) {
+            Ok(cfg) => self.apply(cfg).await,
+            Err(e) => Err(e.into()),
+        };
+        match &result {
+            Ok(s) => {
+                metrics::counter!(names::RELOADS, "result" => "ok").increment(1);
+                metrics::gauge!(names::CONFIG_LOADED).set(unix_now());
+                tracing::info!(
+                    kept = s.listeners_kept,
+                    added = s.listeners_added,
+                    removed = s.listeners_removed,
+                    services = s.services,
+                    "configuration reloaded"
+                );
+                for what in &s.restart_needed {
+                    tracing::warn!(setting = %what, "changed setting takes effect only after a restart");
+                }
+            }
+            Err(e) => {
+                metrics::counter!(names::RELOADS, "result" => "error").increment(1);
+                tracing::error!("reload refused, the running configuration is kept:\n{e}");
+            }
+        }
+        result
+    }
+
+    /// Applies an already validated config: binds new listeners, swaps the
+    /// snapshot, stops listeners of removed services.
+    pub async fn apply(self: &Arc<Self>, config: Config) -> Result<ReloadSummary, ReloadError> {
+        let _guard = self.reload_lock.lock().await;
+        let old = self.snapshot.load_full();
+        let existing: Vec<SocketAddr> = self
+            .listeners
+            .lock()
+            .expect("listeners lock poisoned")
+            .keys()
+            .copied()
+            .collect();
+        let mut summary = ReloadSummary {
+            services: config.services.len(),
+            ..Default::default()
+        };
+        // Bind first: a failure here must leave everything as it was.
+        let mut fresh = Vec::new();
+        for svc in &config.services {
+            if existing.contains(&svc.listen) {
+                summary.listeners_kept += 1;
+            } else {
+                fresh.push((svc.listen, bind(&svc.name, svc.listen)?));
+            }
+        }
+        let on = &old.config.node;
+        let nn = &config.node;
+        if on.workers != nn.workers {
+            summary.restart_needed.push("node.workers".into());
+        }
+        if on.connection_log != nn.connection_log {
+            summary.restart_needed.push("node.connection_log".into());
+        }
+        if old.config.admin != config.admin {
+            summary.restart_needed.push("admin.socket".into());
+        }
+        if old.config.metrics != config.metrics {
+            summary.restart_needed.push("metrics.listen".into());
+        }
+        let config = Arc::new(config);
+        let snapshot = Snapshot::build(config.clone(), &self.registry);
+        self.snapshot.store(Arc::new(snapshot));
+        summary.listeners_added = fresh.len();
+        for (addr, l) in fresh {
+            self.spawn_accept(addr, l);
+        }
+        {
+            let mut listeners = self.listeners.lock().expect("listeners lock poisoned");
+            listeners.retain(|addr, h| {
+                let keep = config.services.iter().any(|s| s.listen == *addr);
+                if !keep {
+                    h.stop.cancel();
+                    summary.listeners_removed += 1;
+                }
+                keep
+            });
+        }
+        let svc_names: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
+        let backend_keys: Vec<(String, SocketAddr)> = config
+            .services
+            .iter()
+            .flat_map(|s| s.backends.iter().map(|b| (s.name.clone(), b.address)))
+            .collect();
+        self.registry.retain(&svc_names, &backend_keys);
+        Ok(summary)
+    }
+
+    /// Sets (`drain = true`) or clears a backend's drain flag: a drained
+    /// backend gets no new connection; open ones finish. Survives reloads.
+    pub fn set_drain(&self, service: &str, backend: &str, drain: bool) -> Result<(), AdminError> {
+        let snap = self.snapshot.load();
+        let Some(svc) = snap.service(service) else {
+            let valid = snap
+                .services
+                .iter()
+                .map(|s| s.cfg.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(AdminError::NoService(service.to_string(), valid));
+        };
+        let Some(b) = svc.backend(backend) else {
+            let valid = svc
+                .backends
+                .iter()
+                .map(|b| b.cfg.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(AdminError::NoBackend {
+                service: service.to_string(),
+                backend: backend.to_string(),
+                valid,
+            });
+        };
+        b.state.drained.store(drain, Ordering::Release);
+        tracing::info!(
+            service,
+            backend = %b.cfg.name,
+            active = b.state.active.load(Ordering::Relaxed),
+            "{}",
+            if drain { "backend drained" } else { "backend enabled" }
+        );
+        Ok(())
+    }
+
+    pub fn status(&self) -> status::Status {
+        status::Status::of(&self.snapshot.load())
+    }
+
+    /// Stops accepting, waits up to `grace` for open connections to finish,
+    /// then closes the rest. Returns how many were cut by the deadline.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        self.stop_accepting.cancel();
+        self.accepts.close();
+        self.accepts.wait().await;
+        self.conns.close();
+        let open = self.conns.len();
+        tracing::info!(
+            open,
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: waiting for open connections"
+        );
+        if tokio::time::timeout(grace, self.conns.wait()).await.is_ok() {
+            return 0;
+        }
+        let cut = self.conns.len();
+        tracing::warn!(cut, "grace period over: closing open connections");
+        self.hard_stop.cancel();
+        self.conns.wait().await;
+        cut
+    }
+
+    /// Connections currently being handled.
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+fn bind(service: &str, addr: SocketAddr) -> Result<TcpListener, ReloadError> {
+    listener::bind(addr).map_err(|source| ReloadError::Bind {
+        service: service.to_string(),
+        addr,
+        source,
+    })
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,99 @@
+//! `tandem lb run`: one balancer process.
+//!
+//! Order at start: raise the descriptor limit, build the runtime with the
+//! configured number of worker threads, install metrics, bind every listener
+//! and the admin socket (any failure exits non-zero before serving), then
+//! serve. SIGHUP reloads; SIGTERM/SIGINT stop accepting, let open
+//! connections finish for `node.shutdown_grace`, and exit 0.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::runtime::{Balancer, Options};
+use crate::{admin, telemetry};
+
+/// Runs the balancer until SIGTERM/SIGINT. Blocks the calling thread.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    match crate::runtime::listener::raise_nofile_limit() {
+        Ok(n) => tracing::debug!(nofile = n, "descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the descriptor limit"),
+    }
+    let workers = if config.node.workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        config.node.workers
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("tandem-lb")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(serve(config, workers))
+}
+
+async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
+    let handle = telemetry::install().context("installing the metrics recorder")?;
+    let shutdown = CancellationToken::new();
+    let grace = config.node.shutdown_grace;
+    let admin_path = config.admin.socket.clone();
+    let metrics_listen = config.metrics.listen;
+    let source = config.source.clone();
+
+    // Signals are hooked before anything binds, so a SIGTERM that arrives
+    // during start-up is not lost to the default action.
+    let mut hup = signal(SignalKind::hangup()).context("hooking SIGHUP")?;
+    let mut term = signal(SignalKind::terminate()).context("hooking SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("hooking SIGINT")?;
+
+    let bal = Balancer::start(config, Options::default()).await?;
+    let admin_listener = admin::bind(&admin_path).await?;
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_path.clone(),
+        bal.clone(),
+        shutdown.clone(),
+    ));
+    let metrics_task = match metrics_listen {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics.listen = {addr}: cannot listen"))?;
+            tracing::info!(listen = %addr, "metrics listening");
+            Some(tokio::spawn(telemetry::serve(l, handle, shutdown.clone())))
+        }
+        None => None,
+    };
+    tracing::info!(
+        config = %source.display(),
+        workers,
+        services = bal.snapshot().services.len(),
+        admin = %admin_path.display(),
+        "balancer running"
+    );
+
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading {}", source.display());
+                let _ = Arc::clone(&bal).reload().await;
+            }
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+        }
+    }
+    let cut = bal.shutdown(grace).await;
+    shutdown.cancel();
+    let _ = admin_task.await;
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
+    tracing::info!(cut, "balancer stopped");
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! One client connection: admit → pick → connect (retrying) → PROXY header →
+//! forward → log.
+//!
+//! The upstream connection is opened as soon as the client is accepted (no
+//! waiting for client bytes), as HAProxy does in `mode tcp`, so servers that
+//! speak first work and connect latency overlaps the client's first send.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ProxyProtocol;
+use crate::proxy::forward::{ByteMeter, ForwardOpts, Outcome, forward};
+use crate::proxy::proxy_protocol;
+use crate::sched::{BackendView, Pick};
+
+use super::passive::{ConnectFailure, PassiveSink};
+use super::snapshot::{BackendRt, ServiceRt};
+use super::state::BackendState;
+
+/// How a connection ended, for the per-connection log line.
+#[derive(Debug)]
+enum End {
+    Forwarded(Outcome),
+    /// Refused at accept: the service was at max_connections.
+    MaxConns,
+    /// Every attempt failed; the last failure is the reason.
+    ConnectFailed(ConnectFailure),
+    /// No backend had weight > 0 and room.
+    NoBackend,
+    /// Writing the PROXY header failed.
+    HeaderFailed,
+    /// Closed by shutdown after the grace period.
+    Shutdown,
+}
+
+impl End {
+    fn reason(&self) -> &'static str {
+        match self {
+            End::Forwarded(o) => o.end.as_str(),
+            End::MaxConns => "max-connections",
+            End::ConnectFailed(f) => f.as_str(),
+            End::NoBackend => "no-backend",
+            End::HeaderFailed => "server-error",
+            End::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Per-connection inputs that do not come from the snapshot.
+pub struct ConnCtx {
+    pub passive: Arc<dyn PassiveSink>,
+    pub splice: bool,
+    pub hard_stop: CancellationToken,
+    pub log_level: Option<tracing::Level>,
+}
+
+struct Meter<'a>(&'a BackendState);
+
+impl ByteMeter for Meter<'_> {
+    fn to_backend(&self, n: u64) {
+        self.0.bytes_to_backend.fetch_add(n, Ordering::Relaxed);
+        self.0.m.bytes_to_backend.increment(n);
+    }
+    fn to_client(&self, n: u64) {
+        self.0.bytes_to_client.fetch_add(n, Ordering::Relaxed);
+        self.0.m.bytes_to_client.increment(n);
+    }
+}
+
+/// Releases a backend slot when the connection ends, however it ends.
+struct Slot<'a>(&'a BackendState);
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+pub async fn handle(client: TcpStream, peer: SocketAddr, svc: Arc<ServiceRt>, ctx: Arc<ConnCtx>) {
+    let started = Instant::now();
+    if !svc.state.try_admit(svc.cfg.max_connections) {
+        // Refuse at once with a reset so the client fails fast instead of
+        // waiting in a queue we do not have.
+        reset(&client);
+        drop(client);
+        log(&ctx, &svc, peer, None, &End::MaxConns, started, 0);
+        return;
+    }
+    let (backend_idx, end, attempts) = run(client, peer, &svc, &ctx).await;
+    svc.state.release();
+    let backend = backend_idx.map(|i| &svc.backends[i]);
+    log(&ctx, &svc, peer, backend, &end, started, attempts);
+}
+
+async fn run(
+    client: TcpStream,
+    peer: SocketAddr,
+    svc: &ServiceRt,
+    ctx: &ConnCtx,
+) -> (Option<usize>, End, u32) {
+    let _ = client.set_nodelay(true);
+    let mut tried: u64 = 0; // bitmask of backends already tried (first 64)
+    let mut tried_more: Vec<usize> = Vec::new(); // beyond 64 backends
+    let mut last_failure: Option<(usize, ConnectFailure)> = None;
+    let mut attempts = 0u32;
+    let mut views = Vec::with_capacity(svc.backends.len());
+    let connected = loop {
+        if attempts > svc.cfg.retries {
+            break None;
+        }
+        let Some(i) = choose(svc, &mut views, peer, tried, &tried_more) else {
+            break None;
+        };
+        if i < 64 {
+            tried |= 1u64 << i;
+        } else {
+            tried_more.push(i);
+        }
+        let b = &svc.backends[i];
+        if !b.state.try_reserve(b.cfg.max_connections) {
+            // Lost a race for the last slot; try another without counting
+            // it as a connect attempt.
+            continue;
+        }
+        attempts += 1;
+        if attempts > 1
+            && let Some((j, _)) = last_failure
+        {
+            // This attempt is a retry caused by the backend that failed last.
+            svc.backends[j].state.m.retries.increment(1);
+        }
+        match connect(b.cfg.address, svc.cfg.connect_timeout).await {
+            Ok(stream) => {
+                ctx.passive.connect_succeeded(&b.state);
+                b.state.total.fetch_add(1, Ordering::Relaxed);
+                b.state.m.total.increment(1);
+                break Some((i, stream));
+            }
+            Err(why) => {
+                b.state.release();
+                b.state.connect_failures.fetch_add(1, Ordering::Relaxed);
+                b.state.m.connect_failures.increment(1);
+                ctx.passive.connect_failed(&b.state, why);
+                tracing::debug!(service = %svc.cfg.name, backend = %b.cfg.name, error = %why, "backend connect failed");
+                last_failure = Some((i, why));
+            }
+        }
+    };
+    let Some((i, mut upstream)) = connected else {
+        svc.state.no_backend.fetch_add(1, Ordering::Relaxed);
+        svc.state.m.no_backend.increment(1);
+        reset(&client);
+        return match last_failure {
+            Some((j, why)) => (Some(j), End::ConnectFailed(why), attempts),
+            None => (None, End::NoBackend, attempts),
+        };
+    };
+    let b = &svc.backends[i];
+    let _slot = Slot(&b.state);
+    let _ = upstream.set_nodelay(true);
+
+    let header = match svc.cfg.proxy_protocol {
+        ProxyProtocol::Off => None,
+        ProxyProtocol::V1 => Some(proxy_protocol::encode_v1(
+            peer,
+            local_or(&client, svc.cfg.listen),
+        )),
+        ProxyProtocol::V2 => Some(proxy_protocol::encode_v2(
+            peer,
+            local_or(&client, svc.cfg.listen),
+        )),
+    };
+    if let Some(h) = header
+        && upstream.write_all(&h).await.is_err()
+    {
+        return (Some(i), End::HeaderFailed, attempts);
+    }
+
+    let opts = ForwardOpts {
+        idle_timeout: svc.cfg.idle_timeout,
+        splice: ctx.splice,
+    };
+    let meter = Meter(&b.state);
+    let end = tokio::select! {
+        o = forward(client, upstream, &opts, &meter) => End::Forwarded(o),
+        _ = ctx.hard_stop.cancelled() => End::Shutdown,
+    };
+    (Some(i), end, attempts)
+}
+
+/// Asks the scheduler for a backend not yet tried for this client and with
+/// room under its max_connections. Synchronous, so nothing borrowed here
+/// lives across an await.
+fn choose(
+    svc: &ServiceRt,
+    views: &mut Vec<BackendView>,
+    peer: SocketAddr,
+    tried: u64,
+    tried_more: &[usize],
+) -> Option<usize> {
+    views.clear();
+    views.extend(svc.backends.iter().map(BackendRt::view));
+    let is_tried = |i: usize| {
+        if i < 64 {
+            tried & (1u64 << i) != 0
+        } else {
+            tried_more.contains(&i)
+        }
+    };
+    let eligible = |i: usize| !is_tried(i) && has_room(&svc.backends[i]);
+    let pick = Pick {
+        client_ip: peer.ip(),
+        eligible: &eligible,
+    };
+    svc.scheduler.pick(views, &pick)
+}
+
+/// Closes with a reset (SO_LINGER 0): the client learns at once that it was
+/// refused. With a zero linger close(2) does not block.
+fn reset(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+}
+
+fn has_room(b: &BackendRt) -> bool {
+    match b.cfg.max_connections {
+        Some(max) => b.state.active.load(Ordering::Relaxed) < max,
+        None => true,
+    }
+}
+
+fn local_or(s: &TcpStream, fallback: SocketAddr) -> SocketAddr {
+    s.local_addr().unwrap_or(fallback)
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectFailure> {
+    let sock = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(|e| ConnectFailure::from_io(&e))?;
+    match tokio::time::timeout(timeout, sock.connect(addr)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(ConnectFailure::from_io(&e)),
+        Err(_) => Err(ConnectFailure::Timeout(timeout)),
+    }
+}
+
+/// One line per closed connection, like HAProxy's tcplog.
+fn log(
+    ctx: &ConnCtx,
+    svc: &ServiceRt,
+    client: SocketAddr,
+    backend: Option<&BackendRt>,
+    end: &End,
+    started: Instant,
+    attempts: u32,
+) {
+    let Some(level) = ctx.log_level else { return };
+    let (to_backend, to_client) = match end {
+        End::Forwarded(o) => (o.to_backend, o.to_client),
+        _ => (0, 0),
+    };
+    let backend_name = backend.map(|b| b.cfg.name.as_str()).unwrap_or("-");
+    let backend_addr = backend
+        .map(|b| b.cfg.address.to_string())
+        .unwrap_or_else(|| "-".into());
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let reason = end.reason();
+    macro_rules! at {
+        ($lvl:expr) => {
+            tracing::event!(
+                target: "tandem::connection",
+                $lvl,
+                service = %svc.cfg.name,
+                %client,
+                backend = backend_name,
+                backend_addr = %backend_addr,
+                bytes_to_backend = to_backend,
+                bytes_to_client = to_client,
+                duration_ms = format_args!("{duration_ms:.1}"),
+                attempts,
+                termination = reason,
+                "connection closed"
+            )
+        };
+    }
+    match level {
+        tracing::Level::ERROR => at!(tracing::Level::ERROR),
+        tracing::Level::WARN => at!(tracing::Level::WARN),
+        tracing::Level::INFO => at!(tracing::Level::INFO),
+        tracing::Level::DEBUG => at!(tracing::Level::DEBUG),
+        tracing::Level::TRACE => at!(tracing::Level::TRACE),
+    }
+}

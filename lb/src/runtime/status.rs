@@ -1,0 +1,166 @@
+//! `tandem lb status`: a point-in-time view of services and backends, in
+//! the spirit of `ipvsadm -Ln --stats`, serialisable for `--json`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::snapshot::Snapshot;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub node: String,
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub listen: String,
+    pub scheduler: String,
+    pub proxy_protocol: String,
+    pub max_connections: u32,
+    pub active: u32,
+    pub total: u64,
+    pub refused_max_connections: u64,
+    pub no_backend: u64,
+    pub backends: Vec<BackendStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendStatus {
+    pub name: String,
+    pub address: String,
+    /// Weight from the config.
+    pub weight: u32,
+    /// Weight the scheduler uses now (0 when drained or down).
+    pub effective_weight: u32,
+    /// "up", "down" or "drained".
+    pub state: String,
+    pub max_connections: Option<u32>,
+    pub active: u32,
+    pub total: u64,
+    pub bytes_to_backend: u64,
+    pub bytes_to_client: u64,
+    pub connect_failures: u64,
+    pub refused_max_connections: u64,
+}
+
+impl Status {
+    pub fn of(snap: &Snapshot) -> Status {
+        let services = snap
+            .services
+            .iter()
+            .map(|s| ServiceStatus {
+                name: s.cfg.name.clone(),
+                listen: s.cfg.listen.to_string(),
+                scheduler: s.cfg.scheduler.to_string(),
+                proxy_protocol: format!("{:?}", s.cfg.proxy_protocol).to_lowercase(),
+                max_connections: s.cfg.max_connections,
+                active: s.state.active.load(Ordering::Relaxed),
+                total: s.state.total.load(Ordering::Relaxed),
+                refused_max_connections: s.state.refused_max_conns.load(Ordering::Relaxed),
+                no_backend: s.state.no_backend.load(Ordering::Relaxed),
+                backends: s
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let st = &b.state;
+                        let state = if st.is_drained() {
+                            "drained"
+                        } else if st.is_up() {
+                            "up"
+                        } else {
+                            "down"
+                        };
+                        BackendStatus {
+                            name: b.cfg.name.clone(),
+                            address: b.cfg.address.to_string(),
+                            weight: b.cfg.weight,
+                            effective_weight: b.effective_weight(),
+                            state: state.into(),
+                            max_connections: b.cfg.max_connections,
+                            active: st.active.load(Ordering::Relaxed),
+                            total: st.total.load(Ordering::Relaxed),
+                            bytes_to_backend: st.bytes_to_backend.load(Ordering::Relaxed),
+                            bytes_to_client: st.bytes_to_client.load(Ordering::Relaxed),
+                            connect_failures: st.connect_failures.load(Ordering::Relaxed),
+                            refused_max_connections: st.refused_max_conns.load(Ordering::Relaxed),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Status {
+            node: snap.config.node.name.clone(),
+            services,
+        }
+    }
+
+    /// The human table printed by `tandem lb status`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "Node {}", self.node);
+        let _ = writeln!(
+            out,
+            "{:<34} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8}",
+            "Service / -> Backend", "Weight", "ActConn", "Conns", "InBytes", "OutBytes", "Fails"
+        );
+        for s in &self.services {
+            let _ = writeln!(
+                out,
+                "TCP {} {} {} (max {}, pp {}){}",
+                s.listen,
+                s.name,
+                s.scheduler,
+                s.max_connections,
+                s.proxy_protocol,
+                if s.refused_max_connections + s.no_backend > 0 {
+                    format!(
+                        " refused {} no-backend {}",
+                        s.refused_max_connections, s.no_backend
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            for b in &s.backends {
+                let label = format!("  -> {} {}", b.address, b.name);
+                let weight = if b.effective_weight == b.weight {
+                    b.weight.to_string()
+                } else {
+                    format!("{}/{}", b.effective_weight, b.weight)
+                };
+                let _ = writeln!(
+                    out,
+                    "{:<34} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {}",
+                    label,
+                    weight,
+                    b.active,
+                    b.total,
+                    human(b.bytes_to_backend),
+                    human(b.bytes_to_client),
+                    b.connect_failures,
+                    b.state
+                );
+            }
+        }
+        out
+    }
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
