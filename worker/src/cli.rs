@@ -73,7 +73,9 @@ fn check(path: &Path, kind: Option<Kind>) -> ExitCode {
 fn validate(path: &Path, kind: Option<Kind>) -> anyhow::Result<Config> {
     let config = Config::load(path)?;
     if let Some(kind) = kind {
-        config.check_kind(kind)?;
+        config
+            .check_kind(kind)
+            .with_context(|| path.display().to_string())?;
     }
     if let Some(exec) = &config.exec {
         let program = &exec.command.program;

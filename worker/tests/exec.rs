@@ -1,0 +1,166 @@
+//! `exec` over HTTP, with `sh -c` scripts standing in for the operator's
+//! command. Every script ends by itself within seconds even if the worker
+//! failed to kill it.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{Worker, eventually};
+use tandem_worker::config::Kind;
+
+/// An `[exec]` section running `script` under /bin/sh with a fixed PATH.
+fn sh(script: &str, extra: &str) -> String {
+    format!(
+        "[exec]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\nenv = {{ PATH = \"/usr/bin:/bin\" }}\n{extra}"
+    )
+}
+
+#[tokio::test]
+async fn stdin_in_stdout_out_with_configured_content_type() {
+    let w = Worker::start(
+        Kind::Exec,
+        &sh("tr a-z A-Z", "content_type = \"text/plain\"\n"),
+    )
+    .await;
+    let r = w
+        .post("/v1/run", Some("text/plain"), b"hello, worker\n".to_vec())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.content_type(), "text/plain");
+    assert_eq!(r.text(), "HELLO, WORKER\n");
+
+    // A large input through a pipe both ways (more than a pipe buffer).
+    let big: Vec<u8> = (0..400_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let r = w.post("/v1/run", None, big.clone()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.to_vec(), big.to_ascii_uppercase());
+}
+
+#[tokio::test]
+async fn environment_is_cleared_except_what_config_allows() {
+    // SAFETY-free way to prove clearing: the test process has HOME and
+    // CARGO_* set; the child must see only FOO and PATH (pass_env).
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some() || std::env::var_os("HOME").is_some());
+    let w = Worker::start(
+        Kind::Exec,
+        "[exec]\ncommand = [\"/usr/bin/env\"]\npass_env = [\"PATH\", \"TANDEM_SURELY_UNSET_VAR\"]\nenv = { FOO = \"bar baz\" }\n",
+    )
+    .await;
+    let r = w.post("/v1/run", None, Vec::new()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got: BTreeSet<String> = r.text().lines().map(str::to_owned).collect();
+    let want: BTreeSet<String> = [
+        "FOO=bar baz".to_owned(),
+        format!("PATH={}", std::env::var("PATH").unwrap()),
+    ]
+    .into();
+    assert_eq!(got, want);
+}
+
+#[tokio::test]
+async fn non_zero_exit_fails_with_the_tail_of_stderr() {
+    let w = Worker::start(
+        Kind::Exec,
+        &sh(
+            "cat >/dev/null; i=0; while [ $i -lt 500 ]; do echo noise-$i >&2; i=$((i+1)); done; echo 'the real reason' >&2; exit 3",
+            "stderr_tail_bytes = 64\n",
+        ),
+    )
+    .await;
+    let r = w.post("/v1/run", None, b"input".to_vec()).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.error_code(), "command_failed");
+    let msg = r.error_message();
+    assert!(msg.contains("exit status 3"), "{msg}");
+    assert!(msg.contains("the real reason"), "{msg}");
+    assert!(!msg.contains("noise-1\\n"), "only the tail: {msg}");
+}
+
+/// Whether `pid` is gone or a zombie (killed, not yet reaped by whoever
+/// inherited it).
+fn dead(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_group_even_when_sigterm_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pids");
+    // The shell ignores SIGTERM and starts a grandchild in its group that
+    // does too; both would outlive the test if only the child were killed.
+    let script = format!(
+        "trap '' TERM; (trap '' TERM; sleep 30) & echo $! > {p}.tmp; echo $$ >> {p}.tmp; mv {p}.tmp {p}; wait",
+        p = pidfile.display()
+    );
+    let w = Worker::start(Kind::Exec, &sh(&script, "timeout = \"500ms\"\n")).await;
+    let started = Instant::now();
+    let r = w.post("/v1/run", None, Vec::new()).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.error_code(), "timeout");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+
+    let pids: Vec<i32> = std::fs::read_to_string(&pidfile)
+        .expect("script wrote its pids")
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    eventually("group killed", Duration::from_secs(5), || {
+        let all_dead = pids.iter().all(|&p| dead(p));
+        async move { all_dead }
+    })
+    .await;
+    w.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn huge_stdout_is_cut_and_the_command_killed() {
+    let w = Worker::start(
+        Kind::Exec,
+        &sh(
+            "yes 'all work and no play'",
+            "max_output_bytes = 100000\ntimeout = \"20s\"\n",
+        ),
+    )
+    .await;
+    let started = Instant::now();
+    let r = w.post("/v1/run", None, Vec::new()).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.error_code(), "output_too_large");
+    assert!(r.error_message().contains("100000 bytes"), "{}", r.text());
+    // Killed at the cap, not at the timeout.
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Exactly at the cap is fine.
+    let w = Worker::start(
+        Kind::Exec,
+        &sh("head -c 100000 /dev/zero", "max_output_bytes = 100000\n"),
+    )
+    .await;
+    let r = w.post("/v1/run", None, Vec::new()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body.len(), 100_000);
+    w.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn missing_program_is_a_spawn_failure() {
+    let w = Worker::start(Kind::Exec, "[exec]\ncommand = [\"/nonexistent/tool\"]\n").await;
+    let r = w.post("/v1/run", None, Vec::new()).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.error_code(), "spawn_failed");
+    assert!(
+        r.error_message().contains("/nonexistent/tool"),
+        "{}",
+        r.text()
+    );
+    w.assert_healthy().await;
+}

@@ -1,0 +1,90 @@
+//! `text` over HTTP.
+
+mod common;
+
+use common::Worker;
+use tandem_worker::config::Kind;
+
+#[tokio::test]
+async fn stats_of_real_text() {
+    let w = Worker::start(Kind::Text, "").await;
+    let input =
+        "It was the best of times,\nit was the worst of times,\nit was the age of wisdom.\n";
+    let r = w
+        .post("/v1/run", Some("text/plain; charset=utf-8"), input.into())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.content_type(), "application/json");
+    let j = r.json();
+    assert_eq!(j["lines"], 3);
+    assert_eq!(j["words"], 18);
+    assert_eq!(j["characters"], input.chars().count());
+    assert_eq!(j["bytes"], input.len());
+    // sha256sum of the same bytes.
+    assert_eq!(
+        j["sha256"],
+        "a9e828270056548a53a712a8e1183c9b0c7a92f401e5c70564afe9c8ec8703af"
+    );
+    let top: Vec<(String, u64)> = j["top_words"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["word"].as_str().unwrap().to_owned(),
+                e["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // Nine distinct words; ties in alphabetical order.
+    assert_eq!(top.len(), 9);
+    assert_eq!(top[8], ("worst".to_owned(), 1));
+    assert_eq!(top[0], ("it".to_owned(), 3));
+    assert_eq!(top[1], ("of".to_owned(), 3));
+    assert_eq!(top[2], ("the".to_owned(), 3));
+    assert_eq!(top[3], ("was".to_owned(), 3));
+    assert_eq!(top[4], ("times".to_owned(), 2));
+}
+
+#[tokio::test]
+async fn hostile_text_inputs() {
+    let w = Worker::start(Kind::Text, "[text]\nmax_input_bytes = 1000\n").await;
+
+    let r = w
+        .post("/v1/run", Some("text/plain"), b"caf\xc3 \xff".to_vec())
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.error_code(), "invalid_utf8");
+    assert!(r.error_message().contains("byte offset 3"), "{}", r.text());
+
+    let r = w
+        .post("/v1/run", Some("text/plain"), vec![b'a'; 1001])
+        .await;
+    assert_eq!((r.status, r.error_code().as_str()), (413, "too_large"));
+
+    let r = w
+        .post("/v1/run", Some("image/png"), b"hello".to_vec())
+        .await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (415, "unsupported_type")
+    );
+
+    let r = w
+        .post(
+            "/v1/run",
+            Some("text/plain; charset=iso-8859-1"),
+            b"hello".to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (415, "unsupported_type")
+    );
+
+    // Exactly at the limit is fine, and the worker is healthy.
+    let r = w.post("/v1/run", None, vec![b'a'; 1000]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["characters"], 1000);
+    w.assert_healthy().await;
+}
