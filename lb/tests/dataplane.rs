@@ -558,3 +558,126 @@ async fn shutdown_cuts_what_is_still_open_after_the_grace_period() {
         .expect("client sees the close");
     assert!(matches!(r, Ok(0) | Err(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_counters_survive_a_reload() {
+    let a = Backend::spawn(Behaviour::Tagged("a".into())).await;
+    let b = Backend::spawn(Behaviour::Tagged("b".into())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    let listen = free_addr().await;
+    let text = |sched: &str| {
+        node()
+            + &service(
+                &listen.to_string(),
+                sched,
+                "",
+                &[
+                    format!("name = \"a\"\naddress = \"{}\"", a.addr),
+                    format!("name = \"b\"\naddress = \"{}\"", b.addr),
+                ],
+            )
+    };
+    std::fs::write(&path, text("rr")).unwrap();
+    let bal = tandem_lb::runtime::Balancer::start(
+        tandem_lb::config::Config::load(&path).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..4 {
+        tag_of(listen).await.unwrap();
+    }
+    bal.set_drain("svc", "a", true).unwrap();
+    std::fs::write(&path, text("wlc")).unwrap();
+    bal.reload().await.unwrap();
+    let st = bal.status();
+    let a_st = st.services[0]
+        .backends
+        .iter()
+        .find(|x| x.name == "a")
+        .unwrap();
+    assert_eq!(a_st.state, "drained", "drain carried across the reload");
+    assert_eq!(st.services[0].total, 4, "service counter carried");
+    assert_eq!(st.services[0].scheduler, "wlc", "the reload did apply");
+    for _ in 0..10 {
+        assert_eq!(tag_of(listen).await.unwrap().0, "b");
+    }
+}
+
+/// A backend that reads a PROXY header and answers with the source address
+/// it carried, as text.
+async fn proxy_header_backend() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 256];
+                loop {
+                    let n = s.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "EOF before a full PROXY header");
+                    buf.extend_from_slice(&chunk[..n]);
+                    match tandem_lb::proxy::proxy_protocol::decode(&buf) {
+                        Ok(Some((h, used))) => {
+                            let rest = String::from_utf8_lossy(&buf[used..]).into_owned();
+                            let line = format!("{:?}|{:?}|{rest}\n", h.src, h.dst);
+                            s.write_all(line.as_bytes()).await.unwrap();
+                            return;
+                        }
+                        Ok(None) => continue,
+                        Err(e) => panic!("bad PROXY header: {e}"),
+                    }
+                }
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_v1_and_v2_carry_the_client_address() {
+    for version in ["v1", "v2"] {
+        let (be, _task) = proxy_header_backend().await;
+        let cfg = node()
+            + &service(
+                "127.0.0.1:0",
+                "rr",
+                &format!("proxy_protocol = \"{version}\""),
+                &[format!("address = \"{be}\"")],
+            );
+        let bal = balancer(&cfg).await;
+        let listen = bal.bound_addr("svc").unwrap();
+        // Connect from a distinctive loopback source so the header is not
+        // trivially equal to the balancer's own address.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.7:0".parse().unwrap()).unwrap();
+        let mut s = sock.connect(listen).await.unwrap();
+        let client = s.local_addr().unwrap();
+        // The client's bytes may or may not share the backend's first read
+        // with the header; either way they must come after it.
+        s.write_all(b"payload").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        let parts: Vec<&str> = got.trim_end().split('|').collect();
+        assert_eq!(
+            parts[0],
+            format!("{:?}", Some(client)),
+            "{version}: source = the client"
+        );
+        assert_eq!(
+            parts[1],
+            format!("{:?}", Some(listen)),
+            "{version}: destination = the service"
+        );
+        assert!(
+            parts[2].is_empty() || parts[2] == "payload",
+            "{version}: header followed by the client's bytes: {got:?}"
+        );
+    }
+}
