@@ -181,6 +181,25 @@ impl TryFrom<i64> for Side {
     }
 }
 
+/// The address to bind: an IP literal and a port (no host names: a worker
+/// must not depend on DNS to start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ListenAddr(pub SocketAddr);
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse().map(ListenAddr).map_err(|_| {
+            format!(
+                "invalid listen address {s:?}: expected IP:PORT such as \"0.0.0.0:9101\" \
+                 or \"[::1]:9101\""
+            )
+        })
+    }
+}
+
 /// The exec command: an absolute program path and its arguments.
 ///
 /// Absolute because the child's environment is cleared, so there is no PATH
@@ -288,7 +307,7 @@ impl TryFrom<String> for ContentType {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     /// Address and port the HTTP server binds, e.g. `"0.0.0.0:9101"`.
-    listen: SocketAddr,
+    listen: ListenAddr,
     /// Limits shared by every kind.
     #[serde(default)]
     limits: RawLimits,
@@ -564,7 +583,7 @@ impl TryFrom<RawConfig> for Config {
         }
         let retry_after = dur(raw.limits.retry_after, 1);
         Ok(Config {
-            listen: raw.listen,
+            listen: raw.listen.0,
             limits: Limits {
                 concurrency: u32::try_from(bytes(raw.limits.concurrency, 4)).unwrap_or(u32::MAX),
                 retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
@@ -728,6 +747,17 @@ mod tests {
                 .unwrap_err();
         assert!(
             err.starts_with("w.toml:4:17: thumbnail.default_width: 200 is larger"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_or_bad_listen() {
+        let err = parse("[text]\n").unwrap_err();
+        assert!(err.contains("listen"), "{err}");
+        let err = parse("listen = \"localhost\"\n").unwrap_err();
+        assert!(
+            err.starts_with("w.toml:1:10: listen: invalid listen address"),
             "{err}"
         );
     }

@@ -2,13 +2,19 @@
 //!
 //! One instance serves one kind; many instances of a kind sit behind the
 //! balancer's pool for that kind. The API's dispatcher sends the raw job input
-//! as the body of `POST /v1/run` and gets the raw result back.
+//! as the body of `POST /v1/run` (with its `Content-Type`) and gets the raw
+//! result back (`image/png`, `application/json`, or the exec command's type).
+//! Nothing is kept between requests.
 //!
 //! Modules:
-//! - [`config`]: TOML file → validated [`config::Config`], durations, kinds.
-//! - [`server`]: the axum router, concurrency limit, health, shutdown.
-//! - [`kinds`]: the work itself: [`kinds::thumbnail`], [`kinds::text`],
-//!   [`kinds::exec`], each a pure-ish function from input bytes to output.
+//! - [`config`]: TOML file → validated [`config::Config`]; durations, kinds,
+//!   errors that name `file:line:column` and the key.
+//! - [`kinds`]: the work itself, free of HTTP: [`kinds::thumbnail`],
+//!   [`kinds::text`], [`kinds::exec`], and [`kinds::RunError`], which says who
+//!   failed.
+//! - [`server`]: the axum routes, admission (concurrency limit → 503),
+//!   status mapping, graceful shutdown; [`server::serve`] takes a bound
+//!   listener and a `CancellationToken`.
 //! - [`metrics`]: metric names, descriptions and the Prometheus recorder.
 //! - [`cli`]: `tandem worker run|check`, called by the `tandem` binary.
 

@@ -10,8 +10,11 @@
 //! cancelled) still counts against the limit until it returns, and threads
 //! cannot pile up without bound.
 //!
+//! The body is read after admission, within the kind's byte limit (413)
+//! and its timeout (408), so a stalled upload cannot keep a slot.
+//!
 //! Status codes tell the dispatcher what to do: 4xx means the input is bad
-//! and retrying cannot help; 503 means "busy or stopping, try another
+//! and retrying cannot help (408 excepted); 503 means "busy or stopping, try another
 //! instance"; 502/504/500 mean this run failed and a retry may succeed.
 //! Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
 //!
@@ -170,6 +173,8 @@ enum Refusal {
     TooLarge(u64),
     /// The body could not be read (client gone, bad framing).
     BadBody(String),
+    /// The body did not arrive within the kind's timeout.
+    BodyTimeout(std::time::Duration),
     /// The work said no.
     Run(RunError),
 }
@@ -181,6 +186,7 @@ impl Refusal {
             Refusal::Draining => "shutting_down",
             Refusal::TooLarge(_) => "too_large",
             Refusal::BadBody(_) => "bad_body",
+            Refusal::BodyTimeout(_) => "body_timeout",
             Refusal::Run(e) => e.code(),
         }
     }
@@ -269,9 +275,13 @@ async fn admit_and_run(
     if declared.is_some_and(|n| n > limit) {
         return Err(Refusal::TooLarge(limit));
     }
-    let input = read_body(body, limit).await?;
-
+    // The slot is already taken: a client that stalls mid-upload must not
+    // hold it for longer than a run could.
     let timeout = cfg.timeout(kind);
+    let input = tokio::time::timeout(timeout, read_body(body, limit))
+        .await
+        .map_err(|_| Refusal::BodyTimeout(timeout))??;
+
     match kind {
         Kind::Thumbnail => {
             let tcfg = cfg.thumbnail.clone();
@@ -361,6 +371,11 @@ fn refusal_response(s: &AppState, refusal: Refusal) -> Response {
             StatusCode::BAD_REQUEST,
             code,
             format!("cannot read request body: {why}"),
+        ),
+        Refusal::BodyTimeout(t) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            code,
+            format!("request body did not arrive within {t:?}"),
         ),
         Refusal::Run(e) => error(status_of(&e), code, e.to_string()),
     }

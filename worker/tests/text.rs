@@ -88,3 +88,35 @@ async fn hostile_text_inputs() {
     assert_eq!(r.json()["characters"], 1000);
     w.assert_healthy().await;
 }
+
+#[tokio::test]
+async fn stalled_upload_gives_its_slot_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let w = Worker::start(
+        Kind::Text,
+        "[limits]\nconcurrency = 1\n[text]\ntimeout = \"300ms\"\n",
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(w.addr).await.unwrap();
+    s.write_all(b"POST /v1/run HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly ten b")
+        .await
+        .unwrap();
+    // Read the answer without closing our side: the body never completes.
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = [0u8; 1024];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer to a stalled upload");
+    let head = String::from_utf8_lossy(&answer);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    w.assert_healthy().await;
+}
