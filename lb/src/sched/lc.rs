@@ -72,8 +72,9 @@ fn least_by(
     }
     let first = start.load(Ordering::Relaxed) % n;
     let mut best: Option<usize> = None;
-    for k in 0..n {
-        let i = (first + k) % n;
+    // Positions first..n then 0..first: a wrapping scan without a division
+    // per element.
+    for i in (first..n).chain(0..first) {
         if !is_candidate(backends, req, i) {
             continue;
         }

@@ -231,11 +231,15 @@ pub(crate) mod tests {
     }
 
     proptest! {
+        // Each step usually changes the weighted set, so maglev rebuilds its
+        // 65537-entry table: keep the case count moderate for debug builds.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
         /// Every scheduler, over a sequence of slices whose length, weights,
         /// loads and eligibility change from pick to pick: never a
         /// non-candidate, `None` exactly when there is no candidate.
         #[test]
-        fn only_candidates_none_iff_none(steps in proptest::collection::vec(step(), 1..40)) {
+        fn only_candidates_none_iff_none(steps in proptest::collection::vec(step(), 1..25)) {
             for kind in SchedulerKind::ALL {
                 let s = new_scheduler(kind);
                 for (spec, mask, ip) in &steps {

@@ -41,8 +41,8 @@ impl Scheduler for RoundRobin {
         let mut cur = self.next.load(Ordering::Relaxed);
         loop {
             let start = cur % n;
-            let found = (0..n)
-                .map(|k| (start + k) % n)
+            let found = (start..n)
+                .chain(0..start)
                 .find(|&i| is_candidate(backends, req, i))?;
             match self.next.compare_exchange_weak(
                 cur,

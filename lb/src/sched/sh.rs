@@ -58,8 +58,8 @@ impl Scheduler for SourceHash {
             }
         })?;
         let n = backends.len();
-        (0..n)
-            .map(|k| (hashed + k) % n)
+        (hashed..n)
+            .chain(0..hashed)
             .find(|&i| is_candidate(backends, req, i))
     }
 }

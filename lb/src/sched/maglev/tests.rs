@@ -192,15 +192,76 @@ fn distinct_addrs(n: usize, seed: u64) -> Vec<SocketAddr> {
     out
 }
 
+fn skip_of(a: &SocketAddr) -> u64 {
+    siphash24(SKIP_KEY, a.to_string().as_bytes()) % (table_size(1) as u64 - 1) + 1
+}
+
+/// Whether two of `addrs` have the same permutation skip. Then both walk the
+/// same cycle of entries, some steps apart, and any change to the pool
+/// shifts their race for entries: disruption up to about 2× the minimum
+/// instead of about 1.1× (see `skip_collision_disruption_is_bounded`).
+/// Probability: about N² / 131072 per pool (0.3% at N = 20).
+fn skip_collides(addrs: &[SocketAddr]) -> bool {
+    let mut skips: Vec<u64> = addrs.iter().map(skip_of).collect();
+    skips.sort_unstable();
+    skips.windows(2).any(|w| w[0] == w[1])
+}
+
+/// Pairs of distinct addresses with equal skips, found by a birthday search.
+fn skip_colliding_pairs(want: usize) -> Vec<(SocketAddr, SocketAddr)> {
+    let mut seen = std::collections::HashMap::new();
+    let mut pairs = Vec::new();
+    for a in distinct_addrs(20_000, 77) {
+        if let Some(b) = seen.insert(skip_of(&a), a) {
+            pairs.push((b, a));
+            if pairs.len() == want {
+                break;
+            }
+        }
+    }
+    pairs
+}
+
+#[test]
+fn skip_collision_disruption_is_bounded() {
+    let pairs = skip_colliding_pairs(8);
+    assert_eq!(pairs.len(), 8);
+    // Measured over 40 pairs (240 changes): worst 2.0× the minimum.
+    let mut worst: f64 = 0.0;
+    for n in [5usize, 12, 20] {
+        for (k, &(a, b)) in pairs.iter().enumerate() {
+            // Pool of n with `a`; then `b` joins (the changed backend
+            // collides), then another joins (a bystander pair collides).
+            let mut addrs = distinct_addrs(n, 5000 + k as u64 * 100);
+            let extra = addrs.pop().unwrap();
+            addrs.push(a);
+            let t0 = Table::build(members(&addrs)).entry_addrs();
+            addrs.push(b);
+            let t1 = Table::build(members(&addrs)).entry_addrs();
+            addrs.push(extra);
+            let t2 = Table::build(members(&addrs)).entry_addrs();
+            for (frac, size) in [(moved(&t0, &t1), n + 1), (moved(&t1, &t2), n + 2)] {
+                worst = worst.max(frac * size as f64);
+                assert!(
+                    frac <= 2.3 / size as f64 + 0.005,
+                    "n={n} pair {k} moved {frac}"
+                );
+            }
+        }
+    }
+    println!("worst moved / minimum with a skip collision: {worst:.3}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// Paper 3.4 / 5.3: removing one of N backends moves its ~1/N share and
-    /// little else.
+    /// little else. (Skip collisions are excluded here and bounded above.)
     #[test]
     fn removing_one_moves_about_one_nth(n in 5usize..=20, seed in any::<u64>(), gone in any::<prop::sample::Index>()) {
         let addrs = distinct_addrs(n, seed);
         let gone = gone.index(n);
+        prop_assume!(!skip_collides(&addrs));
         let before = Table::build(members(&addrs)).entry_addrs();
         let rest: Vec<_> = addrs.iter().copied().enumerate().filter(|&(i, _)| i != gone).map(|(_, a)| a).collect();
         let after = Table::build(members(&rest)).entry_addrs();
@@ -217,6 +278,7 @@ proptest! {
     #[test]
     fn adding_one_moves_about_one_nth(n in 5usize..=20, seed in any::<u64>()) {
         let addrs = distinct_addrs(n + 1, seed);
+        prop_assume!(!skip_collides(&addrs));
         let before = Table::build(members(&addrs[..n])).entry_addrs();
         let after = Table::build(members(&addrs)).entry_addrs();
         // Same table size: M moves in power-of-two bands, not with N.
@@ -225,5 +287,63 @@ proptest! {
         prop_assert!(frac <= 1.2 / (n + 1) as f64 + 0.005, "n={n} moved {frac}");
         let excess = before.iter().zip(&after).filter(|&(b, a)| b != a && *a != addrs[n]).count();
         prop_assert!(excess as f64 / before.len() as f64 <= 0.2 / (n + 1) as f64 + 0.005, "n={n} excess {excess}");
+    }
+}
+
+/// Not a check: prints the disruption measured over many pools, for the
+/// docs. `cargo test -p tandem-lb --lib measure_disruption -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_disruption() {
+    for n in [5usize, 10, 20, 50] {
+        let (mut worst, mut sum, mut runs) = (0f64, 0f64, 0);
+        for seed in 0..10u64 {
+            let addrs = distinct_addrs(n, seed * 1000);
+            let before = Table::build(members(&addrs)).entry_addrs();
+            for gone in 0..n {
+                let rest: Vec<_> = (0..n).filter(|&i| i != gone).map(|i| addrs[i]).collect();
+                let after = Table::build(members(&rest)).entry_addrs();
+                // Moved, in units of the minimum (1/N).
+                let r = moved(&before, &after) * n as f64;
+                worst = worst.max(r);
+                sum += r;
+                runs += 1;
+            }
+        }
+        println!(
+            "N={n}: moved/(1/N) mean {:.4} worst {:.4}",
+            sum / runs as f64,
+            worst
+        );
+    }
+}
+
+#[test]
+#[ignore]
+fn measure_disruption_adding() {
+    for n in [5usize, 6, 10, 20, 50] {
+        let (mut worst, mut sum, mut runs) = (0f64, 0f64, 0);
+        let mut worst_excess = 0f64;
+        for seed in 0..200u64 {
+            let addrs = distinct_addrs(n + 1, seed * 1000);
+            let before = Table::build(members(&addrs[..n])).entry_addrs();
+            let after = Table::build(members(&addrs)).entry_addrs();
+            let r = moved(&before, &after) * (n + 1) as f64;
+            let excess = before
+                .iter()
+                .zip(&after)
+                .filter(|&(b, a)| b != a && *a != addrs[n])
+                .count();
+            worst_excess = worst_excess.max(excess as f64 / before.len() as f64 * (n + 1) as f64);
+            worst = worst.max(r);
+            sum += r;
+            runs += 1;
+        }
+        println!(
+            "add N={n}: moved/(1/(N+1)) mean {:.4} worst {:.4} worst excess {:.4}",
+            sum / runs as f64,
+            worst,
+            worst_excess
+        );
     }
 }
