@@ -152,3 +152,38 @@ fn run(path: &Path, kind: Kind) -> anyhow::Result<ExitCode> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    /// Stands in for the `tandem` binary's `worker` subcommand.
+    #[derive(Debug, Parser)]
+    struct Top {
+        #[command(subcommand)]
+        cmd: WorkerCommand,
+    }
+
+    #[test]
+    fn command_line_parses_as_documented() {
+        Top::command().debug_assert();
+        let t = Top::try_parse_from(["tandem-worker", "run", "--kind", "thumbnail"]).unwrap();
+        match t.cmd {
+            WorkerCommand::Run { config, kind } => {
+                assert_eq!(config, PathBuf::from("/etc/tandem/worker.toml"));
+                assert_eq!(kind, Kind::Thumbnail);
+            }
+            other => panic!("{other:?}"),
+        }
+        let t = Top::try_parse_from(["tandem-worker", "check", "-c", "w.toml"]).unwrap();
+        assert!(matches!(t.cmd, WorkerCommand::Check { kind: None, .. }));
+        let err = Top::try_parse_from(["tandem-worker", "run", "--kind", "resize"]).unwrap_err();
+        assert!(err.to_string().contains("thumbnail, text, exec"), "{err}");
+        assert!(
+            Top::try_parse_from(["tandem-worker", "run"]).is_err(),
+            "--kind is required"
+        );
+    }
+}
