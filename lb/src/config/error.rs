@@ -50,6 +50,21 @@ pub enum ErrorKind {
     },
     /// A service with no `[[service.backend]]`.
     EmptyPool,
+    /// A health-check key that the check's kind does not use (`path` with
+    /// `kind = "tcp"`).
+    NotForKind {
+        /// The kinds the key belongs to, quoted: `"http"`, `"tcp" or "http"`.
+        used_by: &'static str,
+        /// The check's kind, quoted, and where it comes from when not from
+        /// this table: `"tcp" (the default)`.
+        kind: String,
+    },
+    /// A value that contradicts another key's (`sorry` with `all_down`,
+    /// `auth_pass` with version 3, `jitter` not less than `interval`).
+    Conflict {
+        /// The other key, its value and where: `all_down = "all" at line 7`.
+        with: String,
+    },
 }
 
 impl fmt::Display for ErrorKind {
@@ -66,6 +81,10 @@ impl fmt::Display for ErrorKind {
                 write!(f, "duplicate: already used by {first} at line {first_line}")
             }
             ErrorKind::EmptyPool => f.write_str("empty pool: no [[service.backend]]"),
+            ErrorKind::NotForKind { used_by, kind } => {
+                write!(f, "only used by kind {used_by}, and this check's kind is {kind}")
+            }
+            ErrorKind::Conflict { with } => write!(f, "conflicts with {with}"),
         }
     }
 }

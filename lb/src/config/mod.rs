@@ -13,6 +13,8 @@
 //! - `duration`: `"250ms"`, `"1m30s"`: grammar, parser and formatter.
 //! - `values`: one TOML value to one typed value (ranges, formats, names).
 //! - `error`: [`ConfigError`], [`ConfigErrors`] and their one-line rendering.
+//! - `health`: [`HealthConfig`] and [`AllDown`], the checks' plain data.
+//! - `vrrp`: [`VrrpConfig`] and its parts, the VRRP instances' plain data.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,13 +24,19 @@ use crate::sched::SchedulerKind;
 
 mod duration;
 mod error;
+mod health;
 mod parse;
 mod values;
+mod vrrp;
 
 pub use duration::{
     DURATION_EXAMPLES, DurationError, DurationProblem, format_duration, parse_duration,
 };
 pub use error::{ConfigError, ConfigErrors, ErrorKind};
+pub use health::{
+    AllDown, ExecCheck, HealthCheck, HealthConfig, HealthKind, HttpCheck, StatusRange,
+};
+pub use vrrp::{GarpConfig, Track, TrackTarget, VrrpConfig};
 
 impl Config {
     /// Parses and validates a config file's text. `source` is the file's
@@ -67,6 +75,9 @@ pub struct Config {
     /// `[[service]]`, in file order; zero is valid (a node that only holds
     /// VRRP addresses). Names and listen addresses are unique.
     pub services: Vec<ServiceConfig>,
+    /// `[[vrrp]]`, in file order; zero or more. Names are unique, and so is
+    /// (interface, virtual_router_id).
+    pub vrrp: Vec<VrrpConfig>,
 }
 
 /// `[node]`: process-wide settings.
@@ -197,6 +208,10 @@ pub struct ServiceConfig {
     pub proxy_protocol: ProxyProtocol,
     /// `[[service.backend]]`: the pool, in file order; at least one.
     pub backends: Vec<BackendConfig>,
+    /// `all_down` and `sorry`: what happens when no backend is up. Default
+    /// [`AllDown::Refuse`]; `all_down = "all"` is [`AllDown::All`], `sorry =
+    /// "IP:port"` is [`AllDown::Sorry`] (setting both is an error).
+    pub all_down: AllDown,
 }
 
 impl ServiceConfig {
@@ -224,6 +239,16 @@ pub struct BackendConfig {
     /// `max_connections`: concurrent connections to this backend. Default:
     /// none (None: only the service limit applies); valid 1 to 4294967295.
     pub max_connections: Option<u32>,
+    /// `[service.health]` with this backend's `[service.backend.health]`
+    /// laid over it, defaults applied. None when neither table exists: no
+    /// active probes, the backend is assumed up (passive detection still
+    /// applies).
+    pub health: Option<HealthConfig>,
+    /// `passive_fall` of the resolved health table: consecutive refused or
+    /// timed-out connects that mark the backend down at once; 0 disables
+    /// passive detection. Default 3 (also when there is no health table);
+    /// valid 0 to 100.
+    pub passive_fall: u32,
 }
 
 impl BackendConfig {

@@ -22,13 +22,17 @@ use toml::de::{DeTable, DeValue};
 use super::duration::DURATION_EXAMPLES;
 use super::error::{ConfigError, ConfigErrors, ErrorKind, LineIndex};
 use super::values::{
-    duration, integer, is_name_char, join_names, names_of_schedulers, one_of, parse_name,
-    socket_addr, string,
+    command_word, duration, integer, is_name_char, join_names, names_of_schedulers, one_of,
+    parse_name, socket_addr, string,
 };
 use super::{
     AdminConfig, BackendConfig, Config, MetricsConfig, NodeConfig, ProxyProtocol, ServiceConfig,
 };
 use crate::sched::SchedulerKind;
+
+mod health;
+
+use health::HealthLayer;
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
@@ -37,7 +41,7 @@ struct Reported;
 
 type Field<T> = Result<Option<T>, Reported>;
 
-const ROOT_KEYS: &[&str] = &["node", "admin", "metrics", "service"];
+const ROOT_KEYS: &[&str] = &["node", "admin", "metrics", "service", "vrrp"];
 const NODE_KEYS: &[&str] = &["name", "workers", "shutdown_grace", "connection_log"];
 const ADMIN_KEYS: &[&str] = &["socket"];
 const METRICS_KEYS: &[&str] = &["listen"];
@@ -50,9 +54,12 @@ const SERVICE_KEYS: &[&str] = &[
     "retries",
     "max_connections",
     "proxy_protocol",
+    "all_down",
+    "sorry",
+    "health",
     "backend",
 ];
-const BACKEND_KEYS: &[&str] = &["name", "address", "weight", "max_connections"];
+const BACKEND_KEYS: &[&str] = &["name", "address", "weight", "max_connections", "health"];
 
 const LOG_LEVELS: [(&str, Option<tracing::Level>); 6] = [
     ("off", None),
@@ -112,6 +119,7 @@ pub(super) fn parse(text: &str, source: &Path) -> Result<Config, ConfigErrors> {
             admin,
             metrics,
             services: services.into_iter().map(|(s, _)| s).collect(),
+            vrrp: Vec::new(),
         }),
         _ => Err(ConfigErrors::new(w.errors)),
     }
@@ -474,7 +482,12 @@ impl<'a> Walker<'a> {
                 "value",
             )
         });
-        let backends = self.backends(table);
+        let all_down = self.all_down(table);
+        if let (Ok(all_down), Ok(listen)) = (&all_down, &listen) {
+            self.sorry_is_not_listen(table, all_down, listen);
+        }
+        let health = self.health_layer(table, None, "[service.health]");
+        let backends = self.backends(table, health.as_ref().ok().and_then(Option::as_ref));
         Ok((
             ServiceConfig {
                 name: name?,
@@ -487,12 +500,17 @@ impl<'a> Walker<'a> {
                     .map_or(ServiceConfig::DEFAULT_MAX_CONNECTIONS, |m| m as u32),
                 proxy_protocol: proxy_protocol?.unwrap_or_default(),
                 backends: backends?,
+                all_down: all_down?,
             },
             listen_line,
         ))
     }
 
-    fn backends(&mut self, service: &Table<'_, '_>) -> Result<Vec<BackendConfig>, Reported> {
+    fn backends(
+        &mut self,
+        service: &Table<'_, '_>,
+        health: Option<&HealthLayer<'_, '_>>,
+    ) -> Result<Vec<BackendConfig>, Reported> {
         let tables = self
             .array_of_tables(service, "backend", BACKEND_KEYS, "[[service.backend]]")?
             .unwrap_or_default();
@@ -509,9 +527,14 @@ impl<'a> Walker<'a> {
         // one duplicated address is one error, not two.
         let mut names: HashMap<String, (String, usize, bool)> = HashMap::new();
         let mut addresses: HashMap<SocketAddr, (String, usize)> = HashMap::new();
+        // The service's own checks, resolved once: backends without a health
+        // table share them, and their errors are reported once.
+        let shared = self.resolve_health(health, None);
         let mut backends = Ok(Vec::new());
         for table in tables {
-            let backend = table.and_then(|t| self.backend(&t, &mut names, &mut addresses));
+            let backend = table.and_then(|t| {
+                self.backend(&t, &mut names, &mut addresses, health, shared.as_ref())
+            });
             match (&mut backends, backend) {
                 (Ok(list), Ok(b)) => list.push(b),
                 _ => backends = Err(Reported),
@@ -525,6 +548,8 @@ impl<'a> Walker<'a> {
         table: &Table<'_, '_>,
         names: &mut HashMap<String, (String, usize, bool)>,
         addresses: &mut HashMap<SocketAddr, (String, usize)>,
+        service_health: Option<&HealthLayer<'_, '_>>,
+        shared: Result<&health::Resolved, &Reported>,
     ) -> Result<BackendConfig, Reported> {
         let address = self.required(table, "address", VALID_ADDRESS, |v| socket_addr(v, true));
         let name = self.field(table, "name", VALID_BACKEND_NAME, |v| {
@@ -554,12 +579,21 @@ impl<'a> Walker<'a> {
         let max_connections = self.field(table, "max_connections", &max_conn_valid, |v| {
             integer(v, 1, i64::from(u32::MAX))
         });
+        let own = self.health_layer(table, service_health, "[service.backend.health]");
+        let resolved = match own {
+            Ok(Some(own)) => self.resolve_health(service_health, Some(&own)),
+            Ok(None) => shared.cloned().map_err(|_| Reported),
+            Err(r) => Err(r),
+        };
         let address = address?;
+        let (health, passive_fall) = resolved?;
         Ok(BackendConfig {
             name: name?.unwrap_or_else(|| address.to_string()),
             address,
             weight: weight?.map_or(BackendConfig::DEFAULT_WEIGHT, |w| w as u32),
             max_connections: max_connections?.map(|m| m as u32),
+            health,
+            passive_fall,
         })
     }
 

@@ -46,6 +46,7 @@ fn empty_file_is_all_defaults() {
     assert_eq!(c.admin.socket, Path::new("/run/tandem/lb.sock"));
     assert_eq!(c.metrics.listen, None);
     assert!(c.services.is_empty());
+    assert!(c.vrrp.is_empty());
 }
 
 #[test]
@@ -60,6 +61,7 @@ fn service_defaults() {
     assert_eq!(s.retries, 2);
     assert_eq!(s.max_connections, 10_000);
     assert_eq!(s.proxy_protocol, ProxyProtocol::Off);
+    assert_eq!(s.all_down, AllDown::Refuse);
     assert_eq!(
         s.backends,
         vec![BackendConfig {
@@ -67,6 +69,8 @@ fn service_defaults() {
             address: addr("127.0.0.1:8081"),
             weight: 100,
             max_connections: None,
+            health: None,
+            passive_fall: 3,
         }]
     );
     assert!(c.service("api").is_some());
