@@ -11,5 +11,14 @@
 //!   plane reports passive failures and reads weight factors without locks.
 //! - [`telemetry`]: metric names and their descriptions.
 
+pub mod checker;
 pub mod machine;
 pub mod probe;
+pub mod telemetry;
+
+pub use checker::{
+    BackendHealth, Checker, HealthHandle, HealthView, ProbeRecord, ServiceHealth, Target,
+    TargetError, TargetHandle, TargetId, UpdateSummary,
+};
+pub use machine::{HealthMachine, InitialState, Jitter, Params, State};
+pub use probe::{ExecProbe, HttpProbe, Outcome, Probe, ProbeOutcome, StatusRange};
