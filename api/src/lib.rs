@@ -1,1 +1,22 @@
-//! tandem-api: the HTTP job API (issue 5).
+//! tandem-api: the job API that clients reach through the balancer's VIP.
+//!
+//! Modules:
+//! - [`config`]: `api.toml` → validated [`config::Config`].
+//! - [`db`]: the sqlx Any pool (SQLite or MySQL/MariaDB) and migrations.
+//! - [`keys`]: API keys, hashed tokens, authentication.
+//! - [`ratelimit`]: GCRA per key, state in the database.
+//! - [`jobs`]: job rows and their state transitions (leases, fencing).
+//! - [`dispatcher`]: per-kind loops that call the workers.
+//! - [`metrics`]: metric names and the Prometheus recorder.
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod db;
+pub mod dispatcher;
+pub mod jobs;
+pub mod keys;
+pub mod metrics;
+pub mod ratelimit;
+pub mod reqlog;
+pub mod run;
+pub mod server;

@@ -1,0 +1,258 @@
+//! `tandem api run|check|keys`: the command line, called by the `tandem`
+//! binary, which owns tracing setup.
+//!
+//! Every subcommand takes `-c FILE`: `keys` uses it to find the database.
+//! `keys create` prints the token once, on stdout, and nowhere else: it is
+//! not logged and only its SHA-256 is stored.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::db::{Db, redact};
+
+const DEFAULT_CONFIG: &str = "/etc/tandem/api.toml";
+
+/// `tandem api ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum ApiCommand {
+    /// Serve the job API and run the dispatcher until SIGTERM or SIGINT.
+    Run {
+        /// The API's TOML config file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file and exit: 0 if it is usable, 1 if not.
+    Check {
+        /// The API's TOML config file.
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `tandem api keys ...`
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its token (shown this once).
+    Create {
+        /// The API's TOML config file (for the database).
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// A name for the key, e.g. the client's.
+        #[arg(long)]
+        name: String,
+        /// Steady rate: requests per second, e.g. `5` or `5/s`.
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// Requests allowed at once above the steady rate.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        burst: Option<u32>,
+    },
+    /// List keys (never tokens).
+    List {
+        /// The API's TOML config file (for the database).
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id or name: its requests get 401 from then on.
+    Revoke {
+        /// The API's TOML config file (for the database).
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Key id or name.
+        key: String,
+    },
+}
+
+/// `5`, `5/s`, `0.5/s`, `300/m`.
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let (n, per) = match s.split_once('/') {
+        Some((n, unit)) => (
+            n,
+            match unit {
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => return Err(format!("{s:?}: unit is /s, /m or /h")),
+            },
+        ),
+        None => (s, 1.0),
+    };
+    let n: f64 = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number, e.g. 5/s"))?;
+    let rate = n / per;
+    if rate.is_finite() && rate > 0.0 {
+        Ok(rate)
+    } else {
+        Err(format!("{s:?}: must be positive"))
+    }
+}
+
+/// Runs a `tandem api` subcommand.
+pub fn main(cmd: ApiCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ApiCommand::Check { config } => Ok(check(&config)),
+        ApiCommand::Run { config } => run(&config),
+        ApiCommand::Keys(k) => keys(k),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            let kinds: Vec<&str> = c.kinds.keys().map(String::as_str).collect();
+            println!(
+                "{}: ok (database {}, kinds: {})",
+                path.display(),
+                redact(&c.database_url),
+                kinds.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tandem-api")
+        .build()
+        .context("cannot start the tokio runtime")
+}
+
+fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
+    let path = match &cmd {
+        KeysCommand::Create { config, .. }
+        | KeysCommand::List { config, .. }
+        | KeysCommand::Revoke { config, .. } => config.clone(),
+    };
+    let config = Config::load(&path)?;
+    runtime()?.block_on(async move {
+        let db = Db::open(&config.database_url, 2).await?;
+        match cmd {
+            KeysCommand::Create {
+                name, rate, burst, ..
+            } => {
+                let rate = rate.unwrap_or(config.default_rate);
+                let burst = burst.unwrap_or(config.default_burst);
+                let (info, token) = crate::keys::create(&db, &name, rate, burst).await?;
+                eprintln!(
+                    "created key {} ({}), {} req/s, burst {}; the token is shown only now:",
+                    info.id, info.name, info.rate, info.burst
+                );
+                println!("{token}");
+            }
+            KeysCommand::List { json, .. } => {
+                for k in crate::keys::list(&db).await? {
+                    if json {
+                        println!("{}", serde_json::to_string(&k)?);
+                    } else {
+                        let state = if k.revoked_ms.is_some() {
+                            "revoked"
+                        } else {
+                            "active"
+                        };
+                        println!(
+                            "{}  {:<20} {:>8.2}/s burst {:<5} {}",
+                            k.id, k.name, k.rate, k.burst, state
+                        );
+                    }
+                }
+            }
+            KeysCommand::Revoke { key, .. } => {
+                let n = crate::keys::revoke(&db, &key).await?;
+                if n == 0 {
+                    eprintln!("no active key with id or name {key:?}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                eprintln!("revoked {n} key(s)");
+            }
+        }
+        db.pool.close().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Arc::new(Config::load(path)?);
+    runtime()?.block_on(async move {
+        let handle = match crate::metrics::install() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "no /metrics: cannot install the Prometheus recorder");
+                None
+            }
+        };
+        let pool_size = config.kinds.values().map(|k| k.concurrency).sum::<u32>() + 16;
+        let db = Db::open(&config.database_url, pool_size)
+            .await
+            .with_context(|| format!("database {}", redact(&config.database_url)))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let shutdown = CancellationToken::new();
+        let grace = config.shutdown_grace;
+        let mut server = tokio::spawn(crate::run::serve(
+            listener,
+            Arc::clone(&config),
+            db,
+            handle,
+            shutdown.clone(),
+        ));
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            ended = &mut server => {
+                ended.context("server task panicked")?.context("server failed")?;
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        shutdown.cancel();
+        match tokio::time::timeout(grace, server).await {
+            Ok(ended) => {
+                ended
+                    .context("server task panicked")?
+                    .context("server failed")?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(_) => {
+                tracing::warn!(?grace, "shutdown grace ran out");
+                Ok::<_, anyhow::Error>(ExitCode::FAILURE)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("5"), Ok(5.0));
+        assert_eq!(parse_rate("5/s"), Ok(5.0));
+        assert_eq!(parse_rate("120/m"), Ok(2.0));
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("5/fortnight").is_err());
+    }
+}

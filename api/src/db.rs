@@ -1,0 +1,222 @@
+//! The database: one [`Db`] handle over sqlx's `AnyPool`, for SQLite (the
+//! default, a file, no setup) and MySQL/MariaDB (a shared tier).
+//!
+//! Everything stays in the subset the Any driver maps the same way on both:
+//! `BIGINT` integers, `DOUBLE`, text, blobs; times are epoch milliseconds.
+//! Queries are runtime strings with `?` placeholders, which both accept.
+//! Where the two differ (claiming jobs: `FOR UPDATE SKIP LOCKED` against one
+//! atomic `UPDATE`), [`Backend`] says which one we talk to.
+//!
+//! Migrations are embedded (one folder per database, same versions) and
+//! applied at start by sqlx's migrator, which takes a lock on MySQL
+//! (`GET_LOCK`) so replicas starting together do not race.
+
+use std::borrow::Cow;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::AnyPool;
+use sqlx::Executor;
+use sqlx::SqlStr;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+/// Which database sits behind the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A local file; one writer at a time (WAL, busy timeout).
+    Sqlite,
+    /// MySQL or MariaDB (≥ 10.6 for SKIP LOCKED).
+    Mysql,
+}
+
+/// A database error, with what we were doing.
+#[derive(Debug, thiserror::Error)]
+#[error("database: {what}: {source}")]
+pub struct DbError {
+    /// The operation, e.g. "create job".
+    pub what: &'static str,
+    /// What sqlx said.
+    #[source]
+    pub source: sqlx::Error,
+}
+
+/// Adds context to sqlx errors.
+pub trait Ctx<T> {
+    /// Names the operation that failed.
+    fn ctx(self, what: &'static str) -> Result<T, DbError>;
+}
+
+impl<T> Ctx<T> for Result<T, sqlx::Error> {
+    fn ctx(self, what: &'static str) -> Result<T, DbError> {
+        self.map_err(|source| DbError { what, source })
+    }
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Connecting failed.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL with any password hidden.
+        url: String,
+        /// What sqlx said.
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The pool and what it talks to. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    /// The connections.
+    pub pool: AnyPool,
+    /// SQLite or MySQL.
+    pub backend: Backend,
+}
+
+/// The newest migration version; `/readyz` checks it has been applied.
+pub const LATEST_MIGRATION: i64 = 1;
+
+fn migrator(backend: Backend) -> Migrator {
+    let sql: &'static str = match backend {
+        Backend::Sqlite => include_str!("../migrations/sqlite/0001_init.sql"),
+        Backend::Mysql => include_str!("../migrations/mysql/0001_init.sql"),
+    };
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("init"),
+        MigrationType::Simple,
+        SqlStr::from_static(sql),
+        false,
+    )])
+}
+
+/// Hides the password of a URL for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Db {
+    /// Connects and applies pending migrations.
+    pub async fn open(url: &str, max_connections: u32) -> Result<Db, OpenError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            Backend::Mysql
+        };
+        if backend == Backend::Sqlite
+            && let Some(path) = url
+                .strip_prefix("sqlite://")
+                .map(|p| p.split('?').next().unwrap_or(p))
+            && let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            // Best effort: a missing state dir is reported by connect below.
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL: readers do not block the writer. The busy
+                        // timeout makes a second writer wait instead of
+                        // failing at once with SQLITE_BUSY.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    } else {
+                        // READ COMMITTED: claims see rows committed by other
+                        // replicas without gap locks between them.
+                        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await
+            .map_err(|source| OpenError::Connect {
+                url: redact(url),
+                source,
+            })?;
+        migrator(backend).run(&pool).await?;
+        Ok(Db { pool, backend })
+    }
+
+    /// The database answers and the newest migration is applied.
+    pub async fn ready(&self) -> Result<(), DbError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = ?")
+            .bind(LATEST_MIGRATION)
+            .fetch_one(&self.pool)
+            .await
+            .ctx("readiness")?;
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(DbError {
+                what: "readiness",
+                source: sqlx::Error::Protocol(format!("migration {LATEST_MIGRATION} not applied")),
+            })
+        }
+    }
+}
+
+/// Wall-clock now, epoch milliseconds.
+pub fn now_ms() -> i64 {
+    now_us() / 1000
+}
+
+/// Wall-clock now, epoch microseconds.
+pub fn now_us() -> i64 {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// `n` random bytes as lowercase hex.
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    rand::fill(&mut bytes[..]);
+    hex(&bytes)
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Cannot fail: writing to a String.
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_password_only() {
+        assert_eq!(
+            redact("mysql://u:secret@h:3306/db"),
+            "mysql://u:***@h:3306/db"
+        );
+        assert_eq!(redact("sqlite:///x/api.db"), "sqlite:///x/api.db");
+    }
+}

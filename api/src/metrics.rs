@@ -1,0 +1,115 @@
+//! Metric names, their descriptions, and the Prometheus recorder.
+//!
+//! Label values come from fixed sets (route templates, status codes,
+//! configured kinds, job states, outcome names), never from request data.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Counter, labels `route`, `method`, `status`: every HTTP request.
+pub const REQUESTS: &str = "tandem_api_requests_total";
+/// Histogram, labels `route`, `method`: time to answer, seconds.
+pub const REQUEST_DURATION: &str = "tandem_api_request_duration_seconds";
+/// Counter, no labels: requests refused with 429.
+pub const RATE_LIMITED: &str = "tandem_api_rate_limited_total";
+/// Gauge, labels `kind`, `state`: jobs in the database by kind and state.
+pub const JOBS: &str = "tandem_api_jobs";
+/// Gauge, label `kind`: queued jobs (the queue depth).
+pub const QUEUE_DEPTH: &str = "tandem_api_queue_depth";
+/// Histogram, labels `kind`, `outcome`: one worker call, seconds.
+pub const DISPATCH_DURATION: &str = "tandem_api_dispatch_duration_seconds";
+/// Counter, labels `kind`, `outcome`: worker calls by outcome.
+pub const DISPATCHES: &str = "tandem_api_dispatches_total";
+/// Counter: request log rows dropped because the writer fell behind.
+pub const LOG_DROPPED: &str = "tandem_api_request_log_dropped_total";
+
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Installs the global Prometheus recorder once per process and returns its
+/// handle (the same handle on later calls, so tests may call it freely).
+pub fn install() -> Result<PrometheusHandle, BuildError> {
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut slot = HANDLE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(handle) = slot.as_ref() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .with_recommended_naming(true)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)?
+        .install_recorder()?;
+    describe();
+    *slot = Some(handle.clone());
+    Ok(handle)
+}
+
+/// Registers HELP text and units for every metric.
+pub fn describe() {
+    describe_counter!(
+        REQUESTS,
+        Unit::Count,
+        "HTTP requests by route template, method and status."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time to answer HTTP requests, by route template and method."
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        Unit::Count,
+        "Requests refused with 429 by the per-key rate limit."
+    );
+    describe_gauge!(
+        JOBS,
+        Unit::Count,
+        "Jobs in the database by kind and state (sampled at scrape)."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        Unit::Count,
+        "Queued jobs by kind (sampled at scrape)."
+    );
+    describe_histogram!(
+        DISPATCH_DURATION,
+        Unit::Seconds,
+        "Duration of worker calls by kind and outcome."
+    );
+    describe_counter!(DISPATCHES, Unit::Count, "Worker calls by kind and outcome.");
+    describe_counter!(
+        LOG_DROPPED,
+        Unit::Count,
+        "Request log rows dropped because the writer fell behind."
+    );
+}
+
+/// One answered request.
+pub fn request(route: &'static str, method: &'static str, status: u16, elapsed: Duration) {
+    counter!(REQUESTS, "route" => route, "method" => method, "status" => status.to_string())
+        .increment(1);
+    histogram!(REQUEST_DURATION, "route" => route, "method" => method)
+        .record(elapsed.as_secs_f64());
+}
+
+/// One worker call.
+pub fn dispatch(kind: &str, outcome: &'static str, elapsed: Duration) {
+    counter!(DISPATCHES, "kind" => kind.to_owned(), "outcome" => outcome).increment(1);
+    histogram!(DISPATCH_DURATION, "kind" => kind.to_owned(), "outcome" => outcome)
+        .record(elapsed.as_secs_f64());
+}
+
+/// Job counts sampled from the database.
+pub fn job_count(kind: &str, state: &'static str, n: i64) {
+    gauge!(JOBS, "kind" => kind.to_owned(), "state" => state).set(n as f64);
+    if state == "queued" {
+        gauge!(QUEUE_DEPTH, "kind" => kind.to_owned()).set(n as f64);
+    }
+}

@@ -1,0 +1,132 @@
+//! One replica: the HTTP server, the dispatcher and the request log writer,
+//! started together and stopped together.
+//!
+//! Shutdown order, when the token is cancelled: the listener stops
+//! accepting and `/readyz` turns 503; open connections finish their
+//! in-flight request and close; the dispatcher stops claiming and releases
+//! the leases it holds (so another replica runs those jobs at once instead
+//! of after the lease); the request log writes what it holds; then
+//! [`serve`] returns.
+
+use std::io;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::conn::{Prefixed, read_header};
+use crate::db::{Db, random_hex};
+use crate::dispatcher::{self, Wakers};
+use crate::reqlog;
+use crate::server::{AppState, ClientAddr, router};
+
+/// Serves on an already bound `listener` until `shutdown` is cancelled,
+/// then drains as described in the module doc.
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<Config>,
+    db: Db,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let wakers = Wakers::new(&config);
+    let (log, log_writer) = reqlog::spawn(db.clone(), config.request_log_retention);
+    let owner = format!("{}-{}", std::process::id(), random_hex(4));
+    let dispatcher = tokio::spawn(dispatcher::run(
+        db.clone(),
+        Arc::clone(&config),
+        owner.clone(),
+        wakers.clone(),
+        shutdown.clone(),
+    ));
+    let state = AppState::new(
+        db,
+        Arc::clone(&config),
+        wakers,
+        log,
+        metrics,
+        shutdown.clone(),
+    );
+    let app = router(state);
+    tracing::info!(addr = %listener.local_addr()?, owner, kinds = config.kinds.len(), "api listening");
+
+    let conns = TaskTracker::new();
+    let result = loop {
+        let (mut stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "accept failed; continuing");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+                Err(e) => break Err(e),
+            },
+            () = shutdown.cancelled() => break Ok(()),
+        };
+        let app = app.clone();
+        let config = Arc::clone(&config);
+        let shutdown = shutdown.clone();
+        conns.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let (client, rest) = match read_header(
+                &mut stream,
+                peer,
+                config.proxy_protocol,
+                config.proxy_header_timeout,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "connection closed before HTTP");
+                    return;
+                }
+            };
+            let service = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ClientAddr(client));
+                req
+            });
+            let io = TokioIo::new(Prefixed::new(rest, stream));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, TowerToHyperService::new(service));
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%client, error = %e, "connection ended with an error");
+                    }
+                }
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    };
+    drop(listener);
+    conns.close();
+    conns.wait().await;
+    let _ = dispatcher.await;
+    drop(app);
+    let _ = log_writer.await;
+    tracing::info!("api stopped");
+    result
+}
+
+/// Errors after which accepting again makes sense (the OS ran out of
+/// descriptors or the peer gave up during the handshake).
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+    ) || e.raw_os_error().is_some_and(|c| c == 24 || c == 23)
+}
