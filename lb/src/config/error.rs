@@ -82,7 +82,10 @@ impl fmt::Display for ErrorKind {
             }
             ErrorKind::EmptyPool => f.write_str("empty pool: no [[service.backend]]"),
             ErrorKind::NotForKind { used_by, kind } => {
-                write!(f, "only used by kind {used_by}, and this check's kind is {kind}")
+                write!(
+                    f,
+                    "only used by kind {used_by}, and this check's kind is {kind}"
+                )
             }
             ErrorKind::Conflict { with } => write!(f, "conflicts with {with}"),
         }

@@ -266,6 +266,9 @@ mod tests {
         let e = ExecCheck {
             command: vec!["/bin/check".into(), "-q".into()],
         };
-        assert_eq!((e.program(), e.args()), ("/bin/check", &["-q".to_string()][..]));
+        assert_eq!(
+            (e.program(), e.args()),
+            ("/bin/check", &["-q".to_string()][..])
+        );
     }
 }

@@ -31,6 +31,7 @@ use super::{
 use crate::sched::SchedulerKind;
 
 mod health;
+mod vrrp;
 
 use health::HealthLayer;
 
@@ -112,15 +113,18 @@ pub(super) fn parse(text: &str, source: &Path) -> Result<Config, ConfigErrors> {
     if let (Ok(services), Ok(metrics)) = (&services, &metrics) {
         w.metrics_port_is_free(&root, metrics, services);
     }
-    match (node, admin, metrics, services) {
-        (Ok(node), Ok(admin), Ok(metrics), Ok(services)) if w.errors.is_empty() => Ok(Config {
-            source: source.to_path_buf(),
-            node,
-            admin,
-            metrics,
-            services: services.into_iter().map(|(s, _)| s).collect(),
-            vrrp: Vec::new(),
-        }),
+    let vrrp = w.vrrp(&root, &vrrp::service_names(&root));
+    match (node, admin, metrics, services, vrrp) {
+        (Ok(node), Ok(admin), Ok(metrics), Ok(services), Ok(vrrp)) if w.errors.is_empty() => {
+            Ok(Config {
+                source: source.to_path_buf(),
+                node,
+                admin,
+                metrics,
+                services: services.into_iter().map(|(s, _)| s).collect(),
+                vrrp,
+            })
+        }
         _ => Err(ConfigErrors::new(w.errors)),
     }
 }

@@ -21,8 +21,8 @@ use super::super::health::{
     AllDown, ExecCheck, HealthCheck, HealthConfig, HealthKind, HttpCheck, StatusRange,
 };
 use super::{
-    DURATION_EXAMPLES, DeValue, ErrorKind, Field, Reported, Table, Walker, command_word,
-    duration, integer, join_names, one_of, socket_addr, string,
+    DURATION_EXAMPLES, DeValue, ErrorKind, Field, Reported, Table, Walker, command_word, duration,
+    integer, join_names, one_of, socket_addr, string,
 };
 
 /// Keys every kind has.
@@ -123,9 +123,7 @@ impl<'t, 'i> Walker<'_> {
         });
         let kind_unknown = kind.is_err();
         let kind = kind.unwrap_or(None);
-        let effective = kind
-            .or(inherited.and_then(|l| l.kind))
-            .unwrap_or_default();
+        let effective = kind.or(inherited.and_then(|l| l.kind)).unwrap_or_default();
         let described = match (kind, inherited) {
             (Some(k), _) => format!("\"{k}\""),
             (None, Some(l)) if l.kind.is_some() => {
@@ -152,10 +150,7 @@ impl<'t, 'i> Walker<'_> {
                 used_by,
                 kind: described.clone(),
             };
-            let valid = format!(
-                "the keys of kind \"{effective}\": {}",
-                keys_of(effective)
-            );
+            let valid = format!("the keys of kind \"{effective}\": {}", keys_of(effective));
             let key_span = table
                 .entries
                 .get_key_value(*key)
@@ -186,10 +181,7 @@ impl<'t, 'i> Walker<'_> {
         let jitter = self.field(&table, "jitter", &jitter_valid, |v| duration(v, false));
         let slow_valid = format!("{DURATION_EXAMPLES}, or \"0s\" for off");
         let slow_start = self.field(&table, "slow_start", &slow_valid, |v| duration(v, false));
-        let passive_valid = format!(
-            "an integer from 0 (off) to {}",
-            HealthConfig::MAX_COUNT
-        );
+        let passive_valid = format!("an integer from 0 (off) to {}", HealthConfig::MAX_COUNT);
         let passive_fall = self.field(&table, "passive_fall", &passive_valid, |v| {
             integer(v, 0, i64::from(HealthConfig::MAX_COUNT))
         });
@@ -353,10 +345,7 @@ impl<'t, 'i> Walker<'_> {
             (None, None) => return Ok((None, HealthConfig::DEFAULT_PASSIVE_FALL)),
         };
         let parent_kind = parent.map(|p| p.kind.unwrap_or_default());
-        let kind = own
-            .kind
-            .or(parent.and_then(|p| p.kind))
-            .unwrap_or_default();
+        let kind = own.kind.or(parent.and_then(|p| p.kind)).unwrap_or_default();
         // Kind-specific keys pass down only while the kind stays the same.
         let specific_parent = parent.filter(|_| parent_kind == Some(kind));
         fn pick<'a, 'b, T: Clone>(
@@ -452,11 +441,21 @@ impl<'t, 'i> Walker<'_> {
                 "a duration less than interval, such as \"{}\" (the default: 10% of interval)",
                 format_duration(HealthConfig::default_jitter(interval))
             );
-            self.bad_value(v, own.table.field("jitter"), ErrorKind::Conflict { with }, &valid)
+            self.bad_value(
+                v,
+                own.table.field("jitter"),
+                ErrorKind::Conflict { with },
+                &valid,
+            )
         } else if let Some(v) = own.table.get("interval") {
             let with = source("jitter", jitter);
             let valid = "a duration greater than jitter";
-            self.bad_value(v, own.table.field("interval"), ErrorKind::Conflict { with }, valid)
+            self.bad_value(
+                v,
+                own.table.field("interval"),
+                ErrorKind::Conflict { with },
+                valid,
+            )
         } else {
             Reported
         }
@@ -524,13 +523,16 @@ fn status_range(v: &DeValue<'_>) -> Result<StatusRange, ErrorKind> {
     })?;
     let status = |t: &str| -> Result<u16, ErrorKind> {
         match t.parse::<u16>() {
-            Ok(n) if (StatusRange::MIN..=StatusRange::MAX).contains(&n)
-                && t.bytes().all(|b| b.is_ascii_digit()) =>
+            Ok(n)
+                if (StatusRange::MIN..=StatusRange::MAX).contains(&n)
+                    && t.bytes().all(|b| b.is_ascii_digit()) =>
             {
                 Ok(n)
             }
             Ok(_) => Err(ErrorKind::OutOfRange),
-            Err(_) => Err(ErrorKind::Invalid("not a status or a range of statuses".into())),
+            Err(_) => Err(ErrorKind::Invalid(
+                "not a status or a range of statuses".into(),
+            )),
         }
     };
     let (first, last) = match s.split_once('-') {
@@ -553,7 +555,9 @@ fn http_path(v: &DeValue<'_>) -> Result<String, ErrorKind> {
     if !s.starts_with('/') {
         Err(ErrorKind::Invalid("does not start with \"/\"".into()))
     } else if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
-        Err(ErrorKind::Invalid(format!("character {c:?} not allowed in a request path")))
+        Err(ErrorKind::Invalid(format!(
+            "character {c:?} not allowed in a request path"
+        )))
     } else {
         Ok(s.to_string())
     }
@@ -564,7 +568,9 @@ fn http_host(v: &DeValue<'_>) -> Result<String, ErrorKind> {
     if s.is_empty() {
         Err(ErrorKind::Invalid("empty host".into()))
     } else if let Some(c) = s.chars().find(|&c| !c.is_ascii_graphic() || c == '/') {
-        Err(ErrorKind::Invalid(format!("character {c:?} not allowed in a Host header")))
+        Err(ErrorKind::Invalid(format!(
+            "character {c:?} not allowed in a Host header"
+        )))
     } else {
         Ok(s.to_string())
     }
