@@ -12,6 +12,7 @@
 //!   atomically swapped snapshot that reload replaces, drain, counters.
 //! - [`cli`]: the `tandem lb` subcommands.
 //! - [`admin`]: the Unix control socket (`status`, `reload`, `drain`) and its client.
+//! - [`net`]: the kernel edge of VRRP: netlink (links, VIPs), raw socket, gratuitous ARP.
 //! - [`vrrp`]: VRRP packets and the RFC 5798 state machine (sans-I/O), and the raw-socket edge.
 //! - [`telemetry`]: Prometheus exporter and metric descriptions.
 //! - [`run`]: `tandem lb run`: wires all of the above into a process with
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod net;
 pub mod proxy;
 pub mod run;
 pub mod runtime;

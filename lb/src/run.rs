@@ -16,12 +16,33 @@ use crate::config::Config;
 use crate::runtime::{Balancer, Options};
 use crate::{admin, telemetry};
 
+/// Size of each splice pipe. 256 KiB moves bulk at about a third less CPU
+/// per byte than 64 KiB copies (measured on loopback); 1 MiB is faster still
+/// but would exhaust an unprivileged user's pipe budget
+/// (`pipe-user-pages-soft`, 64 MiB) at 64 busy directions.
+const PIPE_SIZE: usize = 256 * 1024;
+
 /// Runs the balancer until SIGTERM/SIGINT. Blocks the calling thread.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    match crate::runtime::listener::raise_nofile_limit() {
-        Ok(n) => tracing::debug!(nofile = n, "descriptor limit"),
-        Err(e) => tracing::warn!(error = %e, "could not raise the descriptor limit"),
-    }
+    let nofile = match crate::runtime::listener::raise_nofile_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the descriptor limit");
+            1024
+        }
+    };
+    // Pipes are leased only while data flows, two descriptors each. Leave
+    // at least half the descriptors to sockets: with a quarter of the limit
+    // in pipes, every connection can still splice both ways while half of
+    // them are busy at once; past that, directions fall back to copying.
+    let max_pipes = (nofile / 4).clamp(16, 65_536) as usize;
+    crate::proxy::pipe_pool::configure_pipe_pool(max_pipes, PIPE_SIZE);
+    tracing::info!(
+        nofile,
+        max_pipes,
+        pipe_size = PIPE_SIZE,
+        "descriptor limit and splice pipe pool"
+    );
     let workers = if config.node.workers == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
