@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use super::*;
 
+mod health;
+mod vrrp;
+
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
     Config::parse(text, Path::new("lb.toml"))
 }

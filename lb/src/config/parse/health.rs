@@ -52,7 +52,7 @@ const KIND_KEYS: &[(&str, &[HealthKind])] = &[
 const VALID_COMMAND: &str = r#"a non-empty array of strings: the program's absolute path, then its arguments, such as ["/usr/local/bin/check", "--quiet"]"#;
 const VALID_STATUS: &str =
     r#"a status from 100 to 599 (200), a range ("200-299"), or an array of those"#;
-const VALID_ALL_DOWN: &str = r#"one of "refuse", "all""#;
+const VALID_ALL_DOWN: &str = "one of refuse, all";
 
 /// The keys one health table sets, before inheritance and defaults.
 pub(super) struct HealthLayer<'t, 'i> {
@@ -61,6 +61,9 @@ pub(super) struct HealthLayer<'t, 'i> {
     /// True when `kind` is written but invalid: kind-specific keys are then
     /// not judged, to report one mistake once.
     kind_unknown: bool,
+    /// True when any key of this table was reported: the layer is then not
+    /// resolved (its defaults would hide the mistake or add errors).
+    reported: bool,
     interval: Option<Duration>,
     fastinter: Option<Duration>,
     downinter: Option<Duration>,
@@ -236,27 +239,35 @@ impl<'t, 'i> Walker<'_> {
         } else {
             Ok(None)
         };
-        let as_u32 = |n: Option<i64>| n.map(|n| n as u32);
-        Ok(Some(HealthLayer {
+        // A field that failed was reported and reads as absent; `reported`
+        // keeps the layer out of resolution so no second error follows,
+        // while its kind still decides which keys its backends may set.
+        let mut reported = kind_unknown;
+        let r = &mut reported;
+        let count = |f: Field<i64>, r: &mut bool| take(f, r).map(|n| n as u32);
+        let mut layer = HealthLayer {
             kind,
             kind_unknown,
-            interval: interval?,
-            fastinter: fastinter?,
-            downinter: downinter?,
-            timeout: timeout?,
-            rise: as_u32(rise?),
-            fall: as_u32(fall?),
-            jitter: jitter?,
-            port: port?.map(|p| p as u16),
-            slow_start: slow_start?,
-            passive_fall: as_u32(passive_fall?),
-            path: path?,
-            host: host?,
-            expect_status: expect_status?,
-            expect_body: expect_body?,
-            command: command?,
+            reported: false,
+            interval: take(interval, r),
+            fastinter: take(fastinter, r),
+            downinter: take(downinter, r),
+            timeout: take(timeout, r),
+            rise: count(rise, r),
+            fall: count(fall, r),
+            jitter: take(jitter, r),
+            port: count(port, r).map(|p| p as u16),
+            slow_start: take(slow_start, r),
+            passive_fall: count(passive_fall, r),
+            path: take(path, r),
+            host: take(host, r),
+            expect_status: take(expect_status, r),
+            expect_body: take(expect_body, r),
+            command: take(command, r),
             table,
-        }))
+        };
+        layer.reported = reported;
+        Ok(Some(layer))
     }
 
     /// `expect_status`: one status, one range, or an array of those, each
@@ -344,6 +355,9 @@ impl<'t, 'i> Walker<'_> {
             (None, Some(service)) => (service, None),
             (None, None) => return Ok((None, HealthConfig::DEFAULT_PASSIVE_FALL)),
         };
+        if own.reported || parent.is_some_and(|p| p.reported) {
+            return Err(Reported);
+        }
         let parent_kind = parent.map(|p| p.kind.unwrap_or_default());
         let kind = own.kind.or(parent.and_then(|p| p.kind)).unwrap_or_default();
         // Kind-specific keys pass down only while the kind stays the same.
@@ -509,6 +523,15 @@ impl<'t, 'i> Walker<'_> {
             self.bad_value(v, table.field("sorry"), kind, "another server's IP:port");
         }
     }
+}
+
+/// The value of a field read for a layer; a reported failure reads as
+/// absent and marks the layer.
+fn take<T>(field: Field<T>, reported: &mut bool) -> Option<T> {
+    field.unwrap_or_else(|Reported| {
+        *reported = true;
+        None
+    })
 }
 
 /// `200`, `"200"` or `"200-299"`, each status 100 to 599.

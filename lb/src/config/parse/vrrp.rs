@@ -42,8 +42,7 @@ const TRACK_KEYS: &[&str] = &["service", "interface", "weight"];
 
 const VALID_IFNAME: &str =
     "a Linux interface name: 1 to 15 bytes, no \"/\", \":\" or whitespace, such as \"eth0\"";
-const VALID_CIDR: &str =
-    r#"an IPv4 address with its prefix length 1 to 32, such as "198.18.0.100/24""#;
+const VALID_VIPS: &str = r#"a non-empty array of IPv4 addresses with their prefix length 1 to 32, such as ["198.18.0.100/24"]"#;
 const VALID_HOST_IP: &str =
     r#"an IPv4 address such as "198.18.0.2", not 0.0.0.0, multicast or broadcast"#;
 const VALID_TRACK: &str =
@@ -184,37 +183,9 @@ impl Walker<'_> {
         } else {
             "version 3 (the default)".to_string()
         };
-        let (valid, check): (String, fn(Duration) -> Result<(), ErrorKind>) = match version {
-            Some(2) => (
-                format!(r#"for {which}: whole seconds from "1s" to "255s""#),
-                |d| {
-                    if d.subsec_nanos() != 0 {
-                        Err(ErrorKind::Invalid(
-                            "not a whole number of seconds, which VRRPv2 adverts carry".into(),
-                        ))
-                    } else if !(1..=255).contains(&d.as_secs()) {
-                        Err(ErrorKind::OutOfRange)
-                    } else {
-                        Ok(())
-                    }
-                },
-            ),
-            _ => (
-                format!(r#"for {which}: "10ms" to "40.95s" in steps of 10ms"#),
-                |d| {
-                    if d.as_nanos() % 10_000_000 != 0 {
-                        Err(ErrorKind::Invalid(
-                            "not a whole number of centiseconds, which VRRPv3 adverts carry".into(),
-                        ))
-                    } else if !(Duration::from_millis(10)..=Duration::from_millis(40_950))
-                        .contains(&d)
-                    {
-                        Err(ErrorKind::OutOfRange)
-                    } else {
-                        Ok(())
-                    }
-                },
-            ),
+        let valid = match version {
+            Some(2) => format!(r#"for {which}: whole seconds from "1s" to "255s""#),
+            _ => format!(r#"for {which}: "10ms" to "40.95s" in steps of 10ms"#),
         };
         let d = match duration(v.get_ref(), false) {
             Ok(d) => d,
@@ -227,7 +198,7 @@ impl Walker<'_> {
         if version.is_none() {
             return Err(Reported);
         }
-        match check(d) {
+        match advert_fits(version.unwrap_or(3), d) {
             Ok(()) => Ok(d),
             Err(kind) => Err(self.bad_value(v, table.field("advert_interval"), kind, &valid)),
         }
@@ -275,8 +246,8 @@ impl Walker<'_> {
         interface: Option<&String>,
         seen: &mut Seen,
     ) -> Result<Vec<(Ipv4Addr, u8)>, Reported> {
-        let valid = format!("a non-empty array of {VALID_CIDR}");
-        let Some(vips) = self.array(table, "virtual_ips", &valid, 1, ipv4_cidr)? else {
+        let valid = VALID_VIPS;
+        let Some(vips) = self.array(table, "virtual_ips", valid, 1, ipv4_cidr)? else {
             return Err(self.push(
                 &table.header,
                 table.field("virtual_ips"),
@@ -311,8 +282,8 @@ impl Walker<'_> {
         table: &Table<'_, '_>,
         src: Option<Ipv4Addr>,
     ) -> Result<Vec<Ipv4Addr>, Reported> {
-        let valid = format!("an array of {VALID_HOST_IP}; empty = multicast");
-        let Some(peers) = self.array(table, "unicast_peers", &valid, 0, ipv4_host)? else {
+        let valid = r#"an array of IPv4 addresses such as ["198.18.0.3"], none 0.0.0.0, multicast or broadcast; empty = multicast"#;
+        let Some(peers) = self.array(table, "unicast_peers", valid, 0, ipv4_host)? else {
             return Ok(Vec::new());
         };
         let mut firsts: HashMap<Ipv4Addr, (String, usize)> = HashMap::new();
@@ -388,8 +359,8 @@ impl Walker<'_> {
         let path = table.field("track");
         let DeValue::Array(items) = v.get_ref() else {
             let found = v.get_ref().type_str();
-            let valid = format!("an array of {VALID_TRACK}");
-            return Err(self.bad_value(v, path, ErrorKind::WrongType { found }, &valid));
+            let valid = r#"an array of inline tables such as [{ service = "api", weight = -50 }, { interface = "eth1" }]"#;
+            return Err(self.bad_value(v, path, ErrorKind::WrongType { found }, valid));
         };
         let mut firsts: HashMap<TrackTarget, (String, usize)> = HashMap::new();
         let mut out = Ok(Vec::new());
@@ -533,6 +504,25 @@ impl Walker<'_> {
             interval: interval?.unwrap_or(d.interval),
             refresh: refresh?.unwrap_or(d.refresh),
         })
+    }
+}
+
+/// RFC 5798 §5.2.7: v3 carries 12 bits of centiseconds; RFC 3768 §5.3.7:
+/// v2 carries 8 bits of seconds.
+fn advert_fits(version: u8, d: Duration) -> Result<(), ErrorKind> {
+    let (unit, min, max, unit_name) = match version {
+        2 => (1_000_000_000, 1, 255, "seconds, which VRRPv2"),
+        _ => (10_000_000, 1, 4095, "centiseconds, which VRRPv3"),
+    };
+    let n = d.as_nanos();
+    if !n.is_multiple_of(unit) {
+        Err(ErrorKind::Invalid(format!(
+            "not a whole number of {unit_name} adverts carry"
+        )))
+    } else if !(min..=max).contains(&(n / unit)) {
+        Err(ErrorKind::OutOfRange)
+    } else {
+        Ok(())
     }
 }
 
