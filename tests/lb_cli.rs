@@ -85,6 +85,10 @@ address = "{backend}"
     }
 
     fn start(grace: &str) -> Lb {
+        Self::start_with(grace, &[])
+    }
+
+    fn start_with(grace: &str, env: &[(&str, &std::ffi::OsStr)]) -> Lb {
         let dir = tempfile::tempdir().unwrap();
         let listen = free_port();
         let metrics = free_port();
@@ -98,6 +102,7 @@ address = "{backend}"
         let child = Command::new(BIN)
             .args(["lb", "run", "-c"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -360,4 +365,26 @@ fn sigterm_grace_period_is_bounded() {
         matches!(c.read(&mut b), Ok(0) | Err(_)),
         "open connection closed after the grace period"
     );
+}
+
+#[test]
+fn tells_systemd_when_ready_and_when_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut lb = Lb::start_with("5s", &[("NOTIFY_SOCKET", sock_path.as_os_str())]);
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("a notification");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.contains("READY=1"), "{msg}");
+    // Ready is sent only after the listeners are bound.
+    TcpStream::connect(lb.listen).expect("listening once READY=1 was sent");
+    lb.signal(Signal::SIGTERM);
+    let n = sock.recv(&mut buf).expect("a stop notification");
+    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(msg.contains("STOPPING=1"), "{msg}");
+    assert_eq!(lb.wait_exit(Duration::from_secs(10)).code(), Some(0));
 }

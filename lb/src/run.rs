@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use sd_notify::NotifyState;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
@@ -99,15 +100,43 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
         "balancer running"
     );
 
+    // systemd (Type=notify): ready only now, with every listener and the
+    // admin socket bound. Outside systemd NOTIFY_SOCKET is unset and these
+    // are no-ops.
+    notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+    let watchdog = sd_notify::watchdog_enabled().map(|every| {
+        // Pinged from a task on the data-plane runtime, so a wedged runtime
+        // stops the pings and systemd restarts us.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every / 2);
+            loop {
+                tick.tick().await;
+                notify(&[NotifyState::Watchdog]);
+            }
+        })
+    });
+
     loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", source.display());
-                let _ = Arc::clone(&bal).reload().await;
+                notify_reloading();
+                let r = Arc::clone(&bal).reload().await;
+                notify(&[
+                    NotifyState::Ready,
+                    NotifyState::Status(if r.is_ok() { "serving" } else { "serving; last reload refused" }),
+                ]);
             }
             _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }
+    }
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("draining connections"),
+    ]);
+    if let Some(w) = watchdog {
+        w.abort();
     }
     let cut = bal.shutdown(grace).await;
     shutdown.cancel();
@@ -117,4 +146,18 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     }
     tracing::info!(cut, "balancer stopped");
     Ok(())
+}
+
+fn notify(states: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
+}
+
+/// RELOADING=1 must carry MONOTONIC_USEC for systemd >= 253 (Type=notify-reload).
+fn notify_reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(_) => notify(&[NotifyState::Reloading]),
+    }
 }
