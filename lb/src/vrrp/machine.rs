@@ -66,6 +66,17 @@ impl State {
             State::Fault => "fault",
         }
     }
+
+    /// The word keepalived passes to `notify` scripts, so they work
+    /// unchanged. Initialize is only ever entered by stopping: `STOP`.
+    pub fn keepalived_name(self) -> &'static str {
+        match self {
+            State::Initialize => "STOP",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+            State::Fault => "FAULT",
+        }
+    }
 }
 
 /// The configuration of one virtual router, as the machine needs it.

@@ -592,3 +592,17 @@ fn not_ready_backup_that_heard_a_master_stays_backup_on_ready() {
         Some(t + ms(10) + m.master_down_interval())
     );
 }
+
+#[test]
+fn state_names_for_labels_and_keepalived_notify() {
+    let all = [
+        State::Initialize,
+        State::Backup,
+        State::Master,
+        State::Fault,
+    ];
+    let ours: Vec<_> = all.iter().map(|s| s.as_str()).collect();
+    let theirs: Vec<_> = all.iter().map(|s| s.keepalived_name()).collect();
+    assert_eq!(ours, ["initialize", "backup", "master", "fault"]);
+    assert_eq!(theirs, ["STOP", "BACKUP", "MASTER", "FAULT"]);
+}
