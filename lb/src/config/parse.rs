@@ -77,6 +77,23 @@ const VALID_LISTEN: &str =
     r#"an IP:port such as "198.18.0.100:80" or "[2001:db8::1]:443", port 1 to 65535"#;
 const VALID_ADDRESS: &str = r#"an IP:port such as "127.0.0.1:8081" or "[2001:db8::2]:8081", port 1 to 65535, IP not 0.0.0.0 or [::]"#;
 
+/// Every key a value is written for (table-valued keys left out), so a test
+/// can check that `lb.example.toml` documents them all.
+#[cfg(test)]
+pub(super) fn every_value_key() -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = [NODE_KEYS, ADMIN_KEYS, METRICS_KEYS, SERVICE_KEYS]
+        .into_iter()
+        .chain([BACKEND_KEYS, vrrp::VRRP_KEYS, vrrp::TRACK_KEYS])
+        .flatten()
+        .copied()
+        .chain(health::all_keys())
+        .filter(|k| !matches!(*k, "backend" | "health"))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// Parses and validates `text`; `source` names the file in messages.
 pub(super) fn parse(text: &str, source: &Path) -> Result<Config, ConfigErrors> {
     let mut w = Walker {

@@ -161,37 +161,95 @@ fn example_file_parses() {
     assert_eq!(c.node.name, "lb1");
     assert_eq!(c.metrics.listen, Some(addr("127.0.0.1:9310")));
     assert_eq!(c.services.len(), 2);
-    assert_eq!(c.services[0].proxy_protocol, ProxyProtocol::V2);
-    assert_eq!(c.services[0].backends[0].max_connections, Some(1000));
-    assert_eq!(c.services[1].backends[1].name, "[::1]:9002");
-    assert_eq!(c.services[1].backends[1].weight, 50);
+    let api = &c.services[0];
+    assert_eq!(api.proxy_protocol, ProxyProtocol::V2);
+    assert_eq!(api.all_down, AllDown::Refuse);
+    assert_eq!(api.backends[0].max_connections, Some(1000));
+    // api-1 has the service's http checks, api-2 its own exec check with
+    // the service's common keys.
+    let h1 = api.backends[0].health.as_ref().expect("api-1 is checked");
+    let HealthCheck::Http(http) = &h1.check else {
+        panic!("api-1 is not checked over http: {h1:?}")
+    };
+    assert_eq!(http.path, "/readyz");
+    assert_eq!(http.host.as_deref(), Some("api.internal"));
+    assert_eq!(http.expect_body.as_deref(), Some("ok"));
+    assert!(http.expects(204) && !http.expects(301));
+    assert_eq!(h1.port, Some(8081));
+    assert_eq!(h1.fastinter, Duration::from_millis(500));
+    assert_eq!(h1.slow_start, Duration::from_secs(30));
+    let h2 = api.backends[1].health.as_ref().expect("api-2 is checked");
+    assert_eq!(
+        h2.check,
+        HealthCheck::Exec(ExecCheck {
+            command: vec![
+                "/usr/local/bin/check-api".into(),
+                "--port".into(),
+                "8082".into()
+            ]
+        })
+    );
+    assert_eq!((h2.port, h2.downinter), (None, Duration::from_secs(5)));
+    let thumb = &c.services[1];
+    assert_eq!(thumb.all_down, AllDown::Sorry(addr("127.0.0.1:9099")));
+    assert_eq!(thumb.backends[1].name, "[::1]:9002");
+    assert_eq!(thumb.backends[1].weight, 50);
+    assert_eq!(thumb.backends[1].health, None);
+    assert_eq!(thumb.backends[1].passive_fall, 3);
+
+    assert_eq!(c.vrrp.len(), 2);
+    let v = &c.vrrp[0];
+    assert_eq!((v.vrid, v.priority, v.version), (51, 150, 3));
+    assert_eq!(
+        v.track[0],
+        Track {
+            target: TrackTarget::Service("api".into()),
+            weight: -100
+        }
+    );
+    assert_eq!(v.track[1].weight, 0);
+    assert!(!v.is_unicast());
+    let legacy = &c.vrrp[1];
+    assert_eq!(legacy.version, 2);
+    assert_eq!(legacy.auth_pass.as_deref(), Some("tandem"));
+    assert_eq!(
+        legacy.unicast_peers,
+        vec!["198.18.1.3".parse::<std::net::Ipv4Addr>().unwrap()]
+    );
 }
 
+/// Every key the parser knows is set in the example file, where its comment
+/// documents it; so is every table.
 #[test]
 fn example_file_documents_every_key() {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("lb.example.toml"))
             .unwrap();
-    let keys = [
-        "name",
-        "workers",
-        "shutdown_grace",
-        "connection_log",
-        "socket",
-        "listen",
-        "scheduler",
-        "connect_timeout",
-        "idle_timeout",
-        "retries",
-        "max_connections",
-        "proxy_protocol",
-        "address",
-        "weight",
-    ];
+    let keys = parse::every_value_key();
+    assert!(keys.len() > 50, "{keys:?}");
     for key in keys {
+        let at_line_start = text.lines().any(|l| l.starts_with(&format!("{key} = ")));
+        // `track` entries are inline tables.
+        let inline =
+            text.contains(&format!("{{ {key} = ")) || text.contains(&format!(", {key} = "));
         assert!(
-            text.lines().any(|l| l.starts_with(&format!("{key} = "))),
+            at_line_start || inline,
             "lb.example.toml does not set {key}"
+        );
+    }
+    for table in [
+        "[node]",
+        "[admin]",
+        "[metrics]",
+        "[[service]]",
+        "[service.health]",
+        "[[service.backend]]",
+        "[service.backend.health]",
+        "[[vrrp]]",
+    ] {
+        assert!(
+            text.lines().any(|l| l == table),
+            "lb.example.toml has no {table}"
         );
     }
 }
@@ -552,6 +610,25 @@ mod props {
             "bogus",
             "backend",
             "max_connections",
+            "kind",
+            "interval",
+            "jitter",
+            "path",
+            "command",
+            "expect_status",
+            "port",
+            "all_down",
+            "sorry",
+            "interface",
+            "virtual_router_id",
+            "version",
+            "advert_interval",
+            "virtual_ips",
+            "unicast_src_ip",
+            "unicast_peers",
+            "auth_pass",
+            "track",
+            "health",
         ]);
         let value = prop::sample::select(vec![
             "\"a\"",
@@ -570,6 +647,19 @@ mod props {
             "\"/x\"",
             "[1]",
             "\"\"",
+            "\"http\"",
+            "\"exec\"",
+            "\"all\"",
+            "\"eth0\"",
+            "2",
+            "3",
+            "\"100ms\"",
+            "[\"198.18.0.1/24\"]",
+            "[\"/bin/true\"]",
+            "[200, \"300-399\"]",
+            "[{ service = \"a\" }]",
+            "[{ interface = \"a\", service = \"b\" }]",
+            "\"198.18.0.1\"",
         ]);
         prop_oneof![
             (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
@@ -580,6 +670,9 @@ mod props {
                 "[[service]]",
                 "[[service.backend]]",
                 "[service.x]",
+                "[service.health]",
+                "[service.backend.health]",
+                "[[vrrp]]",
             ])
             .prop_map(str::to_string),
         ]

@@ -51,8 +51,13 @@ pub struct VrrpConfig {
     pub auth_pass: Option<String>,
     /// `track` (keepalived `track_interface` / `track_script`).
     pub track: Vec<Track>,
-    /// `notify`: program (absolute path) and arguments run on every state
-    /// change as `program args... INSTANCE STATE PRIORITY`. Default None.
+    /// `notify`: program (absolute path) and arguments, run on every state
+    /// change with four more arguments, as keepalived's `notify` script gets
+    /// them (so its scripts work unchanged): `program args... INSTANCE NAME
+    /// STATE PRIORITY`, where `INSTANCE` is that literal word, `NAME` this
+    /// instance's name, `STATE` one of `MASTER`, `BACKUP`, `FAULT`, `STOP`,
+    /// and `PRIORITY` the current priority. Run directly (no shell), one at
+    /// a time, in order. Default None.
     pub notify: Option<Vec<String>>,
     /// `notify_timeout`: a notify command still running after this is killed.
     /// Default `"5s"`; greater than zero.

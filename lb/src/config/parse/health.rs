@@ -86,7 +86,7 @@ pub(super) struct HealthLayer<'t, 'i> {
 pub(super) type Resolved = (Option<HealthConfig>, u32);
 
 /// Every key a health table may have, for the unknown-key check.
-fn all_keys() -> Vec<&'static str> {
+pub(super) fn all_keys() -> Vec<&'static str> {
     COMMON_KEYS
         .iter()
         .copied()
@@ -371,11 +371,13 @@ impl<'t, 'i> Walker<'_> {
         }
         let interval = pick(own, parent, |l| &l.interval).unwrap_or(HealthConfig::DEFAULT_INTERVAL);
         let jitter = pick(own, parent, |l| &l.jitter);
-        if let Some(jitter) = jitter
-            && jitter >= interval
-        {
-            return Err(self.jitter_conflict(own, parent, jitter, interval));
-        }
+        // Both checks run, so a table with both mistakes shows both.
+        let jitter_ok = match jitter {
+            Some(jitter) if jitter >= interval => {
+                Err(self.jitter_conflict(own, parent, jitter, interval))
+            }
+            _ => Ok(()),
+        };
         let check = match kind {
             HealthKind::Tcp => HealthCheck::Tcp,
             HealthKind::Http => HealthCheck::Http(HttpCheck {
@@ -402,6 +404,7 @@ impl<'t, 'i> Walker<'_> {
                 None => return Err(Reported),
             },
         };
+        jitter_ok?;
         let passive_fall =
             pick(own, parent, |l| &l.passive_fall).unwrap_or(HealthConfig::DEFAULT_PASSIVE_FALL);
         let health = HealthConfig {

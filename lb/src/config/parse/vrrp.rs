@@ -17,7 +17,7 @@ use super::{
     duration, integer, is_name_char, parse_name, string,
 };
 
-const VRRP_KEYS: &[&str] = &[
+pub(super) const VRRP_KEYS: &[&str] = &[
     "name",
     "interface",
     "virtual_router_id",
@@ -38,7 +38,7 @@ const VRRP_KEYS: &[&str] = &[
     "garp_interval",
     "garp_master_refresh",
 ];
-const TRACK_KEYS: &[&str] = &["service", "interface", "weight"];
+pub(super) const TRACK_KEYS: &[&str] = &["service", "interface", "weight"];
 
 const VALID_IFNAME: &str =
     "a Linux interface name: 1 to 15 bytes, no \"/\", \":\" or whitespace, such as \"eth0\"";

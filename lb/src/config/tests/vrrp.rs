@@ -325,3 +325,59 @@ fn track_without_services_says_there_are_none() {
 fn missing_vrrp_keys() {
     insta::assert_snapshot!(errors("[[vrrp]]\npriority = 1\n"));
 }
+
+/// One file with health, policy and VRRP mistakes together: every one is
+/// reported, in file order, at its own line:column.
+#[test]
+fn a_file_with_many_new_mistakes() {
+    let text = r#"[[service]]
+name = "api"
+listen = "127.0.0.1:80"
+all_down = "all"
+sorry = "127.0.0.1:90"
+[service.health]
+kind = "tcp"
+path = "/healthz"
+jitter = "3s"
+[[service.backend]]
+address = "127.0.0.1:8081"
+[service.backend.health]
+kind = "exec"
+
+[[vrrp]]
+name = "a"
+interface = "eth0"
+virtual_router_id = 7
+virtual_ips = ["198.18.0.100/24"]
+advert_interval = "1.5s"
+version = 2
+track = [{ service = "apx" }]
+[[vrrp]]
+name = "b"
+interface = "eth0"
+virtual_router_id = 7
+virtual_ips = ["198.18.0.100/32"]
+auth_pass = "x"
+"#;
+    let e = parse(text).unwrap_err();
+    let got: Vec<(usize, usize, &str)> = e
+        .errors()
+        .iter()
+        .map(|e| (e.line, e.column, e.path.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (5, 9, "service[0].sorry"),
+            (8, 1, "service[0].health.path"),
+            (9, 10, "service[0].health.jitter"),
+            (12, 1, "service[0].backend[0].health.command"),
+            (20, 19, "vrrp[0].advert_interval"),
+            (22, 22, "vrrp[0].track[0].service"),
+            (26, 21, "vrrp[1].virtual_router_id"),
+            (27, 16, "vrrp[1].virtual_ips[0]"),
+            (28, 13, "vrrp[1].auth_pass"),
+        ]
+    );
+    insta::assert_snapshot!(e.to_string());
+}
