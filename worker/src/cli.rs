@@ -5,6 +5,12 @@
 //! binds, and serves until SIGTERM or SIGINT. Then it stops accepting and
 //! gives in-flight runs `limits.shutdown_grace` to finish: exit status 0 if
 //! they did, 1 if the grace ran out (systemd would SIGKILL soon anyway).
+//!
+//! Under systemd (`Type=notify`, see systemd/tandem-worker@.service) it
+//! reports `READY=1` once the listener is bound, `WATCHDOG=1` at half the
+//! `WatchdogSec` the manager passes in `WATCHDOG_USEC` (sd_watchdog_enabled(3)
+//! recommends pinging at half the interval), and `STOPPING=1` when a signal
+//! starts the shutdown. Without `NOTIFY_SOCKET` these are no-ops.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use sd_notify::NotifyState;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
@@ -123,6 +130,12 @@ fn run(path: &Path, kind: Kind) -> anyhow::Result<ExitCode> {
 
         let shutdown = CancellationToken::new();
         let mut server = tokio::spawn(serve(listener, state, shutdown.clone()));
+        notify(NotifyState::Ready);
+        if let Some(period) = sd_notify::watchdog_enabled() {
+            // interval() panics on zero; WatchdogSec is at least 1 ms anyway.
+            let every = (period / 2).max(Duration::from_millis(1));
+            tokio::spawn(watchdog(every, shutdown.clone()));
+        }
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
@@ -132,6 +145,7 @@ fn run(path: &Path, kind: Kind) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        notify(NotifyState::Stopping);
         shutdown.cancel();
         match tokio::time::timeout(grace, server).await {
             Ok(ended) => {
@@ -151,6 +165,27 @@ fn run(path: &Path, kind: Kind) -> anyhow::Result<ExitCode> {
     // cancel; do not let it hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(code)
+}
+
+/// Tells the service manager about a state change. A failure (the manager's
+/// socket gone) is logged and otherwise ignored: serving matters more.
+fn notify(state: NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// Pings the systemd watchdog every `every` until `shutdown`. It runs on the
+/// same runtime as the server, so a wedged runtime stops the pings and
+/// systemd restarts the worker.
+async fn watchdog(every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => notify(NotifyState::Watchdog),
+            _ = shutdown.cancelled() => break,
+        }
+    }
 }
 
 #[cfg(test)]
