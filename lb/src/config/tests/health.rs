@@ -373,3 +373,30 @@ address = "127.0.0.1:8081"
 "#,
     )));
 }
+
+#[test]
+fn an_inherited_kind_is_named_with_its_origin() {
+    let e = errors(&service(
+        "[service.health]\nkind = \"exec\"\ncommand = [\"/bin/true\"]",
+        "[[service.backend]]\naddress = \"127.0.0.1:8081\"\n[service.backend.health]\npath = \"/x\"\n",
+    ));
+    assert_eq!(
+        e,
+        "lb.toml:10:1: service[0].backend[0].health.path = \"/x\": only used by kind \"http\", \
+         and this check's kind is \"exec\" (from service[0].health.kind); valid: the keys of \
+         kind \"exec\": kind, interval, fastinter, downinter, timeout, rise, fall, jitter, \
+         slow_start, passive_fall, command"
+    );
+}
+
+#[test]
+fn an_unknown_service_kind_is_one_error() {
+    // The backend's `path` is not judged against a kind nobody knows.
+    let e = parse(&service(
+        "[service.health]\nkind = \"htp\"\npath = \"/a\"",
+        "[[service.backend]]\naddress = \"127.0.0.1:8081\"\n[service.backend.health]\npath = \"/x\"\n",
+    ))
+    .unwrap_err();
+    assert_eq!(e.len(), 1, "{e}");
+    assert_eq!(e.errors()[0].path, "service[0].health.kind");
+}
