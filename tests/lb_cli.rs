@@ -277,7 +277,7 @@ fn metrics_endpoint_serves_prometheus_text() {
     for name in [
         "# HELP tandem_lb_backend_connections_total",
         "tandem_lb_service_connections_total{service=\"echo\"} 1",
-        "tandem_lb_backend_up{",
+        "tandem_health_backend_up{",
         "tandem_lb_build_info{",
     ] {
         assert!(text.contains(name), "missing {name} in:\n{text}");

@@ -75,13 +75,6 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("hooking SIGINT")?;
 
     let bal = Balancer::start(config, Options::default()).await?;
-    let admin_listener = admin::bind(&admin_path).await?;
-    let admin_task = tokio::spawn(admin::serve(
-        admin_listener,
-        admin_path.clone(),
-        bal.clone(),
-        shutdown.clone(),
-    ));
     let metrics_task = match metrics_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
@@ -92,6 +85,14 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // The admin socket last: its appearance means everything else is bound.
+    let admin_listener = admin::bind(&admin_path).await?;
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        admin_path.clone(),
+        bal.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(
         config = %source.display(),
         workers,

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use metrics::{Unit, describe_counter, describe_gauge};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +31,6 @@ pub mod names {
     pub const BACKEND_CONNECT_FAILURES: &str = "tandem_lb_backend_connect_failures";
     pub const BACKEND_RETRIES: &str = "tandem_lb_backend_retries";
     pub const BACKEND_REFUSED: &str = "tandem_lb_backend_refused_max_connections";
-    pub const BACKEND_UP: &str = "tandem_lb_backend_up";
     pub const RELOADS: &str = "tandem_lb_reloads";
     pub const CONFIG_LOADED: &str = "tandem_lb_config_last_reload_success_timestamp";
 }
@@ -95,10 +94,6 @@ pub fn describe() {
         Unit::Count,
         "Times a backend was passed over because its max_connections was reached."
     );
-    describe_gauge!(
-        BACKEND_UP,
-        "Whether a backend is considered healthy (1) or not (0)."
-    );
     describe_counter!(
         RELOADS,
         Unit::Count,
@@ -116,8 +111,14 @@ pub fn describe() {
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let handle = PrometheusBuilder::new()
         .with_recommended_naming(true)
+        .set_buckets_for_metric(
+            Matcher::Full(tandem_healthcheck::telemetry::names::PROBE_DURATION.to_string()),
+            tandem_healthcheck::telemetry::PROBE_DURATION_BUCKETS,
+        )?
         .install_recorder()?;
     describe();
+    // Backend health (up, probes, transitions) is the checker's to export.
+    tandem_healthcheck::telemetry::describe();
     metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Ok(handle)
 }

@@ -67,8 +67,9 @@ pub struct HttpProbe {
     pub host: String,
     /// Request target, e.g. `/healthz`.
     pub path: String,
-    /// Status codes that count as healthy.
-    pub expect_status: StatusRange,
+    /// Status codes that count as healthy: any range matching is enough
+    /// (`expect_status = [200, "300-302"]`). Never empty.
+    pub expect_status: Vec<StatusRange>,
     /// If set, the body must contain this substring.
     pub expect_body: Option<String>,
     /// Most bytes of the response (status line and headers included) read.
@@ -86,7 +87,7 @@ impl HttpProbe {
             addr,
             host: String::new(),
             path: path.to_string(),
-            expect_status: StatusRange::default(),
+            expect_status: vec![StatusRange::default()],
             expect_body: None,
             max_response_bytes: Self::DEFAULT_MAX_RESPONSE_BYTES,
         }
@@ -103,6 +104,9 @@ impl HttpProbe {
         }
         if self.max_response_bytes < 64 {
             return Err(ProbeError::TooSmallResponseBound(self.max_response_bytes));
+        }
+        if self.expect_status.is_empty() {
+            return Err(ProbeError::NoExpectedStatus);
         }
         Ok(())
     }
@@ -151,7 +155,7 @@ impl HttpProbe {
                         Some(code) => code,
                         None => return (Outcome::BadResponse, invalid(&buf[..eol])),
                     };
-                    if !self.expect_status.contains(code) {
+                    if !self.expect_status.iter().any(|r| r.contains(code)) {
                         return (Outcome::BadStatus, format!("HTTP {code}"));
                     }
                     if self.expect_body.is_none() {
@@ -358,16 +362,28 @@ mod tests {
             "default 200..=399"
         );
         let exact = HttpProbe {
-            expect_status: StatusRange::exactly(200).unwrap(),
+            expect_status: vec![StatusRange::exactly(200).unwrap()],
             ..probe(srv.addr)
         };
         assert_eq!(run(exact).await, (Outcome::BadStatus, "HTTP 302".into()));
         let srv = Server::answer("204 No Content", "").spawn().await;
         let range = HttpProbe {
-            expect_status: StatusRange::new(204, 204).unwrap(),
+            expect_status: vec![StatusRange::new(204, 204).unwrap()],
             ..probe(srv.addr)
         };
         assert_eq!(run(range).await.0, Outcome::Ok);
+        let several = HttpProbe {
+            expect_status: vec![
+                StatusRange::exactly(200).unwrap(),
+                StatusRange::new(203, 205).unwrap(),
+            ],
+            ..probe(srv.addr)
+        };
+        assert_eq!(
+            run(several).await.0,
+            Outcome::Ok,
+            "any range matching is enough"
+        );
     }
 
     #[tokio::test]

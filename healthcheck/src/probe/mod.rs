@@ -49,6 +49,8 @@ pub enum ProbeError {
     TooSmallResponseBound(usize),
     #[error("expect_status must be a range within 100..=599 with low <= high, got {0}..={1}")]
     BadStatusRange(u16, u16),
+    #[error("expect_status must list at least one status or range")]
+    NoExpectedStatus,
     #[error("exec program must not be empty")]
     EmptyProgram,
 }

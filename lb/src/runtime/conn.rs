@@ -14,12 +14,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::ProxyProtocol;
+use crate::config::{AllDown, ProxyProtocol};
 use crate::proxy::forward::{ByteMeter, ForwardOpts, Outcome, forward};
 use crate::proxy::proxy_protocol;
 use crate::sched::{BackendView, Pick};
 
-use super::passive::{ConnectFailure, PassiveSink};
+use super::passive::ConnectFailure;
 use super::snapshot::{BackendRt, ServiceRt};
 use super::state::BackendState;
 
@@ -33,6 +33,8 @@ enum End {
     ConnectFailed(ConnectFailure),
     /// No backend had weight > 0 and room.
     NoBackend,
+    /// Every backend is down and the policy is `refuse`.
+    AllDown,
     /// Writing the PROXY header failed.
     HeaderFailed,
     /// Closed by shutdown after the grace period.
@@ -46,6 +48,7 @@ impl End {
             End::MaxConns => "max-connections",
             End::ConnectFailed(f) => f.as_str(),
             End::NoBackend => "no-backend",
+            End::AllDown => "all-down",
             End::HeaderFailed => "server-error",
             End::Shutdown => "shutdown",
         }
@@ -54,7 +57,6 @@ impl End {
 
 /// Per-connection inputs that do not come from the snapshot.
 pub struct ConnCtx {
-    pub passive: Arc<dyn PassiveSink>,
     pub splice: bool,
     pub hard_stop: CancellationToken,
     pub log_level: Option<tracing::Level>,
@@ -91,19 +93,43 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, svc: Arc<ServiceRt>, ct
         log(&ctx, &svc, peer, None, &End::MaxConns, started, 0);
         return;
     }
-    let (backend_idx, end, attempts) = run(client, peer, &svc, &ctx).await;
+    let (backend, end, attempts) = run(client, peer, &svc, &ctx).await;
     svc.state.release();
-    let backend = backend_idx.map(|i| &svc.backends[i]);
     log(&ctx, &svc, peer, backend, &end, started, attempts);
 }
 
-async fn run(
+async fn run<'s>(
     client: TcpStream,
     peer: SocketAddr,
-    svc: &ServiceRt,
+    svc: &'s ServiceRt,
     ctx: &ConnCtx,
-) -> (Option<usize>, End, u32) {
+) -> (Option<&'s BackendRt>, End, u32) {
     let _ = client.set_nodelay(true);
+    // The all-down policy (issue 3): refuse, spread over all anyway (panic
+    // mode), or send to the sorry server.
+    let mut panic = false;
+    if svc.all_down() {
+        match (&svc.cfg.all_down, &svc.sorry) {
+            (AllDown::All, _) => panic = true,
+            (AllDown::Sorry(_), Some(sorry)) => {
+                return match connect_to(sorry, svc).await {
+                    Ok(upstream) => {
+                        let end = proxy(client, upstream, peer, sorry, svc, ctx).await;
+                        (Some(sorry), end, 1)
+                    }
+                    Err(why) => {
+                        no_backend(svc, &client);
+                        let end = why.map_or(End::NoBackend, End::ConnectFailed);
+                        (Some(sorry), end, 1)
+                    }
+                };
+            }
+            _ => {
+                no_backend(svc, &client);
+                return (None, End::AllDown, 0);
+            }
+        }
+    }
     let mut tried: u64 = 0; // bitmask of backends already tried (first 64)
     let mut tried_more: Vec<usize> = Vec::new(); // beyond 64 backends
     let mut last_failure: Option<(usize, ConnectFailure)> = None;
@@ -113,7 +139,7 @@ async fn run(
         if attempts > svc.cfg.retries {
             break None;
         }
-        let Some(i) = choose(svc, &mut views, peer, tried, &tried_more) else {
+        let Some(i) = choose(svc, &mut views, peer, tried, &tried_more, panic) else {
             break None;
         };
         if i < 64 {
@@ -122,11 +148,6 @@ async fn run(
             tried_more.push(i);
         }
         let b = &svc.backends[i];
-        if !b.state.try_reserve(b.cfg.max_connections) {
-            // Lost a race for the last slot; try another without counting
-            // it as a connect attempt.
-            continue;
-        }
         attempts += 1;
         if attempts > 1
             && let Some((j, _)) = last_failure
@@ -134,36 +155,71 @@ async fn run(
             // This attempt is a retry caused by the backend that failed last.
             svc.backends[j].state.m.retries.increment(1);
         }
-        match connect(b.cfg.address, svc.cfg.connect_timeout).await {
-            Ok(stream) => {
-                ctx.passive.connect_succeeded(&b.state);
-                b.state.total.fetch_add(1, Ordering::Relaxed);
-                b.state.m.total.increment(1);
-                break Some((i, stream));
+        match connect_to(b, svc).await {
+            Ok(stream) => break Some((b, stream)),
+            Err(None) => {
+                // Lost a race for the backend's last slot: try another,
+                // without counting it as a connect attempt.
+                attempts -= 1;
             }
-            Err(why) => {
-                b.state.release();
-                b.state.connect_failures.fetch_add(1, Ordering::Relaxed);
-                b.state.m.connect_failures.increment(1);
-                ctx.passive.connect_failed(&b.state, why);
-                tracing::debug!(service = %svc.cfg.name, backend = %b.cfg.name, error = %why, "backend connect failed");
-                last_failure = Some((i, why));
-            }
+            Err(Some(why)) => last_failure = Some((i, why)),
         }
     };
-    let Some((i, mut upstream)) = connected else {
-        svc.state.no_backend.fetch_add(1, Ordering::Relaxed);
-        svc.state.m.no_backend.increment(1);
-        reset(&client);
+    let Some((b, upstream)) = connected else {
+        no_backend(svc, &client);
         return match last_failure {
-            Some((j, why)) => (Some(j), End::ConnectFailed(why), attempts),
+            Some((j, why)) => (Some(&svc.backends[j]), End::ConnectFailed(why), attempts),
             None => (None, End::NoBackend, attempts),
         };
     };
-    let b = &svc.backends[i];
+    let end = proxy(client, upstream, peer, b, svc, ctx).await;
+    (Some(b), end, attempts)
+}
+
+/// Counts a client that got no backend and resets it.
+fn no_backend(svc: &ServiceRt, client: &TcpStream) {
+    svc.state.no_backend.fetch_add(1, Ordering::Relaxed);
+    svc.state.m.no_backend.increment(1);
+    reset(client);
+}
+
+/// Reserves a slot on `b` and connects. `Err(None)`: no slot (max_connections
+/// reached meanwhile); `Err(Some(why))`: the connect failed (counted and
+/// reported to passive health detection).
+async fn connect_to(b: &BackendRt, svc: &ServiceRt) -> Result<TcpStream, Option<ConnectFailure>> {
+    if !b.state.try_reserve(b.cfg.max_connections) {
+        return Err(None);
+    }
+    match connect(b.cfg.address, svc.cfg.connect_timeout).await {
+        Ok(stream) => {
+            b.health.report(true);
+            b.state.total.fetch_add(1, Ordering::Relaxed);
+            b.state.m.total.increment(1);
+            Ok(stream)
+        }
+        Err(why) => {
+            b.state.release();
+            b.state.connect_failures.fetch_add(1, Ordering::Relaxed);
+            b.state.m.connect_failures.increment(1);
+            b.health.report(false);
+            tracing::debug!(service = %svc.cfg.name, backend = %b.cfg.name, error = %why, "backend connect failed");
+            Err(Some(why))
+        }
+    }
+}
+
+/// Sends the PROXY header if configured, then moves bytes until the
+/// connection ends. Owns the backend slot reserved by [`connect_to`].
+async fn proxy(
+    client: TcpStream,
+    mut upstream: TcpStream,
+    peer: SocketAddr,
+    b: &BackendRt,
+    svc: &ServiceRt,
+    ctx: &ConnCtx,
+) -> End {
     let _slot = Slot(&b.state);
     let _ = upstream.set_nodelay(true);
-
     let header = match svc.cfg.proxy_protocol {
         ProxyProtocol::Off => None,
         ProxyProtocol::V1 => Some(proxy_protocol::encode_v1(
@@ -178,19 +234,17 @@ async fn run(
     if let Some(h) = header
         && upstream.write_all(&h).await.is_err()
     {
-        return (Some(i), End::HeaderFailed, attempts);
+        return End::HeaderFailed;
     }
-
     let opts = ForwardOpts {
         idle_timeout: svc.cfg.idle_timeout,
         splice: ctx.splice,
     };
     let meter = Meter(&b.state);
-    let end = tokio::select! {
+    tokio::select! {
         o = forward(client, upstream, &opts, &meter) => End::Forwarded(o),
         _ = ctx.hard_stop.cancelled() => End::Shutdown,
-    };
-    (Some(i), end, attempts)
+    }
 }
 
 /// Asks the scheduler for a backend not yet tried for this client and with
@@ -202,9 +256,10 @@ fn choose(
     peer: SocketAddr,
     tried: u64,
     tried_more: &[usize],
+    panic: bool,
 ) -> Option<usize> {
     views.clear();
-    views.extend(svc.backends.iter().map(BackendRt::view));
+    views.extend(svc.backends.iter().map(|b| b.view(panic)));
     let is_tried = |i: usize| {
         if i < 64 {
             tried & (1u64 << i) != 0

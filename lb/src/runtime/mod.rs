@@ -12,6 +12,7 @@
 //!   across reloads.
 
 pub mod conn;
+pub mod health;
 pub mod listener;
 pub mod passive;
 pub mod snapshot;
@@ -29,10 +30,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tandem_healthcheck::checker::{Checker, HealthHandle};
+
 use crate::config::{Config, ConfigErrors};
 use crate::telemetry::names;
 
-pub use passive::{ConnectFailure, NoPassive, PassiveSink};
+pub use passive::ConnectFailure;
 pub use snapshot::{BackendRt, ServiceRt, Snapshot};
 pub use state::{BackendState, Registry, ServiceState};
 
@@ -41,6 +44,8 @@ pub use state::{BackendState, Registry, ServiceState};
 pub enum ReloadError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
+    #[error("health check: {0}")]
+    Health(#[from] tandem_healthcheck::checker::TargetError),
     #[error("service {service:?}: cannot listen on {addr}: {source}")]
     Bind {
         service: String,
@@ -81,11 +86,10 @@ struct ListenerHandle {
 }
 
 /// Options fixed for the life of the process.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Options {
     /// Use splice(2) for forwarding (false: plain copy).
     pub splice: bool,
-    pub passive: Arc<dyn PassiveSink>,
 }
 
 impl Default for Options {
@@ -93,7 +97,6 @@ impl Default for Options {
         Options {
             // TANDEM_NO_SPLICE=1 forces the copy path (benchmarks, debugging).
             splice: std::env::var_os("TANDEM_NO_SPLICE").is_none_or(|v| v.is_empty() || v == "0"),
-            passive: Arc::new(NoPassive),
         }
     }
 }
@@ -110,6 +113,10 @@ pub struct Balancer {
     hard_stop: CancellationToken,
     /// Cancelled when shutdown begins: listeners stop accepting.
     stop_accepting: CancellationToken,
+    /// The health checker: one target per backend.
+    checker: HealthHandle,
+    /// Cancelled when the balancer has stopped: probes end.
+    checks_stop: CancellationToken,
     opts: Options,
 }
 
@@ -118,11 +125,14 @@ impl Balancer {
     pub async fn start(config: Config, opts: Options) -> Result<Arc<Balancer>, ReloadError> {
         let config = Arc::new(config);
         let registry = Registry::default();
-        let snapshot = Snapshot::build(config.clone(), &registry);
+        let targets = health::targets(&config)?;
         let mut bound = Vec::new();
         for svc in &config.services {
             bound.push((svc.listen, bind(&svc.name, svc.listen)?));
         }
+        let checks_stop = CancellationToken::new();
+        let checker = Checker::spawn(targets, checks_stop.clone());
+        let snapshot = Snapshot::build(config.clone(), &registry, Some(&checker));
         let bal = Arc::new(Balancer {
             snapshot: ArcSwap::from_pointee(snapshot),
             registry,
@@ -132,6 +142,8 @@ impl Balancer {
             accepts: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
             stop_accepting: CancellationToken::new(),
+            checker,
+            checks_stop,
             opts,
         });
         for (addr, l) in bound {
@@ -182,7 +194,6 @@ impl Balancer {
     ) {
         tracing::info!(listen = %addr, "listening");
         let ctx = Arc::new(conn::ConnCtx {
-            passive: self.opts.passive.clone(),
             splice: self.opts.splice,
             hard_stop: self.hard_stop.clone(),
             log_level: self.snapshot.load().config.node.connection_log,
@@ -260,7 +271,9 @@ impl Balancer {
             services: config.services.len(),
             ..Default::default()
         };
-        // Bind first: a failure here must leave everything as it was.
+        // Validate and bind first: a failure here must leave everything as
+        // it was.
+        let targets = health::targets(&config)?;
         let mut fresh = Vec::new();
         for svc in &config.services {
             if existing.contains(&svc.listen) {
@@ -284,7 +297,17 @@ impl Balancer {
             summary.restart_needed.push("metrics.listen".into());
         }
         let config = Arc::new(config);
-        let snapshot = Snapshot::build(config.clone(), &self.registry);
+        // Unchanged targets keep their state and counters; their handles
+        // stay valid, so connections of the old snapshot keep reporting.
+        let hs = self.checker.update_targets(targets);
+        tracing::debug!(
+            kept = hs.kept,
+            replaced = hs.replaced,
+            added = hs.added,
+            removed = hs.removed,
+            "health targets updated"
+        );
+        let snapshot = Snapshot::build(config.clone(), &self.registry, Some(&self.checker));
         self.snapshot.store(Arc::new(snapshot));
         summary.listeners_added = fresh.len();
         for (addr, l) in fresh {
@@ -349,7 +372,12 @@ impl Balancer {
     }
 
     pub fn status(&self) -> status::Status {
-        status::Status::of(&self.snapshot.load())
+        status::Status::of(&self.snapshot.load(), &self.checker.view())
+    }
+
+    /// The health checker: subscribe to its view for VRRP tracking.
+    pub fn health(&self) -> &HealthHandle {
+        &self.checker
     }
 
     /// Stops accepting, waits up to `grace` for open connections to finish,
@@ -366,13 +394,20 @@ impl Balancer {
             "shutting down: waiting for open connections"
         );
         if tokio::time::timeout(grace, self.conns.wait()).await.is_ok() {
+            self.stop_checks().await;
             return 0;
         }
         let cut = self.conns.len();
         tracing::warn!(cut, "grace period over: closing open connections");
         self.hard_stop.cancel();
         self.conns.wait().await;
+        self.stop_checks().await;
         cut
+    }
+
+    async fn stop_checks(&self) {
+        self.checks_stop.cancel();
+        self.checker.wait_stopped().await;
     }
 
     /// Connections currently being handled.

@@ -1,15 +1,13 @@
 //! Passive detection: what real traffic tells about a backend.
 //!
-//! The data plane reports every connect attempt's outcome here. Health
-//! checking (tandem-healthcheck) implements [`PassiveSink`] to take a backend
-//! out of rotation after consecutive failures, before the next probe would
-//! notice. The balancer itself only counts.
+//! The data plane reports every connect attempt's outcome to the health
+//! checker ([`super::health::Health::report`], backed by the checker's
+//! lock-free `TargetHandle`), which takes a backend out of rotation after
+//! `passive_fall` consecutive failures, before the next probe would notice.
+//! This module names the failures.
 
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
-
-use super::state::BackendState;
 
 /// Why a connect attempt to a backend failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,20 +46,4 @@ impl std::fmt::Display for ConnectFailure {
             ConnectFailure::Other(k) => write!(f, "{k}"),
         }
     }
-}
-
-/// Receives the outcome of every backend connect attempt.
-pub trait PassiveSink: Send + Sync + 'static {
-    fn connect_failed(&self, backend: &Arc<BackendState>, why: ConnectFailure);
-    fn connect_succeeded(&self, backend: &Arc<BackendState>);
-}
-
-/// The sink used when no health checker is attached: counting is done by the
-/// data plane itself, so there is nothing more to do.
-#[derive(Debug, Default)]
-pub struct NoPassive;
-
-impl PassiveSink for NoPassive {
-    fn connect_failed(&self, _: &Arc<BackendState>, _: ConnectFailure) {}
-    fn connect_succeeded(&self, _: &Arc<BackendState>) {}
 }

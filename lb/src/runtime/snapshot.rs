@@ -8,9 +8,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::config::{BackendConfig, Config, ServiceConfig};
+use tandem_healthcheck::checker::HealthHandle;
+
+use crate::config::{AllDown, BackendConfig, Config, ServiceConfig};
 use crate::sched::{BackendView, Scheduler, new_scheduler};
 
+use super::health::Health;
 use super::state::{BackendState, Registry, ServiceState};
 
 #[derive(Debug)]
@@ -26,28 +29,56 @@ pub struct ServiceRt {
     pub state: Arc<ServiceState>,
     pub scheduler: Box<dyn Scheduler>,
     pub backends: Vec<BackendRt>,
+    /// `sorry = "IP:port"`: where clients go when no backend is up.
+    pub sorry: Option<BackendRt>,
 }
 
 #[derive(Debug)]
 pub struct BackendRt {
     pub cfg: BackendConfig,
     pub state: Arc<BackendState>,
+    /// Up/down and slow-start ramp from the health checker.
+    pub health: Health,
 }
 
 impl BackendRt {
-    /// The weight the scheduler sees: 0 when drained or down.
+    /// The weight the scheduler sees: 0 when drained or down; during slow
+    /// start the configured weight scaled by the ramp (at least 1, so an up
+    /// backend can always be picked).
     pub fn effective_weight(&self) -> u32 {
-        if self.state.is_drained() || !self.state.is_up() {
+        if self.state.is_drained() || !self.health.is_up() {
+            return 0;
+        }
+        self.ramped_weight()
+    }
+
+    /// The weight in panic mode (`all_down = "all"`): health is ignored,
+    /// drain is not (it is the operator's decision).
+    pub fn panic_weight(&self) -> u32 {
+        if self.state.is_drained() {
             0
         } else {
             self.cfg.weight
         }
     }
 
-    pub fn view(&self) -> BackendView {
+    fn ramped_weight(&self) -> u32 {
+        let w = self.cfg.weight;
+        let permille = self.health.weight_permille();
+        if w == 0 || permille >= 1000 {
+            return w;
+        }
+        ((w as u64 * permille as u64) / 1000).max(1) as u32
+    }
+
+    pub fn view(&self, panic: bool) -> BackendView {
         BackendView {
             addr: self.cfg.address,
-            weight: self.effective_weight(),
+            weight: if panic {
+                self.panic_weight()
+            } else {
+                self.effective_weight()
+            },
             active: self.state.active.load(Ordering::Relaxed),
         }
     }
@@ -55,7 +86,11 @@ impl BackendRt {
 
 impl Snapshot {
     /// Builds the runtime view of `config`, reusing live state from `registry`.
-    pub fn build(config: Arc<Config>, registry: &Registry) -> Snapshot {
+    pub fn build(
+        config: Arc<Config>,
+        registry: &Registry,
+        checker: Option<&HealthHandle>,
+    ) -> Snapshot {
         let mut services = Vec::with_capacity(config.services.len());
         let mut by_listen = HashMap::new();
         for svc in &config.services {
@@ -65,13 +100,35 @@ impl Snapshot {
                 .map(|b| BackendRt {
                     cfg: b.clone(),
                     state: registry.backend(&svc.name, &b.name, b.address),
+                    health: Health(
+                        checker.and_then(|c| c.target(&super::health::target_id(&svc.name, b))),
+                    ),
                 })
                 .collect();
+            let sorry = match svc.all_down {
+                AllDown::Sorry(addr) => {
+                    let cfg = BackendConfig {
+                        name: "sorry".into(),
+                        address: addr,
+                        weight: 1,
+                        max_connections: None,
+                        health: None,
+                        passive_fall: 0,
+                    };
+                    Some(BackendRt {
+                        state: registry.backend(&svc.name, &cfg.name, addr),
+                        cfg,
+                        health: Health(None),
+                    })
+                }
+                _ => None,
+            };
             let rt = Arc::new(ServiceRt {
                 cfg: svc.clone(),
                 state: registry.service(&svc.name),
                 scheduler: new_scheduler(svc.scheduler),
                 backends,
+                sorry,
             });
             by_listen.insert(svc.listen, rt.clone());
             services.push(rt);
@@ -93,6 +150,12 @@ impl Snapshot {
 }
 
 impl ServiceRt {
+    /// Whether every backend is down by health (drain aside): the all-down
+    /// policy applies.
+    pub fn all_down(&self) -> bool {
+        !self.backends.iter().any(|b| b.health.is_up())
+    }
+
     /// Finds a backend by its name or its address text.
     pub fn backend(&self, key: &str) -> Option<&BackendRt> {
         self.backends

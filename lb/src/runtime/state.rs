@@ -102,8 +102,6 @@ pub struct BackendState {
     pub refused_max_conns: AtomicU64,
     /// Set by `drain`: effective weight 0, existing connections finish.
     pub drained: AtomicBool,
-    /// Health verdict (active probes and passive detection). Up until told otherwise.
-    pub up: AtomicBool,
     pub m: BackendMetrics,
 }
 
@@ -116,7 +114,6 @@ pub struct BackendMetrics {
     pub connect_failures: Counter,
     pub retries: Counter,
     pub refused_max_conns: Counter,
-    pub up: Gauge,
 }
 
 impl BackendState {
@@ -134,9 +131,7 @@ impl BackendState {
             connect_failures: metrics::counter!(names::BACKEND_CONNECT_FAILURES, &labels),
             retries: metrics::counter!(names::BACKEND_RETRIES, &labels),
             refused_max_conns: metrics::counter!(names::BACKEND_REFUSED, &labels),
-            up: metrics::gauge!(names::BACKEND_UP, &labels),
         };
-        m.up.set(1.0);
         BackendState {
             service: service.to_string(),
             addr,
@@ -147,7 +142,6 @@ impl BackendState {
             connect_failures: AtomicU64::new(0),
             refused_max_conns: AtomicU64::new(0),
             drained: AtomicBool::new(false),
-            up: AtomicBool::new(true),
             m,
         }
     }
@@ -174,15 +168,6 @@ impl BackendState {
     pub fn release(&self) {
         self.active.fetch_sub(1, Ordering::AcqRel);
         self.m.active.decrement(1.0);
-    }
-
-    pub fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Release);
-        self.m.up.set(if up { 1.0 } else { 0.0 });
-    }
-
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
     }
 
     pub fn is_drained(&self) -> bool {

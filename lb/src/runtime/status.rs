@@ -4,8 +4,12 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use serde::{Deserialize, Serialize};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+use tandem_healthcheck::checker::HealthView;
+
+use super::health::target_id;
 use super::snapshot::Snapshot;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,10 +49,31 @@ pub struct BackendStatus {
     pub bytes_to_client: u64,
     pub connect_failures: u64,
     pub refused_max_connections: u64,
+    /// Why the backend is in its health state ("HTTP 503", "3 consecutive
+    /// connect failures (passive)", ...), and since when (Unix ms).
+    pub health_reason: String,
+    pub health_since_unix_ms: u64,
+    /// Slow-start ramp, 0..=1000 (1000 = full weight).
+    pub weight_permille: u32,
+    pub last_probe: Option<ProbeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ProbeStatus {
+    pub ok: bool,
+    pub detail: String,
+    pub at_unix_ms: u64,
+    pub duration_ms: f64,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Status {
-    pub fn of(snap: &Snapshot) -> Status {
+    pub fn of(snap: &Snapshot, health: &HealthView) -> Status {
         let services = snap
             .services
             .iter()
@@ -67,9 +92,10 @@ impl Status {
                     .iter()
                     .map(|b| {
                         let st = &b.state;
+                        let h = health.get(&target_id(&s.cfg.name, &b.cfg));
                         let state = if st.is_drained() {
                             "drained"
-                        } else if st.is_up() {
+                        } else if b.health.is_up() {
                             "up"
                         } else {
                             "down"
@@ -87,6 +113,17 @@ impl Status {
                             bytes_to_client: st.bytes_to_client.load(Ordering::Relaxed),
                             connect_failures: st.connect_failures.load(Ordering::Relaxed),
                             refused_max_connections: st.refused_max_conns.load(Ordering::Relaxed),
+                            health_reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
+                            health_since_unix_ms: h.map(|h| unix_ms(h.since)).unwrap_or(0),
+                            weight_permille: b.health.weight_permille(),
+                            last_probe: h.and_then(|h| h.last_probe.as_ref()).map(|p| {
+                                ProbeStatus {
+                                    ok: p.ok,
+                                    detail: p.detail.clone(),
+                                    at_unix_ms: unix_ms(p.at),
+                                    duration_ms: p.duration.as_secs_f64() * 1000.0,
+                                }
+                            }),
                         }
                     })
                     .collect(),
@@ -104,9 +141,10 @@ impl Status {
         let _ = writeln!(out, "Node {}", self.node);
         let _ = writeln!(
             out,
-            "{:<34} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8}",
+            "{:<34} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} State / last check",
             "Service / -> Backend", "Weight", "ActConn", "Conns", "InBytes", "OutBytes", "Fails"
         );
+        let now = unix_ms(SystemTime::now());
         for s in &self.services {
             let _ = writeln!(
                 out,
@@ -132,9 +170,24 @@ impl Status {
                 } else {
                     format!("{}/{}", b.effective_weight, b.weight)
                 };
+                let check = match &b.last_probe {
+                    Some(p) => format!(
+                        "{} {} ({:.1}ms, {}s ago)",
+                        if p.ok { "ok" } else { "FAIL" },
+                        p.detail,
+                        p.duration_ms,
+                        now.saturating_sub(p.at_unix_ms) / 1000
+                    ),
+                    None => "no probe yet".to_string(),
+                };
+                let why = if b.state == "down" && !b.health_reason.is_empty() {
+                    format!(" [{}]", b.health_reason)
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     out,
-                    "{:<34} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {}",
+                    "{:<34} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {}{} / {}",
                     label,
                     weight,
                     b.active,
@@ -142,7 +195,9 @@ impl Status {
                     human(b.bytes_to_backend),
                     human(b.bytes_to_client),
                     b.connect_failures,
-                    b.state
+                    b.state,
+                    why,
+                    check
                 );
             }
         }

@@ -1,0 +1,124 @@
+//! From `[service.health]` to health-checker targets.
+//!
+//! Every backend gets a target, so every backend has one up/down verdict
+//! with one source of truth (the checker's [`TargetHandle`]):
+//! - with a health table: the configured probe and timings;
+//! - without one: no active probing while up (the backend is assumed up, as
+//!   HAProxy does for a server without `check`), but passive detection is on
+//!   (`passive_fall`), and once passive failures mark it down a TCP connect
+//!   probe every [`PASSIVE_ONLY_RECHECK`] brings it back after `rise`
+//!   successes. Without that, a backend marked down by traffic alone could
+//!   never return.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tandem_healthcheck::checker::{Target, TargetError, TargetHandle, TargetId};
+use tandem_healthcheck::machine::{Jitter, Params};
+use tandem_healthcheck::probe::{ExecProbe, HttpProbe, Probe, StatusRange};
+
+use crate::config::{BackendConfig, Config, HealthCheck, HealthConfig};
+
+/// Probe period of a backend without a health table while it is down.
+pub const PASSIVE_ONLY_RECHECK: Duration = Duration::from_secs(2);
+/// Steady-state "interval" of a backend without a health table: long enough
+/// that it is never probed while up in practice.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+pub fn target_id(service: &str, backend: &BackendConfig) -> TargetId {
+    TargetId::new(service, &backend.name)
+}
+
+/// The probe and timings for one backend.
+pub fn target(service: &str, b: &BackendConfig) -> Result<Target, TargetError> {
+    let id = target_id(service, b);
+    let (probe, params) = match &b.health {
+        Some(h) => (probe_of(b.address, h), params_of(h, b.passive_fall)),
+        None => (
+            Probe::Tcp { addr: b.address },
+            Params {
+                interval: NEVER,
+                fastinter: Some(PASSIVE_ONLY_RECHECK),
+                downinter: Some(PASSIVE_ONLY_RECHECK),
+                jitter: Jitter::Max(Duration::from_millis(100)),
+                passive_fall: b.passive_fall,
+                ..Params::default()
+            },
+        ),
+    };
+    Target::new(id, probe, params)
+}
+
+/// Every backend's target in `config`.
+pub fn targets(config: &Config) -> Result<Vec<Target>, TargetError> {
+    let mut out = Vec::new();
+    for s in &config.services {
+        for b in &s.backends {
+            out.push(target(&s.name, b)?);
+        }
+    }
+    Ok(out)
+}
+
+fn params_of(h: &HealthConfig, passive_fall: u32) -> Params {
+    Params {
+        interval: h.interval,
+        fastinter: Some(h.fastinter),
+        downinter: Some(h.downinter),
+        timeout: h.timeout,
+        rise: h.rise,
+        fall: h.fall,
+        jitter: Jitter::Max(h.jitter),
+        passive_fall,
+        slow_start: h.slow_start,
+        ..Params::default()
+    }
+}
+
+fn probe_of(traffic: SocketAddr, h: &HealthConfig) -> Probe {
+    let addr = match h.port {
+        Some(p) => SocketAddr::new(traffic.ip(), p),
+        None => traffic,
+    };
+    match &h.check {
+        HealthCheck::Tcp => Probe::Tcp { addr },
+        HealthCheck::Http(c) => {
+            let mut p = HttpProbe::get(addr, &c.path);
+            p.host = c.host.clone().unwrap_or_default();
+            // The config validated each range (100..=599, first <= last),
+            // so none is dropped here.
+            p.expect_status = c
+                .expect_status
+                .iter()
+                .filter_map(|r| StatusRange::new(r.first, r.last).ok())
+                .collect();
+            p.expect_body = c.expect_body.clone();
+            Probe::Http(p)
+        }
+        HealthCheck::Exec(c) => {
+            let args: Vec<&str> = c.args().iter().map(String::as_str).collect();
+            Probe::Exec(ExecProbe::new(c.program(), &args))
+        }
+    }
+}
+
+/// The verdict the data plane reads at pick time.
+#[derive(Debug, Clone)]
+pub struct Health(pub Option<TargetHandle>);
+
+impl Health {
+    pub fn is_up(&self) -> bool {
+        self.0.as_ref().is_none_or(TargetHandle::is_up)
+    }
+
+    /// 0..=1000: the slow-start ramp (1000 when not ramping).
+    pub fn weight_permille(&self) -> u32 {
+        self.0.as_ref().map_or(1000, TargetHandle::weight_permille)
+    }
+
+    pub fn report(&self, ok: bool) {
+        if let Some(h) = &self.0 {
+            h.report_passive(ok);
+        }
+    }
+}
