@@ -1,10 +1,13 @@
 //! The plain copy path: socket → userspace buffer → socket.
 //!
-//! Used when splicing is off (`ForwardOpts::splice == false`), when the pipe
-//! pool is exhausted, or when the kernel refuses splice. The buffer exists
-//! only while the direction has data in flight: `forward` drops it when the
-//! direction goes quiet with the buffer empty, so an idle connection holds no
-//! memory here.
+//! Used for small exchanges (every burst starts here: one read and one write
+//! per message, no pipe), when splicing is off (`ForwardOpts::splice ==
+//! false`), when the pipe pool is exhausted, or when the kernel refuses
+//! splice. The buffer exists only while the direction has data in flight:
+//! `forward` drops it when the direction goes quiet with the buffer empty, so
+//! an idle connection holds no memory here. Dropped buffers go back to a
+//! small per-thread free list, so a keep-alive connection does not allocate
+//! (and zero) 64 KiB for every request.
 //!
 //! Same readiness protocol as `splice`: `poll_*_ready` arms the waker, then
 //! `try_read`/`try_write`, which clear tokio's readiness on `WouldBlock`.
@@ -30,17 +33,49 @@ pub(crate) struct CopyBuf {
     end: usize,
 }
 
+/// Buffers kept per thread for reuse: enough for the directions one worker
+/// thread has in flight at a time in practice; more are freed.
+const FREE_PER_THREAD: usize = 64;
+
+thread_local! {
+    static FREE: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl CopyBuf {
     pub(crate) fn new() -> CopyBuf {
+        let buf = FREE
+            .with(|f| f.borrow_mut().pop())
+            .unwrap_or_else(|| vec![0; COPY_BUF_SIZE].into_boxed_slice());
         CopyBuf {
-            buf: vec![0; COPY_BUF_SIZE].into_boxed_slice(),
+            buf,
             start: 0,
             end: 0,
         }
     }
 
+    /// Whether the last read was large (at least a quarter of the buffer,
+    /// 16 KiB): the sign of a bulk transfer that splice moves cheaper. A
+    /// whole-buffer read is too strict a test: a reader that keeps up gets
+    /// one loopback segment (just under 64 KiB) per read.
+    pub(crate) fn was_large_read(&self) -> bool {
+        self.start == 0 && self.end >= self.buf.len() / 4
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.start == self.end
+    }
+}
+
+impl Drop for CopyBuf {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        // Ignore a thread-local already destroyed at thread exit.
+        let _ = FREE.try_with(|f| {
+            let mut f = f.borrow_mut();
+            if f.len() < FREE_PER_THREAD {
+                f.push(buf);
+            }
+        });
     }
 }
 

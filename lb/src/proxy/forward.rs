@@ -6,6 +6,12 @@
 //! leased buffer, and the two share a per-wake work budget and one idle timer.
 //!
 //! Rules this module keeps, and why:
+//! - **Splice for bulk, copy for chatter.** Every burst starts on the copy
+//!   path: a small request/response costs one read and one write, with no
+//!   pipe to lease and return and no extra splice call. A large read (a
+//!   quarter of the copy buffer or more) means a bulk transfer: from then
+//!   until the direction goes quiet, bytes move by splice (HAProxy's `splice-auto` idea; forcing
+//!   splice always made small exchanges slower than plain copies).
 //! - **Nothing held while idle.** A direction leases a pipe (or buffer) only
 //!   once its source is readable, and gives it back as soon as it would block
 //!   with nothing staged. Idle connections cost two sockets and this struct.
@@ -292,6 +298,8 @@ struct Half<'p> {
     splice: bool,
     /// The pool was empty: copy until this direction next goes quiet.
     pool_fallback: bool,
+    /// A read filled the copy buffer: splice until this direction goes quiet.
+    bulk: bool,
     /// Leased while bytes flow; may hold bytes not yet sent.
     pipe: Option<PipeLease<'p>>,
     /// Leased while bytes flow on the copy path; may hold bytes not yet sent.
@@ -310,6 +318,7 @@ impl<'p> Half<'p> {
             from,
             splice,
             pool_fallback: false,
+            bulk: false,
             pipe: None,
             buf: None,
             eof: false,
@@ -356,7 +365,9 @@ impl<'p> Half<'p> {
                 return Poll::Pending;
             }
             let mut progress = false;
-            let use_splice = self.splice && !self.pool_fallback;
+            // Switch to splice only once the buffer is drained, so its bytes
+            // go out before anything read through a pipe.
+            let use_splice = self.splice && !self.pool_fallback && self.bulk && self.buf_empty();
 
             // 1. Deliver what is staged, oldest first: the pipe, then the
             //    buffer (the buffer only ever holds bytes that left the pipe
@@ -396,6 +407,9 @@ impl<'p> Half<'p> {
             }
 
             // 2. Read more, once everything staged on the other path is out.
+            //    (Re-evaluated: step 1 may have just emptied the buffer of a
+            //    bulk burst, and the next read should go through a pipe.)
+            let use_splice = self.splice && !self.pool_fallback && self.bulk && self.buf_empty();
             if !self.eof {
                 let staged_elsewhere = if use_splice {
                     !self.buf_empty()
@@ -441,6 +455,7 @@ impl<'p> Half<'p> {
                 }
                 if self.pipe.is_none() && self.buf.is_none() {
                     self.pool_fallback = false;
+                    self.bulk = false;
                 }
                 return Poll::Pending;
             }
@@ -483,7 +498,11 @@ impl<'p> Half<'p> {
             Ok(step)
         } else {
             let b = self.buf.get_or_insert_with(CopyBuf::new);
-            copy::poll_read_into(cx, src, b)
+            let step = copy::poll_read_into(cx, src, b)?;
+            if b.was_large_read() {
+                self.bulk = true;
+            }
+            Ok(step)
         }
     }
 }

@@ -595,3 +595,46 @@ async fn small_segments_through_tiny_pipe_deliver_everything() {
         small_segments_through_tiny_pipe(50_000).await;
     }
 }
+
+/// Request/response chatter (keep-alive HTTP, RPC) moves by plain copies:
+/// no pipe is leased for messages a single small read takes, while a bulk
+/// transfer on the same connection does switch to splice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_exchanges_copy_and_bulk_switches_to_splice() {
+    let pool = Arc::new(PipePool::new(8, 256 * 1024));
+    let mut p = proxied(opts(true), Some(pool.clone())).await;
+    let mut buf = [0u8; 512];
+    for i in 0..200u32 {
+        let req = [i as u8; 200];
+        p.client.write_all(&req).await.unwrap();
+        p.server.read_exact(&mut buf[..200]).await.unwrap();
+        assert_eq!(&buf[..200], &req[..]);
+        p.server.write_all(&[!(i as u8); 300]).await.unwrap();
+        p.client.read_exact(&mut buf[..300]).await.unwrap();
+    }
+    assert_eq!(
+        pool.stats().created,
+        0,
+        "chatter never leased a pipe: {:?}",
+        pool.stats()
+    );
+    // Now 32 MiB one way: large reads switch the direction to splice.
+    let big = vec![7u8; 32 << 20];
+    let writer = tokio::spawn(async move {
+        p.server.write_all(&big).await.unwrap();
+        p.server
+    });
+    let mut got = 0usize;
+    while got < 32 << 20 {
+        let mut chunk = vec![0u8; 1 << 20];
+        let n = p.client.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        got += n;
+    }
+    let _server = writer.await.unwrap();
+    assert!(
+        pool.stats().created >= 1,
+        "bulk used splice: {:?}",
+        pool.stats()
+    );
+}
