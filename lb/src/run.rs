@@ -81,7 +81,16 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("metrics.listen = {addr}: cannot listen"))?;
             tracing::info!(listen = %addr, "metrics listening");
-            Some(tokio::spawn(telemetry::serve(l, handle, shutdown.clone())))
+            let status: telemetry::StatusFn = {
+                let bal = bal.clone();
+                Arc::new(move || serde_json::to_string(&bal.status()).unwrap_or_default())
+            };
+            Some(tokio::spawn(telemetry::serve_with_status(
+                l,
+                handle,
+                Some(status),
+                shutdown.clone(),
+            )))
         }
         None => None,
     };

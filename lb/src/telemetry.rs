@@ -9,6 +9,7 @@
 //! connection, `Connection: close`): it serves `GET /metrics` and nothing
 //! that takes input, so it needs no HTTP framework in the balancer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::{Unit, describe_counter, describe_gauge};
@@ -123,8 +124,22 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     Ok(handle)
 }
 
+/// Produces the status page's JSON (`tandem lb status --json`'s content).
+pub type StatusFn = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// Serves `GET /metrics` on `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: CancellationToken) {
+    serve_with_status(listener, handle, None, shutdown).await
+}
+
+/// Serves `GET /metrics`, and with `status` also the status page (`GET /`)
+/// and its data (`GET /status.json`), until `shutdown`.
+pub async fn serve_with_status(
+    listener: TcpListener,
+    handle: PrometheusHandle,
+    status: Option<StatusFn>,
+    shutdown: CancellationToken,
+) {
     let upkeep = {
         let handle = handle.clone();
         let shutdown = shutdown.clone();
@@ -153,9 +168,10 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: Ca
             _ = shutdown.cancelled() => break,
         };
         let handle = handle.clone();
+        let status = status.clone();
         tokio::spawn(async move {
-            let _ =
-                tokio::time::timeout(Duration::from_secs(10), respond(&mut sock, &handle)).await;
+            let reply = respond(&mut sock, &handle, status.as_ref());
+            let _ = tokio::time::timeout(Duration::from_secs(10), reply).await;
         });
     }
     upkeep.abort();
@@ -164,6 +180,7 @@ pub async fn serve(listener: TcpListener, handle: PrometheusHandle, shutdown: Ca
 async fn respond(
     sock: &mut tokio::net::TcpStream,
     handle: &PrometheusHandle,
+    status: Option<&StatusFn>,
 ) -> std::io::Result<()> {
     // Read the request head (bounded: 8 KiB is plenty for a scrape request).
     let mut buf = vec![0u8; 8192];
@@ -182,13 +199,23 @@ async fn respond(
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
+    let (code, ctype, body) = match (method, path) {
         ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
             handle.render(),
         ),
         ("GET", "/healthz") => ("200 OK", "text/plain; charset=utf-8", "ok\n".to_string()),
+        ("GET", "/" | "/status") if status.is_some() => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            crate::statuspage::PAGE.to_string(),
+        ),
+        ("GET", "/status.json") if status.is_some() => (
+            "200 OK",
+            "application/json",
+            status.map(|f| f()).unwrap_or_default(),
+        ),
         ("GET", _) => (
             "404 Not Found",
             "text/plain; charset=utf-8",
@@ -200,8 +227,12 @@ async fn respond(
             "only GET\n".to_string(),
         ),
     };
+    // The page is read-only and self-contained: forbid framing and any
+    // script or style from elsewhere.
     let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
+         Content-Security-Policy: default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'\r\n\
+         X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
         body.len()
     );
     sock.write_all(resp.as_bytes()).await?;
