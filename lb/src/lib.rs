@@ -14,6 +14,7 @@
 //! - [`admin`]: the Unix control socket (`status`, `reload`, `drain`) and its client.
 //! - [`net`]: the kernel edge of VRRP: netlink (links, VIPs), raw socket, gratuitous ARP.
 //! - [`vrrp`]: VRRP packets and the RFC 5798 state machine (sans-I/O), and the raw-socket edge.
+//! - [`statuspage`]: the read-only HTML status page on the metrics listener.
 //! - [`telemetry`]: Prometheus exporter and metric descriptions.
 //! - [`run`]: `tandem lb run`: wires all of the above into a process with
 //!   signals (SIGHUP reload, SIGTERM graceful stop).
@@ -26,5 +27,6 @@ pub mod proxy;
 pub mod run;
 pub mod runtime;
 pub mod sched;
+pub mod statuspage;
 pub mod telemetry;
 pub mod vrrp;
