@@ -22,6 +22,9 @@ enum Cmd {
     /// The load balancer: run, check, status, reload, drain, enable.
     #[command(subcommand)]
     Lb(tandem_lb::cli::LbCommand),
+    /// The job API: run, check, keys.
+    #[command(subcommand)]
+    Api(tandem_api::cli::ApiCommand),
     /// Worker service for one job kind: run, check.
     #[command(subcommand)]
     Worker(tandem_worker::cli::WorkerCommand),
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.cmd {
         Cmd::Lb(cmd) => tandem_lb::cli::main(cmd),
+        Cmd::Api(cmd) => tandem_api::cli::main(cmd),
         Cmd::Worker(cmd) => tandem_worker::cli::main(cmd),
     };
     match result {
