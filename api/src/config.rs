@@ -391,3 +391,13 @@ mod tests {
         assert_eq!(c.database_url, "mysql://u:p@127.0.0.1/t");
     }
 }
+
+#[cfg(test)]
+mod example {
+    #[test]
+    fn the_example_file_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("api.example.toml");
+        let c = super::Config::load(&path).unwrap();
+        assert_eq!(c.kinds.len(), 2);
+    }
+}

@@ -99,7 +99,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    headers: HeaderMap,
+    /// Boxed: most errors carry none, and it keeps `Result<_, ApiError>` small.
+    headers: Box<HeaderMap>,
 }
 
 impl ApiError {
@@ -108,7 +109,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            headers: HeaderMap::new(),
+            headers: Box::default(),
         }
     }
 }
@@ -128,7 +129,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.code, "message": self.message } });
         let mut resp = (self.status, axum::Json(body)).into_response();
-        resp.headers_mut().extend(self.headers);
+        resp.headers_mut().extend(*self.headers);
         resp
     }
 }
@@ -242,7 +243,7 @@ async fn admit(s: &AppState, headers: &HeaderMap) -> Result<(Caller, HeaderMap),
             "rate_limited",
             format!("rate limit exceeded; retry in {} s", d.retry_after_secs),
         );
-        err.headers = rl;
+        err.headers = Box::new(rl);
         err.headers
             .insert(header::RETRY_AFTER, HeaderValue::from(d.retry_after_secs));
         return Err(err);

@@ -426,8 +426,11 @@ impl ChildReplica {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(a) = line.strip_prefix("LISTENING ") {
-                    let _ = tx.send(a.parse::<SocketAddr>().unwrap());
+                // libtest prints "test replica_child ... " before it.
+                if let Some((_, a)) = line.split_once("LISTENING ")
+                    && let Ok(a) = a.trim().parse::<SocketAddr>()
+                {
+                    let _ = tx.send(a);
                 }
             }
         });
