@@ -5,6 +5,13 @@
 //! and the admin socket (any failure exits non-zero before serving), then
 //! serve. SIGHUP reloads; SIGTERM/SIGINT stop accepting, let open
 //! connections finish for `node.shutdown_grace`, and exit 0.
+//!
+//! VRRP ([`failover`]) starts after the listeners are bound and may claim
+//! the VIPs only once health checks have settled (every actively checked
+//! backend has a first probe result, or [`SETTLE_MAX`] passed): a node must
+//! not attract clients before it can serve them. On SIGTERM VRRP resigns
+//! first (priority-0 advert, VIPs removed) so the peer takes over at once,
+//! and only then are connections drained.
 
 use std::sync::Arc;
 
@@ -16,6 +23,14 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::runtime::{Balancer, Options};
 use crate::{admin, telemetry};
+use tandem_healthcheck::checker::TargetId;
+
+// The VRRP runtime. Declared here until lib.rs lists it as a top-level module.
+#[path = "failover/mod.rs"]
+pub mod failover;
+
+/// Longest wait for health checks to settle before VRRP may claim the VIPs.
+pub const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Size of each splice pipe. 256 KiB moves bulk at about a third less CPU
 /// per byte than 64 KiB copies (measured on loopback); 1 MiB is faster still
@@ -74,7 +89,47 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("hooking SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("hooking SIGINT")?;
 
+    let vrrp = config.vrrp.clone();
+    // Backends with active probes; the others have no first probe to wait for.
+    let probed: Vec<TargetId> = config
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.backends
+                .iter()
+                .filter(|b| b.health.is_some())
+                .map(|b| crate::runtime::health::target_id(&s.name, b))
+        })
+        .collect();
     let bal = Balancer::start(config, Options::default()).await?;
+    let failover = if vrrp.is_empty() {
+        None
+    } else {
+        let f = failover::Failover::start(&vrrp, bal.health().subscribe()).await?;
+        let src = f.clone();
+        crate::runtime::status::set_vrrp_source(Some(Box::new(move || src.status())));
+        let (f2, bal2) = (f.clone(), bal.clone());
+        tokio::spawn(async move {
+            let t0 = std::time::Instant::now();
+            let settled = wait_settled(&bal2, &probed).await;
+            let ms = t0.elapsed().as_millis() as u64;
+            if settled {
+                tracing::info!(
+                    probed = probed.len(),
+                    wait_ms = ms,
+                    "health checks settled: VRRP may claim the VIPs"
+                );
+            } else {
+                tracing::warn!(
+                    probed = probed.len(),
+                    wait_ms = ms,
+                    "health checks not settled in time: VRRP may claim the VIPs anyway"
+                );
+            }
+            f2.set_ready();
+        });
+        Some(f)
+    };
     let metrics_task = match metrics_listen {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)
@@ -132,6 +187,9 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
                 tracing::info!("SIGHUP: reloading {}", source.display());
                 notify_reloading();
                 let r = Arc::clone(&bal).reload().await;
+                if r.is_ok() && let Some(f) = &failover {
+                    let _ = f.apply(&bal.snapshot().config.vrrp).await;
+                }
                 notify(&[
                     NotifyState::Ready,
                     NotifyState::Status(if r.is_ok() { "serving" } else { "serving; last reload refused" }),
@@ -148,6 +206,12 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     if let Some(w) = watchdog {
         w.abort();
     }
+    // Hand the VIPs over before draining: the peer takes new connections
+    // while ours finish.
+    if let Some(f) = &failover {
+        f.shutdown().await;
+        crate::runtime::status::set_vrrp_source(None);
+    }
     let cut = bal.shutdown(grace).await;
     shutdown.cancel();
     let _ = admin_task.await;
@@ -156,6 +220,29 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     }
     tracing::info!(cut, "balancer stopped");
     Ok(())
+}
+
+/// True once every id in `probed` has a first probe result; false after
+/// [`SETTLE_MAX`].
+async fn wait_settled(bal: &Balancer, probed: &[TargetId]) -> bool {
+    let mut rx = bal.health().subscribe();
+    let done = |rx: &tokio::sync::watch::Receiver<Arc<tandem_healthcheck::checker::HealthView>>| {
+        let v = rx.borrow();
+        probed
+            .iter()
+            .all(|id| v.get(id).is_some_and(|h| h.last_probe.is_some()))
+    };
+    let wait = async {
+        while !done(&rx) {
+            if rx.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(SETTLE_MAX, wait)
+        .await
+        .unwrap_or(false)
 }
 
 fn notify(states: &[NotifyState<'_>]) {

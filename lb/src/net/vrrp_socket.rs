@@ -10,8 +10,14 @@
 //!   IP_MULTICAST_IF names it for multicast sends, so 224.0.0.18 needs no
 //!   multicast route. The group is joined on that interface by index.
 //! - IP_MULTICAST_LOOP is off: we must not hear our own adverts.
-//! - Binding to the primary address makes the kernel use it as the source,
-//!   which the v3 checksum's pseudo-header must match.
+//! - The source address must be the primary address, which the v3
+//!   checksum's pseudo-header covers. For multicast, IP_MULTICAST_IF given
+//!   that *address* makes the kernel use it as the source (`mc_addr`). The
+//!   socket is NOT bound to it: a raw socket bound to a local address only
+//!   receives packets whose destination is that address (`raw_v4_match`
+//!   compares the bound address with the packet's daddr), so it would never
+//!   see adverts to 224.0.0.18. For unicast the socket is bound, which both
+//!   picks the source and keeps only adverts addressed to us.
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -45,7 +51,9 @@ impl VrrpSocket {
             Some(Protocol::from(IPPROTO_VRRP)),
         )?;
         s.bind_device(Some(ifname.as_bytes()))?;
-        s.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())?;
+        if !multicast {
+            s.bind(&SocketAddr::V4(SocketAddrV4::new(src, 0)).into())?;
+        }
         s.set_ttl_v4(255)?;
         s.set_tos_v4(0xc0)?;
         if multicast {

@@ -16,6 +16,50 @@ use super::snapshot::Snapshot;
 pub struct Status {
     pub node: String,
     pub services: Vec<ServiceStatus>,
+    /// One entry per `[[vrrp]]` instance; empty without VRRP. `default` so a
+    /// newer client reads an older server's answer.
+    #[serde(default)]
+    pub vrrp: Vec<VrrpStatus>,
+}
+
+/// One VRRP instance as `tandem lb status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VrrpStatus {
+    pub instance: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub version: u8,
+    /// "initialize", "backup", "master" or "fault".
+    pub state: String,
+    /// Effective priority: configured, adjusted by tracking.
+    pub priority: u8,
+    pub configured_priority: u8,
+    /// The master as far as this node knows (itself when master); None
+    /// while no advert has been heard.
+    pub master: Option<String>,
+    /// The virtual addresses, `ip/prefix`.
+    pub vips: Vec<String>,
+    /// Tracked targets that are down now (`service:NAME`, `interface:IF`).
+    pub tracks_down: Vec<String>,
+}
+
+type VrrpSource = Box<dyn Fn() -> Vec<VrrpStatus> + Send + Sync>;
+
+/// Where [`Status::of`] reads VRRP state from. Process-wide because the
+/// failover runtime lives beside the balancer, not inside it: `run` sets
+/// it once failover has started.
+static VRRP_SOURCE: std::sync::RwLock<Option<VrrpSource>> = std::sync::RwLock::new(None);
+
+/// Installs (Some) or removes (None) the VRRP status source.
+pub fn set_vrrp_source(source: Option<VrrpSource>) {
+    *VRRP_SOURCE.write().unwrap_or_else(|e| e.into_inner()) = source;
+}
+
+fn vrrp_now() -> Vec<VrrpStatus> {
+    match &*VRRP_SOURCE.read().unwrap_or_else(|e| e.into_inner()) {
+        Some(f) => f(),
+        None => Vec::new(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -132,6 +176,7 @@ impl Status {
         Status {
             node: snap.config.node.name.clone(),
             services,
+            vrrp: vrrp_now(),
         }
     }
 
@@ -200,6 +245,38 @@ impl Status {
                     check
                 );
             }
+        }
+        if !self.vrrp.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<20} {:<10} {:>5} {:>3} {:<8} {:>9} {:<16} VIPs",
+                "VRRP instance", "Interface", "VRID", "v", "State", "Priority", "Master"
+            );
+        }
+        for v in &self.vrrp {
+            let prio = if v.priority == v.configured_priority {
+                v.priority.to_string()
+            } else {
+                format!("{}/{}", v.priority, v.configured_priority)
+            };
+            let down = if v.tracks_down.is_empty() {
+                String::new()
+            } else {
+                format!(" [down: {}]", v.tracks_down.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "{:<20} {:<10} {:>5} {:>3} {:<8} {:>9} {:<16} {}{}",
+                v.instance,
+                v.interface,
+                v.vrid,
+                v.version,
+                v.state.to_uppercase(),
+                prio,
+                v.master.as_deref().unwrap_or("-"),
+                v.vips.join(" "),
+                down
+            );
         }
         out
     }
