@@ -4,6 +4,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod up;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -19,6 +21,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Start a complete local stack on loopback (balancer, 2 API replicas,
+    /// 2 workers per kind, SQLite) and print how to use it; Ctrl-C stops it.
+    Up(up::UpArgs),
     /// The load balancer: run, check, status, reload, drain, enable.
     #[command(subcommand)]
     Lb(tandem_lb::cli::LbCommand),
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.cmd {
         Cmd::Lb(cmd) => tandem_lb::cli::main(cmd),
+        Cmd::Up(args) => up::main(args),
         Cmd::Api(cmd) => tandem_api::cli::main(cmd),
         Cmd::Worker(cmd) => tandem_worker::cli::main(cmd),
     };

@@ -1,0 +1,153 @@
+//! `tandem up` as a new user meets it: one command starts the whole stack
+//! on loopback, prints a key and a curl example that works, and Ctrl-C
+//! stops every process it started.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tandem");
+/// A 1×1 PNG.
+const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+fn http(addr: SocketAddr, method: &str, path: &str, key: &str, body: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, raw[split..].to_vec())
+}
+
+#[test]
+fn tandem_up_serves_jobs_end_to_end_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port range no other test uses: derived from the pid, retried if busy.
+    let base = 20_000 + (std::process::id() % 400) as u16 * 100;
+    let mut child = Command::new(BIN)
+        .args(["up", "--port", &base.to_string(), "--dir"])
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    let mut printed = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(line) => {
+                let done = line.contains("Ctrl-C stops everything");
+                printed.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+                panic!("tandem up not ready within 90 s; printed {printed:?}; stderr {err}");
+            }
+        }
+    }
+    println!("tandem up ready in {:?}", started.elapsed());
+    let text = printed.join("\n");
+    let key = printed
+        .iter()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("API key")
+                .map(|k| k.trim().to_string())
+        })
+        .expect("the key is printed");
+    assert!(text.contains("curl"), "a curl example: {text}");
+    let api: SocketAddr = format!("127.0.0.1:{base}").parse().unwrap();
+
+    // The printed example, and the two other kinds.
+    let jobs = [
+        (
+            "text",
+            r#"{"kind":"text","input":"the quick brown fox jumps over the lazy dog"}"#.to_string(),
+        ),
+        ("exec", r#"{"kind":"exec","input":"shout"}"#.to_string()),
+        (
+            "thumbnail",
+            format!(
+                r#"{{"kind":"thumbnail","input_base64":"{PNG_1X1}","content_type":"image/png"}}"#
+            ),
+        ),
+    ];
+    for (kind, body) in jobs {
+        let (status, resp) = http(api, "POST", "/v1/jobs", &key, &body);
+        assert_eq!(status, 202, "{kind}: {}", String::from_utf8_lossy(&resp));
+        let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
+        let id = v["id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, resp) = http(api, "GET", &format!("/v1/jobs/{id}"), &key, "");
+            let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
+            if v["status"] == "done" {
+                break;
+            }
+            assert!(v["status"] != "failed", "{kind} failed: {v}");
+            assert!(Instant::now() < deadline, "{kind} not done in 30 s: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (status, result) = http(api, "GET", &format!("/v1/jobs/{id}/result"), &key, "");
+        assert_eq!(status, 200);
+        match kind {
+            "text" => {
+                let v: serde_json::Value = serde_json::from_slice(&result).unwrap();
+                assert_eq!(v["words"], 9, "{v}");
+            }
+            "exec" => assert_eq!(result, b"SHOUT"),
+            _ => assert!(result.starts_with(b"\x89PNG"), "a PNG thumbnail"),
+        }
+    }
+
+    // Ctrl-C: everything stops, exit 0, nothing left listening.
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "tandem up did not stop in 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    for off in 0..40 {
+        let a: SocketAddr = format!("127.0.0.1:{}", base + off).parse().unwrap();
+        assert!(
+            TcpStream::connect(a).is_err(),
+            "{a} still accepts after stop"
+        );
+    }
+}
