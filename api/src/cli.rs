@@ -219,6 +219,18 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             handle,
             shutdown.clone(),
         ));
+        // systemd Type=notify: ready once the database is open, migrations
+        // applied and the listener bound; a watchdog ping from the runtime.
+        notify(&[sd_notify::NotifyState::Ready]);
+        let watchdog = sd_notify::watchdog_enabled().map(|every| {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every / 2);
+                loop {
+                    tick.tick().await;
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            })
+        });
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
@@ -226,6 +238,10 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 ended.context("server task panicked")?.context("server failed")?;
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        notify(&[sd_notify::NotifyState::Stopping]);
+        if let Some(w) = watchdog {
+            w.abort();
         }
         shutdown.cancel();
         match tokio::time::timeout(grace, server).await {
@@ -241,6 +257,12 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
         }
     })
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::debug!(error = %e, "sd_notify failed");
+    }
 }
 
 #[cfg(test)]
