@@ -15,7 +15,7 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -612,4 +612,218 @@ fn link_cut_moves_vip_and_restore_leaves_one_master() {
     println!("link restored: longest window without exactly one master {worst:?}");
     assert!(worst <= 2 * ADVERT, "{worst:?} without exactly one master");
     wait_master(&t, "lb1", &["lb1", "lb2"], Duration::from_secs(2));
+}
+
+// ---------------------------------------------------------------- keepalived
+
+/// keepalived 2.x in a namespace with its own config and pid files (never
+/// the host's /etc), VRRP only, logging to its console.
+struct Keepalived {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    host: String,
+}
+
+impl Keepalived {
+    fn available(test: &str) -> bool {
+        let ok = Command::new("keepalived")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let msg = format!("{test}: keepalived not installed (scripts/install-test-deps)");
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg}; CI=true, so this is a failure, not a skip");
+            }
+            eprintln!("SKIPPED: {msg}");
+        }
+        ok
+    }
+
+    fn start(t: &Topology, host: &str, priority: u8, version: u8) -> Keepalived {
+        let dir = tempfile::tempdir().unwrap();
+        let advert = if version == 2 { "1" } else { "0.1" };
+        let conf = format!(
+            "global_defs {{\n  router_id {host}\n  vrrp_version {version}\n}}\n\
+             vrrp_instance vip {{\n  state BACKUP\n  interface eth0\n  virtual_router_id 51\n  \
+             priority {priority}\n  advert_int {advert}\n  virtual_ipaddress {{\n    {vip}/24\n  }}\n}}\n",
+            vip = vip(t)
+        );
+        std::fs::write(dir.path().join("keepalived.conf"), conf).unwrap();
+        let mut k = Keepalived {
+            child: None,
+            dir,
+            host: host.into(),
+        };
+        k.restart(t);
+        k
+    }
+
+    fn restart(&mut self, t: &Topology) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("keepalived.log"))
+            .unwrap();
+        let child = t
+            .cmd(&self.host, "keepalived")
+            .arg("-f")
+            .arg(d.join("keepalived.conf"))
+            .arg("-p")
+            .arg(d.join("keepalived.pid"))
+            .arg("-r")
+            .arg(d.join("vrrp.pid"))
+            .args([
+                "--vrrp",
+                "--dont-fork",
+                "--log-console",
+                "--log-detail",
+                "--no-syslog",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// Sends SIGTERM without waiting: keepalived resigns (priority 0) and
+    /// removes its VIPs, then takes about a second to exit.
+    fn term(&self) {
+        if let Some(c) = &self.child {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+    }
+
+    fn stop_if(&mut self, yes: bool) {
+        if yes {
+            self.stop();
+        }
+    }
+
+    /// SIGTERM and wait for the exit (SIGKILL after 5 s).
+    fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while c.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        // Its VRRP child, should it have outlived the parent.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("vrrp.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("keepalived.log")).unwrap_or_default();
+            eprintln!("---- {} keepalived log ----\n{log}", self.host);
+        }
+    }
+}
+
+/// One tandem node (lb1) and one keepalived node (lb2); the higher priority
+/// must be master; stopping it hands over to the other, restarting it takes
+/// the VIP back (preempt), so each implementation both gives and takes.
+fn interop(test: &str, version: u8, tandem_higher: bool) {
+    if !require_root(test) || !Keepalived::available(test) {
+        return;
+    }
+    let t = bed();
+    let be = t.get("be").ip;
+    let _b = Helper::backend(&t, "be", "b");
+    let (tp, kp) = if tandem_higher {
+        (150, 100)
+    } else {
+        (100, 150)
+    };
+    let mut o = VrrpOpts::new(tp);
+    o.version = version;
+    o.advert = if version == 2 { "1s" } else { "100ms" };
+    let down = if version == 2 {
+        Duration::from_secs(4)
+    } else {
+        Duration::from_millis(400)
+    };
+    let settle = 4 * down + Duration::from_secs(3);
+    let mut lb1 = Node::start(&t, "lb1", be, &o);
+    let mut ka = Keepalived::start(&t, "lb2", kp, version);
+    let (master, backup) = if tandem_higher {
+        ("lb1", "lb2")
+    } else {
+        ("lb2", "lb1")
+    };
+    let both = ["lb1", "lb2"];
+    wait_master(&t, master, &both, settle);
+    // Stable: the backup does not contest for a few intervals.
+    std::thread::sleep(2 * down);
+    wait_master(&t, master, &both, Duration::ZERO + Duration::from_millis(1));
+
+    let t0 = Instant::now();
+    if tandem_higher {
+        lb1.signal(Signal::SIGTERM);
+        lb1.reap(Duration::from_secs(5));
+    } else {
+        ka.term();
+    }
+    wait_master(&t, backup, &both, settle);
+    let handover = t0.elapsed();
+    ka.stop_if(!tandem_higher);
+
+    let t1 = Instant::now();
+    if tandem_higher {
+        lb1.restart(&t);
+    } else {
+        ka.restart(&t);
+    }
+    wait_master(&t, master, &both, settle);
+    let back = t1.elapsed();
+    println!(
+        "interop v{version}, {} higher: handover to {} in {handover:?}, taken back in {back:?}",
+        if tandem_higher {
+            "tandem"
+        } else {
+            "keepalived"
+        },
+        if tandem_higher {
+            "keepalived"
+        } else {
+            "tandem"
+        },
+    );
+}
+
+#[test]
+fn interop_keepalived_v3_tandem_higher() {
+    interop("interop_keepalived_v3_tandem_higher", 3, true);
+}
+
+#[test]
+fn interop_keepalived_v3_keepalived_higher() {
+    interop("interop_keepalived_v3_keepalived_higher", 3, false);
+}
+
+#[test]
+fn interop_keepalived_v2_tandem_higher() {
+    interop("interop_keepalived_v2_tandem_higher", 2, true);
+}
+
+#[test]
+fn interop_keepalived_v2_keepalived_higher() {
+    interop("interop_keepalived_v2_keepalived_higher", 2, false);
 }

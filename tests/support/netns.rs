@@ -31,12 +31,11 @@ pub fn require_root(test: &str) -> bool {
 }
 
 fn run(args: &[&str]) -> Output {
-    let out = Command::new(args[0])
+    Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
-    out
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
 }
 
 fn must(args: &[&str]) {
