@@ -33,9 +33,11 @@ pub(crate) struct CopyBuf {
     end: usize,
 }
 
-/// Buffers kept per thread for reuse: enough for the directions one worker
-/// thread has in flight at a time in practice; more are freed.
-const FREE_PER_THREAD: usize = 64;
+/// Buffers kept per thread for reuse (1 MiB at most). A chatty direction
+/// takes a buffer and gives it back within one wake (read, write, would
+/// block), so a worker thread rarely holds more than a few at once; bulk
+/// directions move to splice. More than this are freed.
+const FREE_PER_THREAD: usize = 16;
 
 thread_local! {
     static FREE: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
