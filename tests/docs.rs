@@ -599,3 +599,32 @@ fn the_markdown_reader_finds_parts_tables_and_defaults() {
         set(["a"])
     );
 }
+
+/// Relative links between the docs, and to the repository, resolve.
+#[test]
+fn relative_links_in_docs_resolve() {
+    let dir = root().join("docs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = rest[..end].split('#').next().unwrap_or("");
+            if target.is_empty() || target.contains("://") {
+                continue;
+            }
+            assert!(
+                dir.join(target).exists(),
+                "{}: link to {target} does not resolve",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "only {checked} links checked");
+}
