@@ -174,7 +174,7 @@ fn check_reports_every_error_and_exits_1() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:80\"\nscheduler = \"fastest\"\n[[service.backend]]\naddress = \"10.0.0.1:80\"\nweight = 999\n",
+        "[[service]]\nname = \"a\"\nlisten = \"127.0.0.1:80\"\nscheduler = \"fastest\"\n[[service.backend]]\naddress = \"198.18.0.1:80\"\nweight = 999\n",
     )
     .unwrap();
     let out = Command::new(BIN)
