@@ -577,8 +577,10 @@ fn link_cut_moves_vip_and_restore_leaves_one_master() {
     let cl = Helper::spawn(&t, "cl", &format!("probe {}:{LB_PORT}", vip(&t)));
     cl.outage_after(now_us(), Duration::from_secs(5));
 
-    let t_cut = now_us();
+    // The time after the command: until the port is down, connects still
+    // reach lb1.
     t.set_link("lb1", false);
+    let t_cut = now_us();
     let (gap, _) = cl.outage_after(t_cut, Duration::from_secs(5));
     println!("link cut: client outage {gap:.0} ms");
     let bound = 3 * ADVERT + skew(100) + Duration::from_millis(200);
@@ -591,6 +593,7 @@ fn link_cut_moves_vip_and_restore_leaves_one_master() {
         !t.has_addr("lb1", vip(&t))
     });
 
+    wait_master(&t, "lb2", &["lb1", "lb2"], Duration::from_secs(2));
     t.set_link("lb1", true);
     let restored = Instant::now();
     // Sample both nodes; the longest stretch without exactly one holder
