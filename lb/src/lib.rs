@@ -13,6 +13,8 @@
 //! - [`cli`]: the `tandem lb` subcommands.
 //! - [`admin`]: the Unix control socket (`status`, `reload`, `drain`) and its client.
 //! - [`net`]: the kernel edge of VRRP: netlink (links, VIPs), raw socket, gratuitous ARP.
+//! - [`failover`]: the VRRP runtime: one task per `[[vrrp]]` instance running the
+//!   state machine over the raw socket, VIPs, gratuitous ARPs, tracking, notify.
 //! - [`vrrp`]: VRRP packets and the RFC 5798 state machine (sans-I/O), and the raw-socket edge.
 //! - [`statuspage`]: the read-only HTML status page on the metrics listener.
 //! - [`telemetry`]: Prometheus exporter and metric descriptions.
@@ -22,6 +24,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod failover;
 pub mod net;
 pub mod proxy;
 pub mod run;

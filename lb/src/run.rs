@@ -21,13 +21,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::failover::Failover;
 use crate::runtime::{Balancer, Options};
 use crate::{admin, telemetry};
 use tandem_healthcheck::checker::TargetId;
 
 // The VRRP runtime. Declared here until lib.rs lists it as a top-level module.
-#[path = "failover/mod.rs"]
-pub mod failover;
 
 /// Longest wait for health checks to settle before VRRP may claim the VIPs.
 pub const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
@@ -101,13 +100,16 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
                 .map(|b| crate::runtime::health::target_id(&s.name, b))
         })
         .collect();
-    let bal = Balancer::start(config, Options::default()).await?;
+    let opts = Options {
+        drain_file: Some(drain_file(&admin_path)),
+        ..Options::default()
+    };
+    let bal = Balancer::start(config, opts).await?;
     let failover = if vrrp.is_empty() {
         None
     } else {
-        let f = failover::Failover::start(&vrrp, bal.health().subscribe()).await?;
-        let src = f.clone();
-        crate::runtime::status::set_vrrp_source(Some(Box::new(move || src.status())));
+        let f = Failover::start(&vrrp, bal.health().subscribe()).await?;
+        bal.attach_failover(f.clone());
         let (f2, bal2) = (f.clone(), bal.clone());
         tokio::spawn(async move {
             let t0 = std::time::Instant::now();
@@ -186,10 +188,8 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", source.display());
                 notify_reloading();
+                // Applies [[vrrp]] changes too (see Balancer::attach_failover).
                 let r = Arc::clone(&bal).reload().await;
-                if r.is_ok() && let Some(f) = &failover {
-                    let _ = f.apply(&bal.snapshot().config.vrrp).await;
-                }
                 notify(&[
                     NotifyState::Ready,
                     NotifyState::Status(if r.is_ok() { "serving" } else { "serving; last reload refused" }),
@@ -210,7 +210,6 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     // while ours finish.
     if let Some(f) = &failover {
         f.shutdown().await;
-        crate::runtime::status::set_vrrp_source(None);
     }
     let cut = bal.shutdown(grace).await;
     shutdown.cancel();
@@ -256,5 +255,24 @@ fn notify_reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => notify(&[NotifyState::Reloading, now]),
         Err(_) => notify(&[NotifyState::Reloading]),
+    }
+}
+
+/// Where drain flags survive restarts: systemd's `StateDirectory` when the
+/// unit has one (`$STATE_DIRECTORY`, kept across restarts and reboots),
+/// else beside the admin socket.
+fn drain_file(admin_socket: &std::path::Path) -> std::path::PathBuf {
+    match std::env::var_os("STATE_DIRECTORY") {
+        // systemd may pass several, colon-separated: take the first.
+        Some(dirs) => {
+            let first = dirs
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            std::path::Path::new(&first).join("lb.drained")
+        }
+        None => admin_socket.with_file_name("lb.drained"),
     }
 }

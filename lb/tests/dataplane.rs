@@ -81,7 +81,10 @@ async fn copy_path_is_byte_identical_too() {
             &[format!("address = \"{}\"", be.addr)],
         );
     let cfg = tandem_lb::config::Config::parse(&cfg, std::path::Path::new("t.toml")).unwrap();
-    let opts = tandem_lb::runtime::Options { splice: false };
+    let opts = tandem_lb::runtime::Options {
+        splice: false,
+        ..Default::default()
+    };
     let bal = tandem_lb::runtime::Balancer::start(cfg, opts)
         .await
         .unwrap();
@@ -682,4 +685,51 @@ async fn proxy_protocol_v1_and_v2_carry_the_client_address() {
             "{version}: header followed by the client's bytes: {got:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_survives_a_restart_through_the_drain_file() {
+    let a = Backend::spawn(Behaviour::Tagged("a".into())).await;
+    let b = Backend::spawn(Behaviour::Tagged("b".into())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let drain_file = dir.path().join("lb.drained");
+    let cfg = node()
+        + &service(
+            "127.0.0.1:0",
+            "rr",
+            "",
+            &[
+                format!("name = \"a\"\naddress = \"{}\"", a.addr),
+                format!("name = \"b\"\naddress = \"{}\"", b.addr),
+            ],
+        );
+    let start = || async {
+        let c = tandem_lb::config::Config::parse(&cfg, std::path::Path::new("t.toml")).unwrap();
+        let opts = tandem_lb::runtime::Options {
+            drain_file: Some(drain_file.clone()),
+            ..Default::default()
+        };
+        tandem_lb::runtime::Balancer::start(c, opts).await.unwrap()
+    };
+    let first = start().await;
+    first.set_drain("svc", "a", true).unwrap();
+    first.shutdown(Duration::from_secs(1)).await;
+    drop(first);
+
+    let second = start().await;
+    let addr = second.bound_addr("svc").unwrap();
+    for _ in 0..6 {
+        assert_eq!(
+            tag_of(addr).await.unwrap().0,
+            "b",
+            "a is still drained after the restart"
+        );
+    }
+    second.set_drain("svc", "a", false).unwrap();
+    assert!(
+        tandem_lb::runtime::drainfile::load(&drain_file)
+            .unwrap()
+            .is_empty(),
+        "enable clears the file"
+    );
 }

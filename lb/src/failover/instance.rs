@@ -389,7 +389,7 @@ impl Instance {
     }
 
     fn reject(&self, reason: &'static str) {
-        metrics::counter!(names::REJECTED, "instance" => self.cfg.name.clone(), "reason" => reason)
+        metrics::counter!(names::REJECTED, "vrrp_instance" => self.cfg.name.clone(), "reason" => reason)
             .increment(1);
     }
 
@@ -428,7 +428,7 @@ impl Instance {
             self.reject("addresses");
             return;
         }
-        metrics::counter!(names::ADVERTS_RECEIVED, "instance" => self.cfg.name.clone())
+        metrics::counter!(names::ADVERTS_RECEIVED, "vrrp_instance" => self.cfg.name.clone())
             .increment(1);
         let ev = Event::AdvertReceived {
             src: rx.src,
@@ -452,7 +452,7 @@ impl Instance {
             let bytes = packet::encode(&adv, self.primary, dst);
             match self.sock.send(&bytes, dst).await {
                 Ok(()) => {
-                    metrics::counter!(names::ADVERTS_SENT, "instance" => self.cfg.name.clone())
+                    metrics::counter!(names::ADVERTS_SENT, "vrrp_instance" => self.cfg.name.clone())
                         .increment(1)
                 }
                 Err(e) => {
@@ -535,7 +535,7 @@ impl Instance {
                 Action::SendGarp => self.start_garp(),
                 Action::Notify(state) => self.on_transition(state, ctx),
                 Action::OtherMasterSeen { src, priority } => {
-                    metrics::counter!(names::OTHER_MASTER_SEEN, "instance" => self.cfg.name.clone())
+                    metrics::counter!(names::OTHER_MASTER_SEEN, "vrrp_instance" => self.cfg.name.clone())
                         .increment(1);
                     tracing::warn!(instance = %self.cfg.name, other = %src, other_priority = priority.get(),
                         "another master heard while master (two masters): asserting ours");
@@ -556,10 +556,10 @@ impl Instance {
             master = ?self.machine.master(),
             "vrrp transition"
         );
-        metrics::counter!(names::TRANSITIONS, "instance" => name.clone(), "to" => state.as_str())
+        metrics::counter!(names::TRANSITIONS, "vrrp_instance" => name.clone(), "to" => state.as_str())
             .increment(1);
         for s in super::STATES {
-            metrics::gauge!(names::STATE, "instance" => name.clone(), "state" => s.as_str())
+            metrics::gauge!(names::STATE, "vrrp_instance" => name.clone(), "state" => s.as_str())
                 .set(if s == state { 1.0 } else { 0.0 });
         }
         if let Some(cmd) = &self.cfg.notify {
@@ -576,7 +576,8 @@ impl Instance {
     /// Copies the machine's state into the shared status and the gauges.
     fn publish(&self, ctx: &Ctx) {
         let prio = self.machine.priority().get();
-        metrics::gauge!(names::PRIORITY, "instance" => self.cfg.name.clone()).set(f64::from(prio));
+        metrics::gauge!(names::PRIORITY, "vrrp_instance" => self.cfg.name.clone())
+            .set(f64::from(prio));
         let mut st = ctx.status.lock().unwrap_or_else(|e| e.into_inner());
         st.state = self.machine.state().as_str().into();
         st.priority = prio;

@@ -218,14 +218,16 @@ impl Failover {
     async fn launch(&self, cfg: VrrpConfig) -> Result<Running, FailoverError> {
         let name = cfg.name.clone();
         for r in Reject::LABELS.iter().chain(CONFIG_REJECT_LABELS) {
-            metrics::counter!(names::REJECTED, "instance" => name.clone(), "reason" => *r)
+            metrics::counter!(names::REJECTED, "vrrp_instance" => name.clone(), "reason" => *r)
                 .absolute(0);
         }
         for s in STATES {
-            metrics::gauge!(names::STATE, "instance" => name.clone(), "state" => s.as_str())
+            metrics::gauge!(names::STATE, "vrrp_instance" => name.clone(), "state" => s.as_str())
                 .set(0.0);
         }
-        let inst = Instance::open(cfg.clone(), *self.ready.borrow()).await?;
+        // Read before the await: a watch::Ref must not live across it.
+        let ready = *self.ready.borrow();
+        let inst = Instance::open(cfg.clone(), ready).await?;
         let q = self
             .notify
             .lock()

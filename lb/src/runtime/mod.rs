@@ -12,6 +12,7 @@
 //!   across reloads.
 
 pub mod conn;
+pub mod drainfile;
 pub mod health;
 pub mod listener;
 pub mod passive;
@@ -90,6 +91,9 @@ struct ListenerHandle {
 pub struct Options {
     /// Use splice(2) for forwarding (false: plain copy).
     pub splice: bool,
+    /// Where drain flags are kept across restarts (see [`drainfile`]);
+    /// None: in memory only.
+    pub drain_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -97,6 +101,7 @@ impl Default for Options {
         Options {
             // TANDEM_NO_SPLICE=1 forces the copy path (benchmarks, debugging).
             splice: std::env::var_os("TANDEM_NO_SPLICE").is_none_or(|v| v.is_empty() || v == "0"),
+            drain_file: None,
         }
     }
 }
@@ -117,6 +122,9 @@ pub struct Balancer {
     checker: HealthHandle,
     /// Cancelled when the balancer has stopped: probes end.
     checks_stop: CancellationToken,
+    /// VRRP, when the config has `[[vrrp]]` instances: reloads apply to it
+    /// and status shows it.
+    failover: std::sync::OnceLock<Arc<crate::failover::Failover>>,
     opts: Options,
 }
 
@@ -144,8 +152,11 @@ impl Balancer {
             stop_accepting: CancellationToken::new(),
             checker,
             checks_stop,
+            failover: std::sync::OnceLock::new(),
             opts,
         });
+        // Before the first accept, so a drained backend never sees a client.
+        bal.load_drained();
         for (addr, l) in bound {
             bal.spawn_accept(addr, l);
         }
@@ -232,6 +243,14 @@ impl Balancer {
             Ok(cfg) => self.apply(cfg).await,
             Err(e) => Err(e.into()),
         };
+        if result.is_ok()
+            && let Some(f) = self.failover.get()
+            && let Err(e) = f.apply(&self.snapshot().config.vrrp).await
+        {
+            // The services were reloaded; the VRRP instances that could not
+            // be (re)started keep their previous state where they have one.
+            tracing::error!(error = %e, "reload: VRRP change not applied");
+        }
         match &result {
             Ok(s) => {
                 metrics::counter!(names::RELOADS, "result" => "ok").increment(1);
@@ -361,6 +380,7 @@ impl Balancer {
             });
         };
         b.state.drained.store(drain, Ordering::Release);
+        self.save_drained(&snap);
         tracing::info!(
             service,
             backend = %b.cfg.name,
@@ -371,8 +391,60 @@ impl Balancer {
         Ok(())
     }
 
+    /// Writes every drained backend of `snap` to the drain file, if any.
+    fn save_drained(&self, snap: &Snapshot) {
+        let Some(path) = &self.opts.drain_file else {
+            return;
+        };
+        let drained: Vec<(String, SocketAddr)> = snap
+            .services
+            .iter()
+            .flat_map(|s| {
+                s.backends
+                    .iter()
+                    .filter(|b| b.state.is_drained())
+                    .map(|b| (s.cfg.name.clone(), b.cfg.address))
+            })
+            .collect();
+        if let Err(e) = drainfile::save(path, &drained) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot save drain state; it will not survive a restart");
+        }
+    }
+
+    /// Applies drain flags saved by a previous run.
+    fn load_drained(&self) {
+        let Some(path) = &self.opts.drain_file else {
+            return;
+        };
+        match drainfile::load(path) {
+            Ok(list) => {
+                let snap = self.snapshot.load();
+                for (svc, addr) in list {
+                    if let Some(b) = snap
+                        .service(&svc)
+                        .and_then(|s| s.backends.iter().find(|b| b.cfg.address == addr))
+                    {
+                        b.state.drained.store(true, Ordering::Release);
+                        tracing::info!(service = %svc, backend = %b.cfg.name, "backend still drained (from {})", path.display());
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read saved drain state")
+            }
+        }
+    }
+
     pub fn status(&self) -> status::Status {
-        status::Status::of(&self.snapshot.load(), &self.checker.view())
+        let vrrp = self.failover.get().map(|f| f.status()).unwrap_or_default();
+        status::Status::of(&self.snapshot.load(), &self.checker.view(), vrrp)
+    }
+
+    /// Hands the balancer the running VRRP instances, so that a reload (SIGHUP
+    /// or the admin socket alike) applies `[[vrrp]]` changes too and status
+    /// shows VRRP state. Set once.
+    pub fn attach_failover(&self, f: Arc<crate::failover::Failover>) {
+        let _ = self.failover.set(f);
     }
 
     /// The health checker: subscribe to its view for VRRP tracking.

@@ -43,25 +43,6 @@ pub struct VrrpStatus {
     pub tracks_down: Vec<String>,
 }
 
-type VrrpSource = Box<dyn Fn() -> Vec<VrrpStatus> + Send + Sync>;
-
-/// Where [`Status::of`] reads VRRP state from. Process-wide because the
-/// failover runtime lives beside the balancer, not inside it: `run` sets
-/// it once failover has started.
-static VRRP_SOURCE: std::sync::RwLock<Option<VrrpSource>> = std::sync::RwLock::new(None);
-
-/// Installs (Some) or removes (None) the VRRP status source.
-pub fn set_vrrp_source(source: Option<VrrpSource>) {
-    *VRRP_SOURCE.write().unwrap_or_else(|e| e.into_inner()) = source;
-}
-
-fn vrrp_now() -> Vec<VrrpStatus> {
-    match &*VRRP_SOURCE.read().unwrap_or_else(|e| e.into_inner()) {
-        Some(f) => f(),
-        None => Vec::new(),
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ServiceStatus {
     pub name: String,
@@ -117,7 +98,7 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl Status {
-    pub fn of(snap: &Snapshot, health: &HealthView) -> Status {
+    pub fn of(snap: &Snapshot, health: &HealthView, vrrp: Vec<VrrpStatus>) -> Status {
         let services = snap
             .services
             .iter()
@@ -176,7 +157,7 @@ impl Status {
         Status {
             node: snap.config.node.name.clone(),
             services,
-            vrrp: vrrp_now(),
+            vrrp,
         }
     }
 
