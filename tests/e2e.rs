@@ -1,0 +1,876 @@
+//! The end-to-end scenario (issue 8, item 4): the whole appliance on network
+//! namespaces, with a failure of every tier while a client submits jobs.
+//!
+//! Hosts on one bridge (198.19.X.0/24, see `support/e2e_net.rs`): `lb1` and
+//! `lb2` (`tandem lb run`, one VIP by VRRP, lb1 priority 150 preempting,
+//! both tracking the api service), `api1` and `api2` (`tandem api run` on
+//! one MariaDB), `db` (a private mariadbd), `wt1` `wt2` (thumbnail workers)
+//! and `wx1` `wx2` (text workers). The test process is the client: a veth
+//! puts it on the bridge, so it times its own connects to the VIP.
+//!
+//! The client submits `JOBS` jobs (half text, half PNG/GIF/JPEG images) at
+//! `RATE` per second through the VIP, each with an Idempotency-Key, and
+//! retries a submission that fails to connect or breaks mid-exchange (the
+//! key makes a retry of an already stored job a replay, not a duplicate).
+//! Meanwhile the test SIGKILLs, in turn, the master balancer, one API
+//! replica, one worker of each kind, and restarts each a few seconds later
+//! (lb1 must take the VIP back). Pass: every job that got a 202 is done
+//! exactly once with a correct result, and no job is lost or duplicated.
+//!
+//! Root only: otherwise SKIPPED, or a failure under CI=true.
+
+#[path = "support/e2e_data.rs"]
+mod e2e_data;
+#[path = "support/e2e_net.rs"]
+mod e2e_net;
+#[path = "support/e2e_stack.rs"]
+mod e2e_stack;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use e2e_data::Rng;
+use e2e_net::{Bed, require_root};
+use e2e_stack::{HttpError, MariaDb, Proc, http, tail, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tandem");
+/// Jobs submitted.
+const JOBS: usize = 2000;
+/// Submissions started per second.
+const RATE: u64 = 50;
+/// Box of the thumbnail worker (its default: the API passes no size).
+const BOX: (u32, u32) = (256, 256);
+const VIP_OCTET: u8 = 100;
+const API_PORT: u16 = 8080;
+const THUMB_PORT: u16 = 8181;
+const TEXT_PORT: u16 = 8182;
+const WORKER_PORT: u16 = 9000;
+const METRICS_PORT: u16 = 9310;
+/// One submission may keep retrying this long before it counts as refused.
+const SUBMIT_PATIENCE: Duration = Duration::from_secs(60);
+/// After the last submission, every job must be done within this.
+const DRAIN_WITHIN: Duration = Duration::from_secs(180);
+
+/// (name, octet) of every host.
+const HOSTS: [(&str, u8); 9] = [
+    ("lb1", 11),
+    ("lb2", 12),
+    ("api1", 21),
+    ("api2", 22),
+    ("db", 30),
+    ("wt1", 41),
+    ("wt2", 42),
+    ("wx1", 51),
+    ("wx2", 52),
+];
+const CLIENT_OCTET: u8 = 200;
+
+// ------------------------------------------------------------ the stack
+
+/// Everything the scenario started. Drop order: processes (balancers
+/// first), then the database, then the namespaces, then the directory.
+struct Stack {
+    procs: Vec<Proc>,
+    db: Option<MariaDb>,
+    bed: Bed,
+    dir: tempfile::TempDir,
+}
+
+impl Stack {
+    fn proc(&mut self, name: &str) -> &mut Proc {
+        self.procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"))
+    }
+
+    fn start(&mut self, name: &str) {
+        let i = self.procs.iter().position(|p| p.name == name).unwrap();
+        self.procs[i].start(&self.bed);
+    }
+
+    fn ip(&self, host: &str) -> Ipv4Addr {
+        self.bed.get(host).ip
+    }
+
+    fn vip(&self) -> Ipv4Addr {
+        self.bed.addr(VIP_OCTET)
+    }
+
+    fn db(&self) -> &MariaDb {
+        self.db.as_ref().expect("database running")
+    }
+
+    fn check_alive(&mut self) {
+        for p in self.procs.iter_mut() {
+            p.assert_alive();
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // Balancers first so no new request lands on a stopping replica.
+        for p in self.procs.iter_mut() {
+            p.kill9();
+        }
+        if let Some(db) = self.db.as_mut() {
+            db.proc.stop(Duration::from_secs(10));
+        }
+        if std::thread::panicking() {
+            let mut logs: Vec<&Path> = self.procs.iter().map(|p| p.log.as_path()).collect();
+            if let Some(db) = &self.db {
+                logs.push(&db.proc.log);
+            }
+            for l in logs {
+                eprintln!("---- {} (tail) ----\n{}", l.display(), tail(l, 25));
+            }
+        }
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+fn lb_config(s: &Stack, node: &str, priority: u8) -> String {
+    let vip = s.vip();
+    let health = |path: &str| {
+        format!(
+            "[service.health]\nkind = \"http\"\npath = \"{path}\"\ninterval = \"500ms\"\n\
+             timeout = \"1s\"\nrise = 2\nfall = 2\n"
+        )
+    };
+    let backends = |hosts: [&str; 2], port: u16| {
+        hosts
+            .iter()
+            .map(|h| {
+                format!(
+                    "[[service.backend]]\nname = \"{h}\"\naddress = \"{}:{port}\"\n",
+                    s.ip(h)
+                )
+            })
+            .collect::<String>()
+    };
+    format!(
+        "[node]\nname = \"{node}\"\nworkers = 1\nshutdown_grace = \"1s\"\nconnection_log = \"debug\"\n\
+         [admin]\nsocket = \"{sock}\"\n\
+         [metrics]\nlisten = \"{ip}:{METRICS_PORT}\"\n\
+         [[service]]\nname = \"api\"\nlisten = \"{vip}:{API_PORT}\"\nproxy_protocol = \"v2\"\nconnect_timeout = \"1s\"\n\
+         {h_api}{b_api}\
+         [[service]]\nname = \"thumbnail\"\nlisten = \"{vip}:{THUMB_PORT}\"\nconnect_timeout = \"1s\"\n\
+         {h_w}{b_t}\
+         [[service]]\nname = \"text\"\nlisten = \"{vip}:{TEXT_PORT}\"\nconnect_timeout = \"1s\"\n\
+         {h_w}{b_x}\
+         [[vrrp]]\nname = \"vip\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\n\
+         advert_interval = \"100ms\"\npreempt = true\nvirtual_ips = [\"{vip}/24\"]\n\
+         track = [{{ service = \"api\", weight = -100 }}]\n",
+        sock = s.dir.path().join(format!("{node}.sock")).display(),
+        ip = s.ip(node),
+        h_api = health("/readyz"),
+        b_api = backends(["api1", "api2"], API_PORT),
+        h_w = health("/healthz"),
+        b_t = backends(["wt1", "wt2"], WORKER_PORT),
+        b_x = backends(["wx1", "wx2"], WORKER_PORT),
+    )
+}
+
+fn api_config(s: &Stack, node: &str) -> String {
+    let vip = s.vip();
+    let state = s.dir.path().join(node);
+    std::fs::create_dir_all(&state).unwrap();
+    // Short lease: a killed replica's jobs are taken over 5 s after its last
+    // heartbeat. max_attempts covers a job hit by several of the failures
+    // below (each may cost an attempt: a reset worker call, a stale pooled
+    // connection to the VIP after it moved).
+    let kind = |k: &str, port: u16| {
+        format!(
+            "[kinds.{k}]\nurl = \"http://{vip}:{port}\"\nconcurrency = 4\ntimeout = \"20s\"\n\
+             max_attempts = 10\nretry_base = \"200ms\"\nretry_max = \"2s\"\n"
+        )
+    };
+    format!(
+        "listen = \"{ip}:{API_PORT}\"\nstate_dir = \"{state}\"\n\
+         database_url = \"mysql://tandem:tandem@{db}:3306/tandem\"\n\
+         proxy_protocol = \"optional\"\nlease = \"5s\"\npoll_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
+         {t}{x}",
+        ip = s.ip(node),
+        state = state.display(),
+        db = s.ip("db"),
+        t = kind("thumbnail", THUMB_PORT),
+        x = kind("text", TEXT_PORT),
+    )
+}
+
+fn worker_config(s: &Stack, node: &str) -> String {
+    format!(
+        "listen = \"{}:{WORKER_PORT}\"\n[limits]\nconcurrency = 4\nshutdown_grace = \"1s\"\n",
+        s.ip(node)
+    )
+}
+
+/// 200 from `GET path` on `addr`.
+fn answers(addr: SocketAddr, path: &str) -> bool {
+    http(addr, "GET", path, &[], b"").is_ok_and(|r| r.status == 200)
+}
+
+/// Whether the balancer at `metrics` reports every backend up.
+fn all_backends_up(metrics: SocketAddr) -> bool {
+    let Ok(r) = http(metrics, "GET", "/status.json", &[], b"") else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body) else {
+        return false;
+    };
+    v["services"].as_array().is_some_and(|ss| {
+        ss.len() == 3
+            && ss.iter().all(|s| {
+                s["backends"]
+                    .as_array()
+                    .is_some_and(|bs| bs.iter().all(|b| b["state"] == "up"))
+            })
+    })
+}
+
+/// Builds the bed, starts every process and waits until each answers, lb1
+/// holds the VIP and both balancers see every backend up. Returns the
+/// stack and an API token.
+fn build() -> (Stack, String) {
+    let mut bed = Bed::new();
+    for (name, octet) in HOSTS {
+        bed.host(name, octet);
+    }
+    bed.attach_root(CLIENT_OCTET);
+    let dir = tempfile::Builder::new()
+        .prefix("tandem-e2e-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut s = Stack {
+        procs: Vec::new(),
+        db: None,
+        bed,
+        dir,
+    };
+    let dbdir = s.dir.path().join("mariadb");
+    std::fs::create_dir_all(&dbdir).unwrap();
+    s.db = Some(MariaDb::start(&s.bed, "db", &dbdir, &logs));
+
+    // Configs; processes in start order (the Vec is also the kill order on
+    // drop, so the balancers go first there: they are pushed first).
+    for (node, prio) in [("lb1", 150), ("lb2", 100)] {
+        let cfg = s.dir.path().join(format!("{node}.toml"));
+        write(&cfg, &lb_config(&s, node, prio));
+        let p = Proc::new(
+            node,
+            node,
+            BIN,
+            &["lb", "run", "-c", cfg.to_str().unwrap()],
+            &logs,
+        );
+        s.procs.push(p);
+    }
+    for node in ["api1", "api2"] {
+        let cfg = s.dir.path().join(format!("{node}.toml"));
+        write(&cfg, &api_config(&s, node));
+        let p = Proc::new(
+            node,
+            node,
+            BIN,
+            &["api", "run", "-c", cfg.to_str().unwrap()],
+            &logs,
+        );
+        s.procs.push(p);
+    }
+    for (node, kind) in [
+        ("wt1", "thumbnail"),
+        ("wt2", "thumbnail"),
+        ("wx1", "text"),
+        ("wx2", "text"),
+    ] {
+        let cfg = s.dir.path().join(format!("{node}.toml"));
+        write(&cfg, &worker_config(&s, node));
+        let args = ["worker", "run", "--kind", kind, "-c", cfg.to_str().unwrap()];
+        s.procs.push(Proc::new(node, node, BIN, &args, &logs));
+    }
+
+    // The key first: it also applies the migrations to the empty database.
+    let api1_cfg = s.dir.path().join("api1.toml");
+    let out = s
+        .bed
+        .cmd("api1", BIN)
+        .args([
+            "api", "keys", "create", "--name", "e2e", "--rate", "100000", "--burst", "100000", "-c",
+        ])
+        .arg(&api1_cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tandem api keys create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!token.is_empty(), "no token printed");
+
+    let up = Duration::from_secs(60);
+    for node in ["wt1", "wt2", "wx1", "wx2"] {
+        s.start(node);
+        let a = SocketAddr::from((s.ip(node), WORKER_PORT));
+        wait_until(up, &format!("{node} /readyz"), || answers(a, "/readyz"));
+    }
+    for node in ["api1", "api2"] {
+        s.start(node);
+        let a = SocketAddr::from((s.ip(node), API_PORT));
+        s.check_alive();
+        wait_until(up, &format!("{node} /readyz"), || answers(a, "/readyz"));
+    }
+    s.start("lb1");
+    s.start("lb2");
+    let vip = s.vip();
+    wait_until(up, "lb1 the only VIP holder", || {
+        s.bed.has_addr("lb1", vip) && !s.bed.has_addr("lb2", vip)
+    });
+    for node in ["lb1", "lb2"] {
+        let m = SocketAddr::from((s.ip(node), METRICS_PORT));
+        wait_until(up, &format!("{node} sees every backend up"), || {
+            all_backends_up(m)
+        });
+    }
+    s.check_alive();
+    (s, token)
+}
+
+// ------------------------------------------------------------- the jobs
+
+enum Expect {
+    Text(String),
+    Thumb { size: (u32, u32) },
+}
+
+struct Job {
+    kind: &'static str,
+    /// The JSON request body.
+    body: String,
+    expect: Expect,
+}
+
+/// Job `i`: even ones text, odd ones an image (PNG, GIF or JPEG in turn),
+/// sizes from 16 to 480 pixels a side so some fit the box and most do not.
+fn make_job(rng: &mut Rng, i: usize) -> Job {
+    if i.is_multiple_of(2) {
+        let t = e2e_data::text(rng);
+        let body = serde_json::json!({"kind": "text", "input": t}).to_string();
+        return Job {
+            kind: "text",
+            body,
+            expect: Expect::Text(t),
+        };
+    }
+    let (w, h) = (rng.range(16, 480), rng.range(16, 360));
+    let (bytes, ctype) = match (i / 2) % 4 {
+        0 => (e2e_data::png(rng, w, h, false), "image/png"),
+        1 => (e2e_data::png(rng, w, h, true), "image/png"),
+        2 => (e2e_data::gif(rng, w, h), "image/gif"),
+        _ => (e2e_data::jpeg(rng, w, h), "image/jpeg"),
+    };
+    let body = serde_json::json!({
+        "kind": "thumbnail",
+        "input_base64": e2e_data::base64(&bytes),
+        "content_type": ctype,
+    })
+    .to_string();
+    Job {
+        kind: "thumbnail",
+        body,
+        expect: Expect::Thumb { size: (w, h) },
+    }
+}
+
+/// Checks one result; Err says what is wrong.
+fn check_result(job: &Job, body: &[u8]) -> Result<(), String> {
+    match &job.expect {
+        Expect::Text(t) => {
+            let v: serde_json::Value =
+                serde_json::from_slice(body).map_err(|e| format!("text result not JSON: {e}"))?;
+            let (lines, words, chars, bytes, sha) = e2e_data::text_stats(t);
+            let got = (
+                v["lines"].as_u64(),
+                v["words"].as_u64(),
+                v["characters"].as_u64(),
+                v["bytes"].as_u64(),
+                v["sha256"].as_str().map(str::to_owned),
+            );
+            let want = (
+                Some(lines),
+                Some(words),
+                Some(chars),
+                Some(bytes),
+                Some(sha),
+            );
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("text stats {got:?}, expected {want:?}"))
+            }
+        }
+        Expect::Thumb { size } => {
+            let got = e2e_data::png_size(body).ok_or("thumbnail result is not a PNG")?;
+            if e2e_data::thumbnail_ok(*size, BOX, got) {
+                Ok(())
+            } else {
+                Err(format!("thumbnail of {size:?} in {BOX:?} is {got:?}"))
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------ the client
+
+#[derive(Default)]
+struct Counters {
+    /// Submissions whose TCP connect to the VIP failed.
+    connect_retries: AtomicU64,
+    /// Submissions that connected but broke before a complete answer.
+    exchange_retries: AtomicU64,
+    /// 5xx or 429 answers, retried.
+    status_retries: AtomicU64,
+    /// 202s that were idempotent replays (the first try had been stored).
+    replays: AtomicU64,
+}
+
+/// What the submission of one job ended with.
+enum Submitted {
+    Accepted { id: String },
+    Refused(String),
+}
+
+fn submit(vip: SocketAddr, token: &str, key: &str, job: &Job, c: &Counters) -> Submitted {
+    let auth = format!("Bearer {token}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+        ("Idempotency-Key", key),
+    ];
+    let deadline = Instant::now() + SUBMIT_PATIENCE;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match http(vip, "POST", "/v1/jobs", &headers, job.body.as_bytes()) {
+            Ok(r) if r.status == 202 => {
+                if r.header("idempotent-replayed") == Some("true") {
+                    c.replays.fetch_add(1, Ordering::Relaxed);
+                }
+                let id = r.json()["id"]
+                    .as_str()
+                    .expect("202 carries an id")
+                    .to_owned();
+                return Submitted::Accepted { id };
+            }
+            Ok(r) if r.status == 429 || r.status >= 500 => {
+                c.status_retries.fetch_add(1, Ordering::Relaxed);
+                last = format!("{} {}", r.status, String::from_utf8_lossy(&r.body));
+            }
+            Ok(r) => {
+                return Submitted::Refused(format!(
+                    "{} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+            Err(HttpError::Connect(e)) => {
+                c.connect_retries.fetch_add(1, Ordering::Relaxed);
+                last = format!("connect: {e}");
+            }
+            Err(HttpError::Exchange(e)) => {
+                c.exchange_retries.fetch_add(1, Ordering::Relaxed);
+                last = format!("exchange: {e}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Submitted::Refused(format!("still failing after {SUBMIT_PATIENCE:?}: {last}"))
+}
+
+/// A GET through the VIP, retried on transport errors (there should be
+/// none by the time this runs; a few seconds of patience anyway).
+fn get(vip: SocketAddr, token: &str, path: &str) -> e2e_stack::Response {
+    let auth = format!("Bearer {token}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match http(vip, "GET", path, &[("Authorization", auth.as_str())], b"") {
+            Ok(r) if r.status < 500 => return r,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "GET {path}: {}",
+                    match other {
+                        Ok(r) => format!("{}", r.status),
+                        Err(e) => format!("{e:?}"),
+                    }
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Connects to `addr` every 5 ms until one succeeds; the time it took.
+fn first_connect(addr: SocketAddr, since: Instant, within: Duration) -> Duration {
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < within,
+            "no connect to {addr} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+// ------------------------------------------------------------- the test
+
+#[test]
+fn failover_of_every_tier_loses_no_job() {
+    if !require_root("failover_of_every_tier_loses_no_job") {
+        return;
+    }
+    let t_all = Instant::now();
+    let seed = std::env::var("TANDEM_E2E_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        });
+    println!("e2e: seed {seed} (TANDEM_E2E_SEED={seed} replays the same inputs)");
+    let mut rng = Rng::new(seed);
+    let jobs: Arc<Vec<Job>> = Arc::new((0..JOBS).map(|i| make_job(&mut rng, i)).collect());
+
+    let (mut s, token) = build();
+    println!("e2e: stack up in {:.1} s", t_all.elapsed().as_secs_f64());
+    let vip_api = SocketAddr::from((s.vip(), API_PORT));
+
+    // ---- the load: a pacer hands out job numbers at RATE per second to
+    // a pool of submitters (a retrying submission must not stall the pace).
+    let counters = Arc::new(Counters::default());
+    let accepted: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let refused: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let (tx, rx) = mpsc::channel::<usize>();
+    let rx = Arc::new(Mutex::new(rx));
+    let t_load = Instant::now();
+    let mut threads = Vec::new();
+    for _ in 0..32 {
+        let (rx, jobs, c, acc, refd, token) = (
+            rx.clone(),
+            jobs.clone(),
+            counters.clone(),
+            accepted.clone(),
+            refused.clone(),
+            token.clone(),
+        );
+        threads.push(std::thread::spawn(move || {
+            loop {
+                let next = rx.lock().unwrap().recv();
+                let Ok(i) = next else { return };
+                let key = format!("e2e-{seed}-{i}");
+                match submit(vip_api, &token, &key, &jobs[i], &c) {
+                    Submitted::Accepted { id } => acc.lock().unwrap().push((i, id)),
+                    Submitted::Refused(why) => refd.lock().unwrap().push((i, why)),
+                }
+            }
+        }));
+    }
+    let pacer = std::thread::spawn(move || {
+        for i in 0..JOBS {
+            sleep_until(t_load + Duration::from_millis(1000 * i as u64 / RATE));
+            tx.send(i).unwrap();
+        }
+    });
+
+    // ---- the failures, in turn, while the load runs.
+    let vip = s.vip();
+    sleep_until(t_load + Duration::from_secs(4));
+    let t_kill = Instant::now();
+    s.proc("lb1").kill9();
+    let vip_gap = first_connect(vip_api, t_kill, Duration::from_secs(10));
+    println!(
+        "e2e: SIGKILL lb1 (master): VIP answered again after {} ms",
+        vip_gap.as_millis()
+    );
+    assert!(s.bed.has_addr("lb2", vip), "lb2 does not hold the VIP");
+    sleep_until(t_kill + Duration::from_secs(4));
+    let t_restart = Instant::now();
+    s.start("lb1");
+    // lb1 preempts only once its checks see an api backend up (tracking).
+    wait_until(
+        Duration::from_secs(30),
+        "restarted lb1 the only VIP holder",
+        || s.bed.has_addr("lb1", vip) && !s.bed.has_addr("lb2", vip),
+    );
+    let preempt = t_restart.elapsed();
+    println!(
+        "e2e: lb1 restarted, took the VIP back after {} ms",
+        preempt.as_millis()
+    );
+
+    let mut killed = Vec::new();
+    for (at, node, down, path, port) in [
+        (16, "api1", 4, "/readyz", API_PORT),
+        (24, "wt1", 3, "/readyz", WORKER_PORT),
+        (31, "wx1", 3, "/readyz", WORKER_PORT),
+    ] {
+        sleep_until(t_load + Duration::from_secs(at));
+        s.check_alive();
+        let t = Instant::now();
+        s.proc(node).kill9();
+        println!(
+            "e2e: SIGKILL {node} at {:.1} s",
+            t_load.elapsed().as_secs_f64()
+        );
+        sleep_until(t + Duration::from_secs(down));
+        s.start(node);
+        let a = SocketAddr::from((s.ip(node), port));
+        wait_until(
+            Duration::from_secs(30),
+            &format!("restarted {node} ready"),
+            || answers(a, path),
+        );
+        killed.push(node);
+    }
+
+    pacer.join().unwrap();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let submit_time = t_load.elapsed();
+    s.check_alive();
+    let refused = std::mem::take(&mut *refused.lock().unwrap());
+    assert!(
+        refused.is_empty(),
+        "{} submissions not accepted, e.g. job {}: {}",
+        refused.len(),
+        refused[0].0,
+        refused[0].1
+    );
+    let accepted = std::mem::take(&mut *accepted.lock().unwrap());
+    assert_eq!(accepted.len(), JOBS, "every submission answered");
+    let ids: HashSet<&str> = accepted.iter().map(|(_, id)| id.as_str()).collect();
+    assert_eq!(ids.len(), JOBS, "two jobs got the same id");
+    println!(
+        "e2e: {JOBS} jobs accepted in {:.1} s",
+        submit_time.as_secs_f64()
+    );
+
+    // ---- every job done.
+    let db = s.db();
+    let deadline = Instant::now() + DRAIN_WITHIN;
+    loop {
+        let states = db
+            .query("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+            .expect("query job states");
+        let by_state: HashMap<&str, u64> = states
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, v)| (k, v.trim().parse().unwrap()))
+            .collect();
+        assert!(
+            !by_state.contains_key("failed"),
+            "failed jobs: {:?}",
+            db.query(
+                "SELECT id, kind, attempts, last_error FROM jobs WHERE state = 'failed' LIMIT 5"
+            )
+        );
+        if by_state.get("done") == Some(&(JOBS as u64)) && by_state.len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs not done {DRAIN_WITHIN:?} after the last submission: {by_state:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let drained = t_load.elapsed();
+
+    // ---- exactly once, in the database: one job row per submission (the
+    // retries made no duplicate) and one result row per job.
+    let count = |sql: &str| -> u64 { db.query(sql).unwrap().trim().parse().unwrap() };
+    assert_eq!(count("SELECT COUNT(*) FROM jobs"), JOBS as u64, "job rows");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM results"),
+        JOBS as u64,
+        "result rows"
+    );
+    let dup = db
+        .query("SELECT job_id, COUNT(*) FROM results GROUP BY job_id HAVING COUNT(*) > 1")
+        .unwrap();
+    assert!(dup.trim().is_empty(), "jobs with several results: {dup}");
+    let orphan = count(
+        "SELECT COUNT(*) FROM results r LEFT JOIN jobs j ON j.id = r.job_id WHERE j.id IS NULL",
+    );
+    assert_eq!(orphan, 0, "results of no job");
+
+    // ---- every job through the API: done, and its result correct.
+    let work: Arc<Mutex<Vec<(usize, String)>>> = Arc::new(Mutex::new(accepted));
+    let bad: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut checkers = Vec::new();
+    for _ in 0..8 {
+        let (work, bad, jobs, token) = (work.clone(), bad.clone(), jobs.clone(), token.clone());
+        checkers.push(std::thread::spawn(move || {
+            loop {
+                let next = work.lock().unwrap().pop();
+                let Some((i, id)) = next else { return };
+                let st = get(vip_api, &token, &format!("/v1/jobs/{id}"));
+                let v = st.json();
+                if st.status != 200 || v["status"] != "done" {
+                    bad.lock()
+                        .unwrap()
+                        .push(format!("job {i} ({id}): {} {v}", st.status));
+                    continue;
+                }
+                let r = get(vip_api, &token, &format!("/v1/jobs/{id}/result"));
+                if r.status != 200 {
+                    bad.lock()
+                        .unwrap()
+                        .push(format!("job {i} ({id}) result: {}", r.status));
+                    continue;
+                }
+                if let Err(e) = check_result(&jobs[i], &r.body) {
+                    bad.lock()
+                        .unwrap()
+                        .push(format!("job {i} ({id}, {}): {e}", jobs[i].kind));
+                }
+            }
+        }));
+    }
+    for c in checkers {
+        c.join().unwrap();
+    }
+    let bad = std::mem::take(&mut *bad.lock().unwrap());
+    assert!(
+        bad.is_empty(),
+        "{} jobs wrong, e.g.:\n{}",
+        bad.len(),
+        bad[..bad.len().min(10)].join("\n")
+    );
+
+    // ---- figures. Latency is 202 -> done from the jobs table: created_ms
+    // is stamped when the row is stored (just before the 202 is sent),
+    // finished_ms when the result commits; both by the API hosts' clock,
+    // which is this machine's.
+    let rows = db
+        .query("SELECT finished_ms - created_ms, attempts FROM jobs")
+        .unwrap();
+    let mut lat: Vec<u64> = Vec::new();
+    let mut retried = 0;
+    let mut max_attempts = 0;
+    for l in rows.lines() {
+        let (ms, att) = l.split_once('\t').unwrap();
+        lat.push(ms.trim().parse().unwrap());
+        let att: u64 = att.trim().parse().unwrap();
+        retried += u64::from(att > 1);
+        max_attempts = max_attempts.max(att);
+    }
+    lat.sort_unstable();
+    let c = &counters;
+    let retries = c.connect_retries.load(Ordering::Relaxed)
+        + c.exchange_retries.load(Ordering::Relaxed)
+        + c.status_retries.load(Ordering::Relaxed);
+    println!(
+        "e2e RESULT: {JOBS} jobs ({} text, {} thumbnail), all done exactly once with correct results\n\
+         e2e RESULT: VIP gap after SIGKILL of the master: {} ms; lb1 back as master {} ms after its restart\n\
+         e2e RESULT: client retries: {retries} (connect {}, broken exchange {}, 5xx/429 {}); idempotent replays: {}\n\
+         e2e RESULT: job latency 202 -> done: p50 {} ms, p99 {} ms, max {} ms; jobs needing more than one attempt: {retried} (most attempts: {max_attempts})\n\
+         e2e RESULT: killed and restarted: lb1, {}; submission {:.1} s, all done at {:.1} s; total run time {:.1} s",
+        jobs.iter().filter(|j| j.kind == "text").count(),
+        jobs.iter().filter(|j| j.kind == "thumbnail").count(),
+        vip_gap.as_millis(),
+        preempt.as_millis(),
+        c.connect_retries.load(Ordering::Relaxed),
+        c.exchange_retries.load(Ordering::Relaxed),
+        c.status_retries.load(Ordering::Relaxed),
+        c.replays.load(Ordering::Relaxed),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().unwrap(),
+        killed.join(", "),
+        submit_time.as_secs_f64(),
+        drained.as_secs_f64(),
+        t_all.elapsed().as_secs_f64(),
+    );
+    // A SIGKILLed master is replaced within its master-down interval
+    // (3 x 100 ms + skew); a loaded 2-core runner gets a generous bound.
+    assert!(vip_gap < Duration::from_secs(3), "VIP gap {vip_gap:?}");
+    s.check_alive();
+    assert!(s.bed.has_addr("lb1", vip) && !s.bed.has_addr("lb2", vip));
+}
+
+// ------------------------------------------- the generators, checked
+
+#[test]
+fn sha256_matches_fips_vectors() {
+    use e2e_data::{hex, sha256};
+    assert_eq!(
+        hex(&sha256(b"")),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(
+        hex(&sha256(b"abc")),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    // Two blocks (FIPS 180-2 appendix B.2).
+    assert_eq!(
+        hex(&sha256(
+            b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+        )),
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+    );
+}
+
+#[test]
+fn base64_and_png_header() {
+    assert_eq!(e2e_data::base64(b""), "");
+    assert_eq!(e2e_data::base64(b"f"), "Zg==");
+    assert_eq!(e2e_data::base64(b"fo"), "Zm8=");
+    assert_eq!(e2e_data::base64(b"foobar"), "Zm9vYmFy");
+    let mut rng = Rng::new(1);
+    let p = e2e_data::png(&mut rng, 300, 7, false);
+    assert_eq!(e2e_data::png_size(&p), Some((300, 7)));
+    // The IHDR's CRC (PNG spec: over type and data).
+    let crc = u32::from_be_bytes(p[29..33].try_into().unwrap());
+    assert_eq!(crc, e2e_data::crc32(&p[12..29]));
+    assert_eq!(e2e_data::png_size(b"GIF89a..."), None);
+}
+
+#[test]
+fn thumbnail_rule() {
+    use e2e_data::thumbnail_ok;
+    let b = (256, 256);
+    assert!(thumbnail_ok((100, 50), b, (100, 50)));
+    assert!(!thumbnail_ok((100, 50), b, (256, 128)));
+    assert!(thumbnail_ok((512, 256), b, (256, 128)));
+    assert!(thumbnail_ok((480, 359), b, (256, 191)));
+    assert!(!thumbnail_ok((480, 359), b, (256, 193)));
+    assert!(thumbnail_ok((300, 400), b, (192, 256)));
+    assert!(!thumbnail_ok((300, 400), b, (256, 256)));
+    assert!(thumbnail_ok((5000, 3), b, (256, 1)));
+}
