@@ -444,6 +444,15 @@ struct Counters {
     replays: AtomicU64,
 }
 
+impl Counters {
+    /// Every retried submission.
+    fn total(&self) -> u64 {
+        self.connect_retries.load(Ordering::Relaxed)
+            + self.exchange_retries.load(Ordering::Relaxed)
+            + self.status_retries.load(Ordering::Relaxed)
+    }
+}
+
 /// What the submission of one job ended with.
 enum Submitted {
     Accepted { id: String },
@@ -533,6 +542,47 @@ fn first_connect(addr: SocketAddr, since: Instant, within: Duration) -> Duration
     }
 }
 
+/// Connects to the VIP every 5 ms in the background and keeps each
+/// attempt's start time and outcome, to time the outage a preemption causes.
+struct Prober {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Vec<(Instant, bool)>>,
+}
+
+impl Prober {
+    fn start(addr: SocketAddr) -> Prober {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !s2.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let ok = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+                seen.push((t, ok));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen
+        });
+        Prober { stop, handle }
+    }
+
+    /// The longest time between two successful connects, among attempts
+    /// started at or after `since`.
+    fn longest_outage(self, since: Instant) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        let seen = self.handle.join().unwrap();
+        let oks: Vec<Instant> = seen
+            .iter()
+            .filter(|(t, ok)| *ok && *t >= since)
+            .map(|(t, _)| *t)
+            .collect();
+        oks.windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(Duration::MAX)
+    }
+}
+
 fn sleep_until(t: Instant) {
     let now = Instant::now();
     if t > now {
@@ -619,6 +669,7 @@ fn failover_of_every_tier_loses_no_job() {
     );
     assert!(s.bed.has_addr("lb2", vip), "lb2 does not hold the VIP");
     sleep_until(t_kill + Duration::from_secs(4));
+    let prober = Prober::start(vip_api);
     let t_restart = Instant::now();
     s.start("lb1");
     // lb1 preempts only once its checks see an api backend up (tracking).
@@ -628,10 +679,15 @@ fn failover_of_every_tier_loses_no_job() {
         || s.bed.has_addr("lb1", vip) && !s.bed.has_addr("lb2", vip),
     );
     let preempt = t_restart.elapsed();
+    // Past the takeover by a second: its gratuitous ARPs have landed.
+    std::thread::sleep(Duration::from_secs(1));
+    let preempt_gap = prober.longest_outage(t_restart);
     println!(
-        "e2e: lb1 restarted, took the VIP back after {} ms",
-        preempt.as_millis()
+        "e2e: lb1 restarted, took the VIP back after {} ms; longest gap between connects meanwhile {} ms",
+        preempt.as_millis(),
+        preempt_gap.as_millis()
     );
+    let mut phases = vec![("lb1 kill + preempt", counters.total())];
 
     let mut killed = Vec::new();
     for (at, node, down, path, port) in [
@@ -656,6 +712,7 @@ fn failover_of_every_tier_loses_no_job() {
             || answers(a, path),
         );
         killed.push(node);
+        phases.push((node, counters.total()));
     }
 
     pacer.join().unwrap();
@@ -663,6 +720,7 @@ fn failover_of_every_tier_loses_no_job() {
         t.join().unwrap();
     }
     let submit_time = t_load.elapsed();
+    phases.push(("rest of the run", counters.total()));
     s.check_alive();
     let refused = std::mem::take(&mut *refused.lock().unwrap());
     assert!(
@@ -792,22 +850,29 @@ fn failover_of_every_tier_loses_no_job() {
     }
     lat.sort_unstable();
     let c = &counters;
-    let retries = c.connect_retries.load(Ordering::Relaxed)
-        + c.exchange_retries.load(Ordering::Relaxed)
-        + c.status_retries.load(Ordering::Relaxed);
+    let retries = c.total();
+    // Retries by phase: each entry counts those since the previous one.
+    let mut by_phase = Vec::new();
+    let mut before = 0;
+    for (name, total) in &phases {
+        by_phase.push(format!("{name} {}", total - before));
+        before = *total;
+    }
     println!(
         "e2e RESULT: {JOBS} jobs ({} text, {} thumbnail), all done exactly once with correct results\n\
-         e2e RESULT: VIP gap after SIGKILL of the master: {} ms; lb1 back as master {} ms after its restart\n\
-         e2e RESULT: client retries: {retries} (connect {}, broken exchange {}, 5xx/429 {}); idempotent replays: {}\n\
+         e2e RESULT: VIP gap after SIGKILL of the master: {} ms; lb1 back as master {} ms after its restart (longest gap between connects then: {} ms)\n\
+         e2e RESULT: client retries: {retries} (connect {}, broken exchange {}, 5xx/429 {}; by phase: {}); idempotent replays: {}\n\
          e2e RESULT: job latency 202 -> done: p50 {} ms, p99 {} ms, max {} ms; jobs needing more than one attempt: {retried} (most attempts: {max_attempts})\n\
          e2e RESULT: killed and restarted: lb1, {}; submission {:.1} s, all done at {:.1} s; total run time {:.1} s",
         jobs.iter().filter(|j| j.kind == "text").count(),
         jobs.iter().filter(|j| j.kind == "thumbnail").count(),
         vip_gap.as_millis(),
         preempt.as_millis(),
+        preempt_gap.as_millis(),
         c.connect_retries.load(Ordering::Relaxed),
         c.exchange_retries.load(Ordering::Relaxed),
         c.status_retries.load(Ordering::Relaxed),
+        by_phase.join(", "),
         c.replays.load(Ordering::Relaxed),
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
@@ -820,6 +885,11 @@ fn failover_of_every_tier_loses_no_job() {
     // A SIGKILLed master is replaced within its master-down interval
     // (3 x 100 ms + skew); a loaded 2-core runner gets a generous bound.
     assert!(vip_gap < Duration::from_secs(3), "VIP gap {vip_gap:?}");
+    // The preemption hands over between two adverts: no VRRP wait at all.
+    assert!(
+        preempt_gap < Duration::from_secs(3),
+        "gap at preemption {preempt_gap:?}"
+    );
     s.check_alive();
     assert!(s.bed.has_addr("lb1", vip) && !s.bed.has_addr("lb2", vip));
 }
