@@ -53,7 +53,7 @@ const METRICS_PORT: u16 = 9310;
 /// One submission may keep retrying this long before it counts as refused.
 const SUBMIT_PATIENCE: Duration = Duration::from_secs(60);
 /// After the last submission, every job must be done within this.
-const DRAIN_WITHIN: Duration = Duration::from_secs(180);
+const DRAIN_WITHIN: Duration = Duration::from_secs(120);
 
 /// (name, octet) of every host.
 const HOSTS: [(&str, u8); 9] = [
@@ -249,6 +249,7 @@ fn build() -> (Stack, String) {
         .prefix("tandem-e2e-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
+    bed.remove_on_crash(dir.path());
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
     let mut s = Stack {

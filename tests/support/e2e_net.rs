@@ -15,8 +15,10 @@
 //! port.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 
 fn run(args: &[&str]) -> Output {
     Command::new(args[0])
@@ -45,7 +47,9 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{msg}; CI=true, so this is a failure, not a skip");
     }
-    eprintln!("SKIPPED: {msg}");
+    // Straight to the stderr handle: libtest captures eprintln! of a passing
+    // test, and a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
     false
 }
 
@@ -64,6 +68,14 @@ pub struct Bed {
     pub hosts: Vec<Host>,
     /// The root namespace's end of the client veth, once attached.
     root_if: Option<String>,
+    /// A shell in its own session that waits for EOF on its stdin (held
+    /// here), then kills every process in this bed's namespaces, deletes
+    /// them and the root veth, and removes the paths it was given. Drop
+    /// cleans up itself; the janitor covers the exits where no destructor
+    /// runs: the test process SIGKILLed, or SIGTERMed by a runner's timeout
+    /// (nextest's terminate-after), which signals the test's process group
+    /// (the janitor is not in it).
+    janitor: Option<(Child, ChildStdin)>,
 }
 
 impl Bed {
@@ -84,12 +96,28 @@ impl Bed {
         let switch_ns = format!("{tag}-sw");
         let _ = run(&["ip", "netns", "del", &switch_ns]);
         must(&["ip", "netns", "add", &switch_ns]);
+        let script = format!(
+            "paths=''; while read -r p; do paths=\"$paths $p\"; done; \
+             for ns in $(ip netns list | awk '{{print $1}}' | grep '^{tag}-'); do \
+               ip netns pids \"$ns\" | xargs -r kill -9; ip netns del \"$ns\"; done; \
+             ip link del {tag}0a 2>/dev/null; \
+             [ -n \"$paths\" ] && rm -rf $paths; exit 0"
+        );
+        let janitor = Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+            .and_then(|mut c| c.stdin.take().map(|i| (c, i)));
         let bed = Bed {
             tag,
             switch_ns,
             net: [198, 19, third],
             hosts: Vec::new(),
             root_if: None,
+            janitor,
         };
         bed.sw(&["ip", "link", "add", "br0", "type", "bridge"]);
         // No STP, no forwarding delay: a port forwards as soon as it is up.
@@ -170,6 +198,14 @@ impl Bed {
         ip
     }
 
+    /// Has the janitor remove `path` (recursively) if this process dies
+    /// without dropping the bed. No spaces in `path`.
+    pub fn remove_on_crash(&mut self, path: &Path) {
+        if let Some((_, stdin)) = self.janitor.as_mut() {
+            let _ = writeln!(stdin, "{}", path.display());
+        }
+    }
+
     pub fn get(&self, name: &str) -> &Host {
         self.hosts
             .iter()
@@ -214,5 +250,11 @@ impl Drop for Bed {
             let _ = run(&["ip", "netns", "del", &h.ns]);
         }
         let _ = run(&["ip", "netns", "del", &self.switch_ns]);
+        // EOF: the janitor finds nothing left but the paths, removes them
+        // (their owners ignore a missing directory) and exits.
+        if let Some((mut child, stdin)) = self.janitor.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
     }
 }
