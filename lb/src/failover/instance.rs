@@ -25,6 +25,7 @@ use tandem_healthcheck::checker::HealthView;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::announce::Announce;
 use super::notify::{Job, Queue};
 use super::track::{TrackState, Verdict, verdict};
 use super::{FailoverError, names};
@@ -70,6 +71,8 @@ pub struct Instance {
     faulted: bool,
     priority: u8,
     tracks_down: Vec<String>,
+    /// The start-up announcement (see [`super::announce`]).
+    announce: Announce,
 }
 
 fn v2_auth(pass: &Option<String>) -> V2Auth {
@@ -197,6 +200,7 @@ impl Instance {
             advert,
             faulted: false,
             tracks_down: Vec::new(),
+            announce: Announce::idle(),
         })
     }
 
@@ -257,6 +261,7 @@ impl Instance {
         }
         let a = self.machine.handle(Event::Startup, Instant::now());
         self.exec(a, &ctx).await;
+        self.arm_announce();
         let mut ready_sent = *ctx.ready.borrow();
         let mut health_open = true;
 
@@ -269,6 +274,13 @@ impl Instance {
                     None => std::future::pending().await,
                 }
             };
+            let announce_at = self.announce.deadline();
+            let announce = async move {
+                match announce_at {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = ctx.stop.cancelled() => break,
@@ -276,6 +288,7 @@ impl Instance {
                     let a = self.machine.handle(Event::Timer, Instant::now());
                     self.exec(a, &ctx).await;
                 }
+                _ = announce => self.on_announce(&ctx).await,
                 r = self.sock.recv(&mut buf) => match r {
                     Ok(n) => {
                         let pkt = buf[..n].to_vec();
@@ -384,6 +397,7 @@ impl Instance {
             self.faulted = false;
             let a = self.machine.handle(Event::LinkUp, Instant::now());
             self.exec(a, ctx).await;
+            self.arm_announce();
         }
         self.publish(ctx);
     }
@@ -430,6 +444,10 @@ impl Instance {
         }
         metrics::counter!(names::ADVERTS_RECEIVED, "vrrp_instance" => self.cfg.name.clone())
             .increment(1);
+        if rx.src != self.primary {
+            self.announce
+                .heard(rx.src, a.priority.get(), self.machine.priority().get());
+        }
         let ev = Event::AdvertReceived {
             src: rx.src,
             priority: a.priority,
@@ -543,7 +561,36 @@ impl Instance {
                 Action::Discarded(d) => self.reject(d.as_str()),
             }
         }
+        if self.machine.state() != State::Backup {
+            self.announce.cancel();
+        }
         self.publish(ctx);
+    }
+
+    /// Entering Backup at start-up or on leaving Fault arms the
+    /// announcement; any other state has nothing to announce.
+    fn arm_announce(&mut self) {
+        self.announce = if self.machine.state() == State::Backup {
+            Announce::after_start(Instant::now(), self.cfg.advert_interval)
+        } else {
+            Announce::idle()
+        };
+    }
+
+    /// The announcement is due: sent only by a ready Backup. Not gated on
+    /// the machine knowing no master: a nopreempt Backup accepts a lower
+    /// starter's announcement as a master (RFC 5798 §6.4.2), and must still
+    /// announce itself so that starter defers to it; a running master has
+    /// cancelled the announcement by advertising twice.
+    async fn on_announce(&mut self, ctx: &Ctx) {
+        if !self.announce.fire(Instant::now()) {
+            return;
+        }
+        if self.machine.state() == State::Backup && *ctx.ready.borrow() {
+            tracing::debug!(instance = %self.cfg.name, priority = self.machine.priority().get(),
+                "no master heard since start: announcing our priority");
+            self.send_advert(self.machine.priority()).await;
+        }
     }
 
     fn on_transition(&self, state: State, ctx: &Ctx) {

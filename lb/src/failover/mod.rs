@@ -4,6 +4,8 @@
 //! - [`instance`]: the per-instance task (socket, timers, link, tracking,
 //!   actions).
 //! - [`track`]: tracked targets to effective priority / fault (pure).
+//! - [`announce`]: the one advert a starting Backup sends so that peers
+//!   starting with it defer to the highest priority (pure).
 //! - [`notify`]: the ordered, one-at-a-time notify queue.
 //!
 //! Life cycle, as `run` drives it:
@@ -41,6 +43,7 @@
 //! `advert_interval = "1s"` (works with v2 and v3). VRRPv2 cannot go below
 //! 1 s (its field is whole seconds).
 
+pub mod announce;
 mod instance;
 pub mod notify;
 pub mod track;

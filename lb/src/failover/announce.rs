@@ -1,0 +1,147 @@
+//! The start-up announcement: one advert a starting Backup sends when it has
+//! heard no master, so that peers starting at about the same time defer to
+//! the highest priority (issue 4 item 7: no two-master window at start-up).
+//!
+//! Why: RFC 5798 §6.4.1 orders simultaneous starters only by Skew_Time, the
+//! difference of which is tiny (20 ms between priorities 150 and 100 at
+//! 100 ms adverts; 0.4 ms per priority point). Two processes released
+//! together reach their VRRP start tens of milliseconds apart on a loaded
+//! machine (measured: up to 50 ms on 2 busy cores), so the lower priority
+//! often claims first and is preempted a moment later: two VIP holders.
+//! Backups are silent, so neither knows the other is there.
+//!
+//! The rule: a node that entered Backup at start-up (or on leaving Fault)
+//! sends one advert with its priority after 2.5 advert intervals, unless it
+//! has heard by then
+//! - any advert with a priority >= its own (a master or a higher starter it
+//!   will defer to anyway), or a priority-0 advert (a master resigning);
+//! - two adverts from the same lower-priority source: that is a running
+//!   master sending every interval, not a starter. Announcing to it would
+//!   make it step down (it hears a higher priority) before we claim, a gap
+//!   with no master; we preempt it at our Master_Down_Interval as usual.
+//!
+//! A lower-priority starter that hears the announcement treats it as a
+//! master's advert (RFC 5798 §6.4.2: priority >= its own re-arms its
+//! Master_Down_Timer), so it waits a full interval longer, by which time we
+//! have claimed: 2.5 intervals is less than our Master_Down_Interval (3
+//! intervals + skew). A higher starter discards it (lower priority, preempt).
+//! The start-skew tolerated is about half an advert interval plus the skew
+//! difference, against the skew difference alone without it. Equal
+//! priorities stay a race, as in the RFC. The announcement is ordinary VRRP,
+//! so keepalived peers read it the same way.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+/// Whether and when to announce.
+#[derive(Debug, Clone, Default)]
+pub struct Announce {
+    at: Option<Instant>,
+    /// Lower-priority sources heard once so far.
+    lower_once: Vec<Ipv4Addr>,
+}
+
+impl Announce {
+    /// Nothing to announce.
+    pub fn idle() -> Announce {
+        Announce::default()
+    }
+
+    /// Armed at entering Backup at `now` with our advert `interval`.
+    pub fn after_start(now: Instant, interval: Duration) -> Announce {
+        Announce {
+            at: Some(now + interval * 5 / 2),
+            lower_once: Vec::new(),
+        }
+    }
+
+    /// When [`Announce::fire`] should be called.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.at
+    }
+
+    pub fn cancel(&mut self) {
+        self.at = None;
+        self.lower_once.clear();
+    }
+
+    /// Another router's valid advert for our VRID (`theirs` 0 = resigning).
+    pub fn heard(&mut self, src: Ipv4Addr, theirs: u8, ours: u8) {
+        if self.at.is_none() {
+            return;
+        }
+        if theirs == 0 || theirs >= ours || self.lower_once.contains(&src) {
+            self.cancel();
+        } else {
+            self.lower_once.push(src);
+        }
+    }
+
+    /// True once, when the deadline has passed and nothing cancelled it.
+    pub fn fire(&mut self, now: Instant) -> bool {
+        if self.at.is_some_and(|t| now >= t) {
+            self.cancel();
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 10);
+    const B: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 12);
+    const I: Duration = Duration::from_millis(100);
+
+    #[test]
+    fn fires_once_after_two_and_a_half_intervals() {
+        let t0 = Instant::now();
+        let mut a = Announce::after_start(t0, I);
+        assert_eq!(a.deadline(), Some(t0 + Duration::from_millis(250)));
+        assert!(!a.fire(t0 + Duration::from_millis(249)));
+        assert!(a.fire(t0 + Duration::from_millis(250)));
+        assert!(!a.fire(t0 + Duration::from_millis(500)));
+        assert_eq!(a.deadline(), None);
+    }
+
+    #[test]
+    fn before_our_master_down_interval() {
+        // 2.5 intervals < 3 intervals + any skew: the announcement always
+        // precedes our own claim.
+        let t0 = Instant::now();
+        let a = Announce::after_start(t0, I);
+        assert!(a.deadline().unwrap() < t0 + 3 * I);
+    }
+
+    #[test]
+    fn higher_equal_or_resigning_advert_cancels() {
+        let t0 = Instant::now();
+        for theirs in [0, 150, 200] {
+            let mut a = Announce::after_start(t0, I);
+            a.heard(A, theirs, 150);
+            assert_eq!(a.deadline(), None, "theirs {theirs}");
+            assert!(!a.fire(t0 + 3 * I));
+        }
+    }
+
+    #[test]
+    fn one_lower_advert_is_a_starter_two_are_a_running_master() {
+        let t0 = Instant::now();
+        let mut a = Announce::after_start(t0, I);
+        a.heard(A, 100, 150);
+        a.heard(B, 100, 150);
+        assert!(a.deadline().is_some(), "two starters heard once each");
+        a.heard(A, 100, 150);
+        assert_eq!(a.deadline(), None, "A advertises periodically: a master");
+    }
+
+    #[test]
+    fn idle_never_fires() {
+        let mut a = Announce::idle();
+        a.heard(A, 100, 150);
+        assert!(!a.fire(Instant::now() + Duration::from_secs(10)));
+    }
+}
