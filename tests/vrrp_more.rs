@@ -360,10 +360,7 @@ impl VipWatch {
             std::thread::sleep(Duration::from_millis(5));
             t.exec(host, &["ip", "addr", "del", "127.0.0.99/32", "dev", "lo"]);
         }
-        VipWatch {
-            child,
-            events,
-        }
+        VipWatch { child, events }
     }
 
     fn events(&self) -> Vec<(u64, bool)> {
@@ -1013,8 +1010,8 @@ fn tracked_interface_weight_zero_is_fault() {
 }
 
 /// Issue 4 item 7: no two-master window at start-up. Both nodes are
-/// released at the same moment (a file gate, 1 ms polls), 20 times, with
-/// 100 ms adverts; every VIP add and delete on both is recorded. Once a
+/// released at the same moment (file gates, 1 ms polls), 20 times, with
+/// 100 ms adverts (one start in four with lb1 50 ms late); every VIP add and delete on both is recorded. Once a
 /// first master holds the VIP, the other must never hold it too
 /// (keepalived 2.2.7 did in 5 of 25 starts).
 #[test]
@@ -1033,11 +1030,13 @@ fn no_two_masters_at_simultaneous_start() {
     let mut bad = Vec::new();
     let mut firsts = Vec::new();
     let mut lb2_held = 0;
+    let mut skews = Vec::new();
     for i in 0..STARTS {
         let w1 = VipWatch::start(&t, "lb1", v);
         let w2 = VipWatch::start(&t, "lb2", v);
         let gate = gates.path().join(format!("go{i}"));
-        lb1.spawn_gated(&t, &gate);
+        let gate1 = gates.path().join(format!("go{i}-lb1"));
+        lb1.spawn_gated(&t, &gate1);
         lb2.spawn_gated(&t, &gate);
         // libtest prints "test helper_process ..." just before the gate
         // starts polling: wait until both are there.
@@ -1047,7 +1046,17 @@ fn no_two_masters_at_simultaneous_start() {
                 .all(|n| n.log().matches("test helper_process").count() > i)
         });
         let t0 = now_us();
-        std::fs::write(&gate, b"").unwrap();
+        // Every fourth start, lb1 (the higher priority) is released 50 ms
+        // late: more than the 20 ms skew difference that is all the RFC
+        // orders them by, as a loaded machine does on its own now and then.
+        if i % 4 == 3 {
+            std::fs::write(&gate, b"").unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::write(&gate1, b"").unwrap();
+        } else {
+            std::fs::write(&gate, b"").unwrap();
+            std::fs::write(&gate1, b"").unwrap();
+        }
         wait_until(Duration::from_secs(5), "a first master", || {
             !w1.events().is_empty() || !w2.events().is_empty()
         });
@@ -1069,6 +1078,9 @@ fn no_two_masters_at_simultaneous_start() {
         if w2.events().iter().any(|e| e.1) {
             lb2_held += 1;
         }
+        if let (Some(a), Some(b)) = (instance_start_us(&lb1.log()), instance_start_us(&lb2.log())) {
+            skews.push(a.abs_diff(b) / 1000);
+        }
         assert!(
             t.has_addr("lb1", v) && !t.has_addr("lb2", v),
             "start {i}: lb1 (150) is not the only master"
@@ -1082,6 +1094,13 @@ fn no_two_masters_at_simultaneous_start() {
         assert!(!t.has_addr("lb1", v) && !t.has_addr("lb2", v));
     }
     firsts.sort_unstable();
+    skews.sort_unstable();
+    // The RFC alone orders these two starters by their skew difference,
+    // 20 ms: starts further apart than that are the ones it gets wrong.
+    println!(
+        "simultaneous starts: VRRP start skew between the nodes (ms, sorted) {skews:?}; {} over 20 ms",
+        skews.iter().filter(|s| **s > 20).count()
+    );
     println!(
         "simultaneous starts: {} of {STARTS} with two VIP holders at once; lb2 ever held the VIP in {lb2_held}; \
          first master after {:?} ms (min/median/max of {:?})",
@@ -1090,4 +1109,109 @@ fn no_two_masters_at_simultaneous_start() {
         firsts,
     );
     assert!(bad.is_empty(), "two masters at start-up: {bad:?}");
+}
+
+/// Issue 4 item 7: an address owner (priority 255) claims the VIP only
+/// once its health checks have a first result (bounded by 5 s), not at
+/// start-up: its backend's health endpoint takes 1 s to answer, and the VIP
+/// must appear after that answer. (A crashed node removing the VIPs it left
+/// behind is covered by tests/vrrp.rs, `nopreempt_restarted_node_stays_backup`.)
+#[test]
+fn owner_claims_vip_only_after_first_health_result() {
+    if !require_root("owner_claims_vip_only_after_first_health_result") {
+        return;
+    }
+    let t = bed();
+    let be = t.get("be").ip;
+    let slow = Helper::ready(&t, "be", &format!("slowhttp {BACKEND_PORT} 1000"));
+    let mut s1 = Spec::new(255, be);
+    s1.health = "kind = \"http\"\npath = \"/health\"\ninterval = \"2s\"\ntimeout = \"3s\"\n\
+                 rise = 1\nfall = 1"
+        .into();
+    let w1 = VipWatch::start(&t, "lb1", vip(&t));
+    let t_start = now_us();
+    let _lb1 = Node::start(&t, "lb1", &s1);
+    let mut added = 0;
+    wait_until(Duration::from_secs(8), "lb1 adds the VIP", || {
+        added = w1.events().iter().find(|e| e.1).map_or(0, |e| e.0);
+        added != 0
+    });
+    let answered: u64 = slow
+        .lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l.strip_prefix("answered ")?.parse().ok())
+        .min()
+        .expect("the health endpoint answered");
+    let ms = |us: u64| us as f64 / 1000.0;
+    println!(
+        "owner readiness: first health answer {:.0} ms after start, VIP added {:.0} ms after start \
+         ({:.1} ms after the answer)",
+        ms(answered - t_start),
+        ms(added - t_start),
+        ms(added.saturating_sub(answered)),
+    );
+    assert!(
+        added > answered,
+        "VIP added {:.0} ms before the first health result",
+        ms(answered - added)
+    );
+    assert!(
+        added - t_start < 5_000_000 + 1_000_000,
+        "VIP later than the 5 s settle bound"
+    );
+}
+
+/// Issue 4 item 6: 1 s adverts with VRRPv3 work: SIGKILL of the master
+/// moves the VIP within 3 x 1 s + skew + 200 ms.
+#[test]
+fn one_second_adverts_v3_sigkill_failover() {
+    if !require_root("one_second_adverts_v3_sigkill_failover") {
+        return;
+    }
+    let t = bed();
+    let be = t.get("be").ip;
+    let _b = Helper::backend(&t, "be", "b");
+    let advert = Duration::from_secs(1);
+    let mut s1 = Spec::new(150, be);
+    s1.advert = "1s";
+    let mut s2 = Spec::new(100, be);
+    s2.advert = "1s";
+    let mut lb1 = Node::start(&t, "lb1", &s1);
+    let _lb2 = Node::start(&t, "lb2", &s2);
+    wait_master(&t, "lb1", &["lb1", "lb2"], Duration::from_secs(10));
+    let cl = Helper::spawn(&t, "cl", &format!("probe {}:{LB_PORT}", vip(&t)));
+    cl.outage_after(now_us(), Duration::from_secs(5));
+
+    let t_kill = now_us();
+    lb1.signal(Signal::SIGKILL);
+    let bound = 3 * advert + skew(advert, 100) + Duration::from_millis(200);
+    let gap = cl.outage_after(t_kill, Duration::from_secs(8));
+    println!("1 s adverts (v3), SIGKILL of master: client outage {gap:.0} ms (bound {bound:?})");
+    assert!(
+        gap <= bound.as_secs_f64() * 1000.0,
+        "outage {gap:.0} ms > {bound:?}"
+    );
+    // Not before the master could be declared dead either: at least two
+    // intervals without adverts went by (the bound is not met by luck).
+    assert!(gap >= 2_000.0, "outage {gap:.0} ms: takeover too early");
+    assert!(t.has_addr("lb2", vip(&t)));
+    lb1.reap(Duration::from_secs(2));
+}
+
+/// Time of day (µs) of the last "vrrp instance starting" in a node's log.
+fn instance_start_us(log: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("vrrp instance starting"))?;
+    // "<ansi>2026-11-25T15:10:31.275255Z<ansi> INFO ...": HH:MM:SS.ffffff.
+    let t = line.find('T')?;
+    let hms = line.get(t + 1..t + 16)?;
+    let (h, rest) = hms.split_once(':')?;
+    let (m, sec) = rest.split_once(':')?;
+    let (s, us) = sec.split_once('.')?;
+    let n = |x: &str| x.parse::<u64>().ok();
+    Some(((n(h)? * 60 + n(m)?) * 60 + n(s)?) * 1_000_000 + n(us)?)
 }
