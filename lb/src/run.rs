@@ -104,6 +104,8 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
         drain_file: Some(drain_file(&admin_path)),
         ..Options::default()
     };
+    // Before anything binds or probes: a VIP left by a crashed run goes.
+    crate::failover::remove_stale_vips(&config.vrrp).await;
     let bal = Balancer::start(config, opts).await?;
     let failover = if vrrp.is_empty() {
         None

@@ -380,6 +380,14 @@ impl Instance {
         if v.fault && !self.faulted {
             tracing::info!(instance = %name, down = ?self.tracks_down, "fault: releasing the VIPs");
             self.faulted = true;
+            // A master that faults through tracking (weight 0) while its VRRP
+            // link still works resigns as on shutdown (RFC 5798 §6.4.3,
+            // priority 0): the backup takes over after its skew time instead
+            // of the whole Master_Down_Interval. Over a dead link an advert
+            // could not arrive, so none is sent.
+            if self.machine.state() == State::Master && *self.link.borrow() {
+                self.send_advert(Priority(0)).await;
+            }
             let a = self.machine.handle(Event::LinkDown, Instant::now());
             self.exec(a, ctx).await;
         }

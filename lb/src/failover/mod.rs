@@ -353,3 +353,41 @@ async fn wait(r: Running) {
         task.abort();
     }
 }
+
+/// Removes every configured VIP still on its interface (issue 4 item 7: a
+/// node restarted after a crash must not answer for a VIP before VRRP says
+/// it may). Run first thing at start, before listeners and health checks;
+/// each instance checks again when it opens. Errors are logged, not fatal:
+/// the instance's own start reports a missing interface clearly.
+pub async fn remove_stale_vips(configs: &[VrrpConfig]) {
+    if configs.is_empty() {
+        return;
+    }
+    let nl = match crate::net::netlink::Netlink::connect() {
+        Ok(nl) => nl,
+        Err(e) => {
+            tracing::warn!(error = %e, "netlink: cannot check for VIPs left by a previous run");
+            return;
+        }
+    };
+    for cfg in configs {
+        let Ok(link) = nl.link(&cfg.interface).await else {
+            continue;
+        };
+        let Ok(addrs) = nl.ipv4_addrs(link.index).await else {
+            continue;
+        };
+        for (ip, prefix) in &cfg.virtual_ips {
+            if addrs.iter().any(|(a, _)| a == ip) {
+                match nl.del_addr(link.index, *ip, *prefix).await {
+                    Ok(()) => {
+                        tracing::warn!(instance = %cfg.name, interface = %cfg.interface, vip = %ip,
+                        "removed a VIP left on the interface by a previous run")
+                    }
+                    Err(e) => tracing::error!(instance = %cfg.name, vip = %ip, error = %e,
+                        "cannot remove a VIP left by a previous run"),
+                }
+            }
+        }
+    }
+}
