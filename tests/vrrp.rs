@@ -9,382 +9,30 @@
 //! the VIP every 10 ms and reports each attempt with wall-clock times; an
 //! outage is the time from the event (kill, cut) to the end of the first
 //! successful attempt started after it.
+//!
+//! The test bed (nodes, helpers, [`bed`]) is shared with tests/vrrp_more.rs
+//! in tests/support/vrrp_bed.rs.
 
 mod support;
+#[path = "support/vrrp_bed.rs"]
+mod vrrp_bed;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use support::netns::{Topology, require_root};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tandem");
-const ADVERT: Duration = Duration::from_millis(100);
-const VIP_OCTET: u8 = 100;
-const LB_PORT: u16 = 8080;
-const BACKEND_PORT: u16 = 9000;
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
-
-fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-// ---------------------------------------------------------------- helpers
+use vrrp_bed::{
+    ADVERT, Helper, LB_PORT, Node, Spec, bed, notify_script, now_us, skew, vip, wait_master,
+    wait_until,
+};
 
 /// Not a test: the body of helper processes (backends, probing client).
 #[test]
 #[ignore = "helper process for the scenarios below; does nothing on its own"]
 fn helper_process() {
-    let Ok(spec) = std::env::var("TANDEM_VRRP_HELPER") else {
-        return;
-    };
-    let parts: Vec<&str> = spec.split(' ').collect();
-    match parts[..] {
-        ["serve", port, tag] => serve(port.parse().unwrap(), tag),
-        ["probe", addr] => probe(addr.parse().unwrap()),
-        _ => panic!("bad TANDEM_VRRP_HELPER {spec:?}"),
-    }
-}
-
-/// Answers every connection with `tag\n` and closes it.
-fn serve(port: u16, tag: &str) {
-    let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
-    println!("@ready");
-    for s in l.incoming().flatten() {
-        let tag = tag.to_string();
-        std::thread::spawn(move || {
-            let mut s = s;
-            let _ = s.write_all(format!("{tag}\n").as_bytes());
-        });
-    }
-}
-
-/// Every 10 ms, in its own thread: connect to `addr`, read the tag, and
-/// print `@ START_US END_US ok TAG` or `@ START_US END_US fail`.
-fn probe(addr: SocketAddr) {
-    let out = Arc::new(Mutex::new(std::io::stdout()));
-    loop {
-        let out = out.clone();
-        std::thread::spawn(move || {
-            let start = now_us();
-            let r = (|| -> std::io::Result<String> {
-                let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(150))?;
-                s.set_read_timeout(Some(Duration::from_millis(300)))?;
-                let mut buf = String::new();
-                s.read_to_string(&mut buf)?;
-                if buf.is_empty() {
-                    return Err(std::io::Error::other("empty"));
-                }
-                Ok(buf.trim().to_string())
-            })();
-            let end = now_us();
-            let line = match r {
-                Ok(tag) => format!("@ {start} {end} ok {tag}\n"),
-                Err(_) => format!("@ {start} {end} fail\n"),
-            };
-            let mut o = out.lock().unwrap();
-            let _ = o.write_all(line.as_bytes());
-            let _ = o.flush();
-        });
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A helper process inside a namespace; killed on drop.
-struct Helper {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Helper {
-    fn spawn(topo: &Topology, host: &str, spec: &str) -> Helper {
-        let exe = std::env::current_exe().unwrap();
-        let mut child = topo
-            .cmd(host, exe.to_str().unwrap())
-            .args([
-                "helper_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("TANDEM_VRRP_HELPER", spec)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().unwrap();
-        let l2 = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                // libtest may print "test helper_process ... " first.
-                if let Some(i) = line.find('@') {
-                    l2.lock().unwrap().push(line[i + 1..].trim().to_string());
-                }
-            }
-        });
-        Helper { child, lines }
-    }
-
-    fn backend(topo: &Topology, host: &str, tag: &str) -> Helper {
-        let h = Helper::spawn(topo, host, &format!("serve {BACKEND_PORT} {tag}"));
-        wait_until(Duration::from_secs(10), "backend ready", || {
-            h.lines.lock().unwrap().iter().any(|l| l == "ready")
-        });
-        h
-    }
-
-    /// (start_us, end_us, Some(tag) on success) of every attempt so far.
-    fn attempts(&self) -> Vec<(u64, u64, Option<String>)> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                match f[..] {
-                    [s, e, "ok", tag] => Some((s.parse().ok()?, e.parse().ok()?, Some(tag.into()))),
-                    [s, e, "fail"] => Some((s.parse().ok()?, e.parse().ok()?, None)),
-                    _ => None,
-                }
-            })
-            .collect()
-    }
-
-    /// End of the first successful attempt started at or after `t_us`.
-    fn first_ok_after(&self, t_us: u64) -> Option<(u64, String)> {
-        self.attempts()
-            .into_iter()
-            .filter(|(s, _, ok)| *s >= t_us && ok.is_some())
-            .min_by_key(|(_, e, _)| *e)
-            .map(|(_, e, tag)| (e, tag.unwrap()))
-    }
-
-    /// Waits for a success after `t_us`; returns the outage in ms and the tag.
-    fn outage_after(&self, t_us: u64, within: Duration) -> (f64, String) {
-        let mut got = None;
-        wait_until(within, "a successful connect to the VIP", || {
-            got = self.first_ok_after(t_us);
-            got.is_some()
-        });
-        let (end, tag) = got.unwrap();
-        ((end - t_us) as f64 / 1000.0, tag)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-// ---------------------------------------------------------------- nodes
-
-struct VrrpOpts {
-    priority: u8,
-    preempt: bool,
-    version: u8,
-    advert: &'static str,
-    /// Extra lines in the `[[vrrp]]` table.
-    extra: String,
-}
-
-impl VrrpOpts {
-    fn new(priority: u8) -> VrrpOpts {
-        VrrpOpts {
-            priority,
-            preempt: true,
-            version: 3,
-            advert: "100ms",
-            extra: String::new(),
-        }
-    }
-}
-
-/// A `tandem lb run` inside a namespace; SIGKILLed on drop if still running.
-struct Node {
-    host: String,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Node {
-    fn config_text(
-        topo: &Topology,
-        dir: &std::path::Path,
-        host: &str,
-        backend: Ipv4Addr,
-        o: &VrrpOpts,
-    ) -> String {
-        format!(
-            r#"[node]
-name = "{host}"
-workers = 1
-shutdown_grace = "1s"
-[admin]
-socket = "{sock}"
-[[service]]
-name = "web"
-listen = "0.0.0.0:{LB_PORT}"
-[service.health]
-kind = "tcp"
-interval = "100ms"
-fastinter = "100ms"
-downinter = "100ms"
-timeout = "100ms"
-rise = 1
-fall = 1
-[[service.backend]]
-name = "b"
-address = "{backend}:{BACKEND_PORT}"
-[[vrrp]]
-name = "vip"
-interface = "eth0"
-virtual_router_id = 51
-priority = {prio}
-version = {version}
-advert_interval = "{advert}"
-preempt = {preempt}
-virtual_ips = ["{vip}/24"]
-{extra}
-"#,
-            sock = dir.join("lb.sock").display(),
-            prio = o.priority,
-            version = o.version,
-            advert = o.advert,
-            preempt = o.preempt,
-            vip = topo.addr(VIP_OCTET),
-            extra = o.extra,
-        )
-    }
-
-    fn start(topo: &Topology, host: &str, backend: Ipv4Addr, o: &VrrpOpts) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("lb.toml");
-        std::fs::write(
-            &config,
-            Node::config_text(topo, dir.path(), host, backend, o),
-        )
-        .unwrap();
-        let mut n = Node {
-            host: host.into(),
-            child: None,
-            dir,
-            config,
-        };
-        n.restart(topo);
-        n
-    }
-
-    fn restart(&mut self, topo: &Topology) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("lb.log"))
-            .unwrap();
-        let child = topo
-            .cmd(&self.host, BIN)
-            .args(["lb", "run", "-c"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn signal(&mut self, sig: Signal) {
-        let c = self.child.as_mut().expect("node running");
-        kill(Pid::from_raw(c.id() as i32), sig).unwrap();
-    }
-
-    /// Waits for the process to exit (after a signal).
-    fn reap(&mut self, within: Duration) {
-        let mut c = self.child.take().expect("node running");
-        let deadline = Instant::now() + within;
-        loop {
-            if c.try_wait().unwrap().is_some() {
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("{} did not exit within {within:?}", self.host);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("lb.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("---- {} log ----\n{}", self.host, self.log());
-        }
-    }
-}
-
-/// lb1 (.11), lb2 (.12), backend (.30), client (.50).
-fn bed() -> Topology {
-    let mut t = Topology::new();
-    t.host("lb1", 11);
-    t.host("lb2", 12);
-    t.host("be", 30);
-    t.host("cl", 50);
-    t
-}
-
-fn vip(t: &Topology) -> Ipv4Addr {
-    t.addr(VIP_OCTET)
-}
-
-/// Waits until exactly `host` holds the VIP among `hosts`.
-fn wait_master(t: &Topology, host: &str, hosts: &[&str], within: Duration) {
-    let v = vip(t);
-    wait_until(within, &format!("{host} the only VIP holder"), || {
-        hosts.iter().all(|h| t.has_addr(h, v) == (*h == host))
-    });
-}
-
-/// Skew of a backup at `priority` with 100 ms adverts (RFC 5798 §6.1).
-fn skew(priority: u8) -> Duration {
-    ADVERT * (256 - u32::from(priority)) / 256
+    vrrp_bed::helper_main();
 }
 
 // ---------------------------------------------------------------- tests
@@ -397,8 +45,8 @@ fn sigkill_of_master_moves_vip_within_master_down_interval() {
     let t = bed();
     let be = t.get("be").ip;
     let _b = Helper::backend(&t, "be", "b");
-    let mut lb1 = Node::start(&t, "lb1", be, &VrrpOpts::new(150));
-    let _lb2 = Node::start(&t, "lb2", be, &VrrpOpts::new(100));
+    let mut lb1 = Node::start(&t, "lb1", &Spec::new(150, be));
+    let _lb2 = Node::start(&t, "lb2", &Spec::new(100, be));
     wait_master(&t, "lb1", &["lb1", "lb2"], Duration::from_secs(10));
     let cl = Helper::spawn(&t, "cl", &format!("probe {}:{LB_PORT}", vip(&t)));
     let t0 = now_us();
@@ -406,7 +54,7 @@ fn sigkill_of_master_moves_vip_within_master_down_interval() {
 
     let t_kill = now_us();
     lb1.signal(Signal::SIGKILL);
-    let bound = 3 * ADVERT + skew(100) + Duration::from_millis(200);
+    let bound = 3 * ADVERT + skew(ADVERT, 100) + Duration::from_millis(200);
     let (gap, _) = cl.outage_after(t_kill, Duration::from_secs(5));
     println!("SIGKILL of master: client outage {gap:.0} ms (bound {bound:?})");
     assert!(
@@ -427,19 +75,11 @@ fn sigterm_of_master_hands_over_within_one_interval() {
     let _b = Helper::backend(&t, "be", "b");
     // notify proves the STOP/MASTER words reach the script, in order.
     let notes = tempfile::tempdir().unwrap();
-    let script = notes.path().join("notify.sh");
-    let log = notes.path().join("notify.log");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut o1 = VrrpOpts::new(150);
-    o1.extra = format!("notify = [\"{}\", \"lb1\"]", script.display());
-    let mut lb1 = Node::start(&t, "lb1", be, &o1);
-    let _lb2 = Node::start(&t, "lb2", be, &VrrpOpts::new(100));
+    let (script, log) = notify_script(notes.path());
+    let mut o1 = Spec::new(150, be);
+    o1.vrrp_extra = format!("notify = [\"{}\", \"lb1\"]", script.display());
+    let mut lb1 = Node::start(&t, "lb1", &o1);
+    let _lb2 = Node::start(&t, "lb2", &Spec::new(100, be));
     wait_master(&t, "lb1", &["lb1", "lb2"], Duration::from_secs(10));
     let cl = Helper::spawn(&t, "cl", &format!("probe {}:{LB_PORT}", vip(&t)));
     cl.outage_after(now_us(), Duration::from_secs(5));
@@ -471,10 +111,10 @@ fn preempt_case(preempt: bool) {
     let t = bed();
     let be = t.get("be").ip;
     let _b = Helper::backend(&t, "be", "b");
-    let mut o1 = VrrpOpts::new(150);
+    let mut o1 = Spec::new(150, be);
     o1.preempt = preempt;
-    let mut lb1 = Node::start(&t, "lb1", be, &o1);
-    let _lb2 = Node::start(&t, "lb2", be, &VrrpOpts::new(100));
+    let mut lb1 = Node::start(&t, "lb1", &o1);
+    let _lb2 = Node::start(&t, "lb2", &Spec::new(100, be));
     // Without preemption the first one to finish its start-up wait wins;
     // lb1 started first and has the shorter skew.
     wait_master(&t, "lb1", &["lb1", "lb2"], Duration::from_secs(10));
@@ -536,10 +176,10 @@ fn tracked_service_down_moves_vip() {
     // lb1 forwards to "be" only, lb2 to "be2" only: the tag says who served.
     let mut b1 = Helper::backend(&t, "be", "one");
     let _b2 = Helper::backend(&t, "be2", "two");
-    let mut o1 = VrrpOpts::new(150);
-    o1.extra = "track = [{ service = \"web\", weight = -100 }]".into();
-    let _lb1 = Node::start(&t, "lb1", be, &o1);
-    let _lb2 = Node::start(&t, "lb2", be2, &VrrpOpts::new(100));
+    let mut o1 = Spec::new(150, be);
+    o1.vrrp_extra = "track = [{ service = \"web\", weight = -100 }]".into();
+    let _lb1 = Node::start(&t, "lb1", &o1);
+    let _lb2 = Node::start(&t, "lb2", &Spec::new(100, be2));
     wait_master(&t, "lb1", &["lb1", "lb2"], Duration::from_secs(10));
     let cl = Helper::spawn(&t, "cl", &format!("probe {}:{LB_PORT}", vip(&t)));
     let (_, tag) = cl.outage_after(now_us(), Duration::from_secs(5));
@@ -571,8 +211,8 @@ fn link_cut_moves_vip_and_restore_leaves_one_master() {
     let t = bed();
     let be = t.get("be").ip;
     let _b = Helper::backend(&t, "be", "b");
-    let _lb1 = Node::start(&t, "lb1", be, &VrrpOpts::new(150));
-    let _lb2 = Node::start(&t, "lb2", be, &VrrpOpts::new(100));
+    let _lb1 = Node::start(&t, "lb1", &Spec::new(150, be));
+    let _lb2 = Node::start(&t, "lb2", &Spec::new(100, be));
     wait_master(&t, "lb1", &["lb1", "lb2"], Duration::from_secs(10));
     let cl = Helper::spawn(&t, "cl", &format!("probe {}:{LB_PORT}", vip(&t)));
     cl.outage_after(now_us(), Duration::from_secs(5));
@@ -583,7 +223,7 @@ fn link_cut_moves_vip_and_restore_leaves_one_master() {
     let t_cut = now_us();
     let (gap, _) = cl.outage_after(t_cut, Duration::from_secs(5));
     println!("link cut: client outage {gap:.0} ms");
-    let bound = 3 * ADVERT + skew(100) + Duration::from_millis(200);
+    let bound = 3 * ADVERT + skew(ADVERT, 100) + Duration::from_millis(200);
     assert!(
         gap <= bound.as_secs_f64() * 1000.0,
         "outage {gap:.0} ms > {bound:?}"
@@ -755,7 +395,7 @@ fn interop(test: &str, version: u8, tandem_higher: bool) {
     } else {
         (100, 150)
     };
-    let mut o = VrrpOpts::new(tp);
+    let mut o = Spec::new(tp, be);
     o.version = version;
     o.advert = if version == 2 { "1s" } else { "100ms" };
     let down = if version == 2 {
@@ -764,7 +404,7 @@ fn interop(test: &str, version: u8, tandem_higher: bool) {
         Duration::from_millis(400)
     };
     let settle = 4 * down + Duration::from_secs(3);
-    let mut lb1 = Node::start(&t, "lb1", be, &o);
+    let mut lb1 = Node::start(&t, "lb1", &o);
     let mut ka = Keepalived::start(&t, "lb2", kp, version);
     let (master, backup) = if tandem_higher {
         ("lb1", "lb2")

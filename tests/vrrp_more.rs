@@ -3,8 +3,8 @@
 //! instance, unicast peers, tracked interfaces, the start-up race, readiness
 //! of an address owner, and 1 s adverts. Root only: see [`support::netns`].
 //!
-//! Same test bed and patterns as tests/vrrp.rs (helpers copied, not shared,
-//! so each file stays readable on its own): each test builds its own
+//! Same test bed and patterns as tests/vrrp.rs (shared with it in
+//! tests/support/vrrp_bed.rs): each test builds its own
 //! [`Topology`]; backends, clients and small tools run as this executable
 //! re-run inside a namespace (`helper_process`, selected by
 //! `TANDEM_VRRP_HELPER`).
@@ -15,302 +15,28 @@
 //! (two masters for a millisecond) is still caught.
 
 mod support;
+#[path = "support/vrrp_bed.rs"]
+mod vrrp_bed;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use support::netns::{Topology, require_root};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tandem");
-const ADVERT: Duration = Duration::from_millis(100);
-const VIP_OCTET: u8 = 100;
-const LB_PORT: u16 = 8080;
-const BACKEND_PORT: u16 = 9000;
-const METRICS_PORT: u16 = 9310;
-
-fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
-}
-
-fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Skew of a backup at `priority` (RFC 5798 §6.1) for `advert`.
-fn skew(advert: Duration, priority: u8) -> Duration {
-    advert * (256 - u32::from(priority)) / 256
-}
-
-// ---------------------------------------------------------------- helpers
+use vrrp_bed::{
+    ADVERT, BACKEND_PORT, BIN, Helper, LB_PORT, Node, Spec, bed, metric_sum, metrics,
+    notify_script, now_us, skew, vip, wait_master, wait_until,
+};
 
 /// Not a test: the body of helper processes run inside namespaces.
 #[test]
 #[ignore = "helper process for the scenarios below; does nothing on its own"]
 fn helper_process() {
-    let Ok(spec) = std::env::var("TANDEM_VRRP_HELPER") else {
-        return;
-    };
-    let parts: Vec<&str> = spec.split(' ').collect();
-    match parts[..] {
-        ["serve", port, tag] => serve(port.parse().unwrap(), tag),
-        ["probe", addr] => probe(addr.parse().unwrap()),
-        ["slowhttp", port, delay_ms] => slow_http(
-            port.parse().unwrap(),
-            Duration::from_millis(delay_ms.parse().unwrap()),
-        ),
-        ["get", addr, path] => get(addr.parse().unwrap(), path),
-        ["gate", path] => gate(Path::new(path)),
-        _ => panic!("bad TANDEM_VRRP_HELPER {spec:?}"),
-    }
-}
-
-/// Answers every connection with `tag\n` and closes it.
-fn serve(port: u16, tag: &str) {
-    let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
-    println!("@ready");
-    for s in l.incoming().flatten() {
-        let tag = tag.to_string();
-        std::thread::spawn(move || {
-            let mut s = s;
-            let _ = s.write_all(format!("{tag}\n").as_bytes());
-        });
-    }
-}
-
-/// An HTTP server that answers `200 ok` only after `delay`: a slow health
-/// endpoint. Prints `@answered END_US` when each answer has been written.
-fn slow_http(port: u16, delay: Duration) {
-    let l = TcpListener::bind(("0.0.0.0", port)).unwrap();
-    println!("@ready");
-    for s in l.incoming().flatten() {
-        std::thread::spawn(move || {
-            let mut s = s;
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut req = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => req.extend_from_slice(&buf[..n]),
-                }
-            }
-            std::thread::sleep(delay);
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-            );
-            let _ = s.flush();
-            println!("@answered {}", now_us());
-        });
-    }
-}
-
-/// One `GET path` to `addr`; prints each body line prefixed `@`.
-fn get(addr: SocketAddr, path: &str) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let mut out = std::io::stdout().lock();
-    for line in body.lines() {
-        writeln!(out, "@{line}").unwrap();
-    }
-}
-
-/// Waits (1 ms polls, at most 30 s) for `path` to exist, then execs the
-/// command in `TANDEM_GATE_EXEC` (fields separated by `\x1f`): several
-/// processes spawned ahead are released within a millisecond of each other.
-fn gate(path: &Path) {
-    use std::os::unix::process::CommandExt;
-    let cmd = std::env::var("TANDEM_GATE_EXEC").unwrap();
-    let argv: Vec<&str> = cmd.split('\x1f').collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "gate never opened");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let e = Command::new(argv[0]).args(&argv[1..]).exec();
-    panic!("exec {argv:?}: {e}");
-}
-
-/// Every 10 ms, in its own thread: connect to `addr`, read the tag, and
-/// print `@ START_US END_US ok TAG` or `@ START_US END_US fail`.
-fn probe(addr: SocketAddr) {
-    let out = Arc::new(Mutex::new(std::io::stdout()));
-    loop {
-        let out = out.clone();
-        std::thread::spawn(move || {
-            let start = now_us();
-            let r = (|| -> std::io::Result<String> {
-                let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(150))?;
-                s.set_read_timeout(Some(Duration::from_millis(300)))?;
-                let mut buf = String::new();
-                s.read_to_string(&mut buf)?;
-                if buf.is_empty() {
-                    return Err(std::io::Error::other("empty"));
-                }
-                Ok(buf.trim().to_string())
-            })();
-            let end = now_us();
-            let line = match r {
-                Ok(tag) => format!("@ {start} {end} ok {tag}\n"),
-                Err(_) => format!("@ {start} {end} fail\n"),
-            };
-            let mut o = out.lock().unwrap();
-            let _ = o.write_all(line.as_bytes());
-            let _ = o.flush();
-        });
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The command line that re-runs this executable as `helper_process`.
-fn helper_cmd(topo: &Topology, host: &str, spec: &str) -> Command {
-    let exe = std::env::current_exe().unwrap();
-    let mut c = topo.cmd(host, exe.to_str().unwrap());
-    c.args([
-        "helper_process",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("TANDEM_VRRP_HELPER", spec)
-    .stdin(Stdio::null());
-    c
-}
-
-/// A helper process inside a namespace; killed on drop.
-struct Helper {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Helper {
-    fn spawn(topo: &Topology, host: &str, spec: &str) -> Helper {
-        let mut child = helper_cmd(topo, host, spec)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().unwrap();
-        let l2 = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                // libtest may print "test helper_process ... " first.
-                if let Some(i) = line.find('@') {
-                    l2.lock().unwrap().push(line[i + 1..].trim().to_string());
-                }
-            }
-        });
-        Helper { child, lines }
-    }
-
-    /// Spawns `spec` and waits for its `@ready`.
-    fn ready(topo: &Topology, host: &str, spec: &str) -> Helper {
-        let h = Helper::spawn(topo, host, spec);
-        wait_until(Duration::from_secs(10), "helper ready", || {
-            h.lines.lock().unwrap().iter().any(|l| l == "ready")
-        });
-        h
-    }
-
-    fn backend(topo: &Topology, host: &str, tag: &str) -> Helper {
-        Helper::ready(topo, host, &format!("serve {BACKEND_PORT} {tag}"))
-    }
-
-    /// (start_us, end_us, Some(tag) on success) of every attempt so far.
-    fn attempts(&self) -> Vec<(u64, u64, Option<String>)> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split(' ').collect();
-                match f[..] {
-                    [s, e, "ok", tag] => Some((s.parse().ok()?, e.parse().ok()?, Some(tag.into()))),
-                    [s, e, "fail"] => Some((s.parse().ok()?, e.parse().ok()?, None)),
-                    _ => None,
-                }
-            })
-            .collect()
-    }
-
-    /// Waits for a success started at or after `t_us`; returns the outage
-    /// in ms (from `t_us` to the end of that success).
-    fn outage_after(&self, t_us: u64, within: Duration) -> f64 {
-        let mut got = None;
-        wait_until(within, "a successful connect to the VIP", || {
-            got = self
-                .attempts()
-                .into_iter()
-                .filter(|(s, _, ok)| *s >= t_us && ok.is_some())
-                .map(|(_, e, _)| e)
-                .min();
-            got.is_some()
-        });
-        (got.unwrap() - t_us) as f64 / 1000.0
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The metrics of the node in `host` (served on 127.0.0.1:METRICS_PORT in
-/// its namespace), fetched by a helper in that namespace.
-fn metrics(topo: &Topology, host: &str) -> String {
-    let out = helper_cmd(
-        topo,
-        host,
-        &format!("get 127.0.0.1:{METRICS_PORT} /metrics"),
-    )
-    .stderr(Stdio::null())
-    .output()
-    .unwrap();
-    assert!(out.status.success(), "fetching metrics in {host} failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.find('@').map(|i| l[i + 1..].to_string()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Sum of every sample of the metric `name` (all label sets).
-fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    vrrp_bed::helper_main();
 }
 
 // ---------------------------------------------------------------- VIP events
@@ -409,230 +135,6 @@ fn overlaps(watches: &[&VipWatch], initial: &[bool]) -> (u64, usize) {
         total += now_us() - s;
     }
     (total, windows)
-}
-
-// ---------------------------------------------------------------- nodes
-
-/// One node's configuration.
-#[derive(Clone)]
-struct Spec {
-    priority: u8,
-    version: u8,
-    advert: &'static str,
-    /// The backend of the node's one service.
-    backend: Ipv4Addr,
-    /// The body of `[service.health]`.
-    health: String,
-    /// Extra lines in the `[[vrrp]]` table.
-    vrrp_extra: String,
-    /// Serve metrics on 127.0.0.1:METRICS_PORT.
-    metrics: bool,
-}
-
-const TCP_HEALTH: &str = "kind = \"tcp\"\ninterval = \"100ms\"\nfastinter = \"100ms\"\n\
-                          downinter = \"100ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1";
-
-impl Spec {
-    fn new(priority: u8, backend: Ipv4Addr) -> Spec {
-        Spec {
-            priority,
-            version: 3,
-            advert: "100ms",
-            backend,
-            health: TCP_HEALTH.into(),
-            vrrp_extra: String::new(),
-            metrics: false,
-        }
-    }
-
-    fn text(&self, topo: &Topology, dir: &Path, host: &str) -> String {
-        let metrics = if self.metrics {
-            format!("[metrics]\nlisten = \"127.0.0.1:{METRICS_PORT}\"\n")
-        } else {
-            String::new()
-        };
-        format!(
-            r#"[node]
-name = "{host}"
-workers = 1
-shutdown_grace = "1s"
-[admin]
-socket = "{sock}"
-{metrics}[[service]]
-name = "web"
-listen = "0.0.0.0:{LB_PORT}"
-[service.health]
-{health}
-[[service.backend]]
-name = "b"
-address = "{backend}:{BACKEND_PORT}"
-[[vrrp]]
-name = "vip"
-interface = "eth0"
-virtual_router_id = 51
-priority = {prio}
-version = {version}
-advert_interval = "{advert}"
-virtual_ips = ["{vip}/24"]
-{extra}
-"#,
-            sock = dir.join("lb.sock").display(),
-            health = self.health,
-            backend = self.backend,
-            prio = self.priority,
-            version = self.version,
-            advert = self.advert,
-            vip = topo.addr(VIP_OCTET),
-            extra = self.vrrp_extra,
-        )
-    }
-}
-
-/// A `tandem lb run` inside a namespace; SIGKILLed on drop if still running.
-struct Node {
-    host: String,
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Node {
-    /// Writes the config; does not start the process.
-    fn new(topo: &Topology, host: &str, spec: &Spec) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("lb.toml");
-        let n = Node {
-            host: host.into(),
-            child: None,
-            dir,
-            config,
-        };
-        n.write(topo, spec);
-        n
-    }
-
-    fn start(topo: &Topology, host: &str, spec: &Spec) -> Node {
-        let mut n = Node::new(topo, host, spec);
-        n.restart(topo);
-        n
-    }
-
-    /// Rewrites the config file (for a reload).
-    fn write(&self, topo: &Topology, spec: &Spec) {
-        std::fs::write(&self.config, spec.text(topo, self.dir.path(), &self.host)).unwrap();
-    }
-
-    fn log_file(&self) -> std::fs::File {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("lb.log"))
-            .unwrap()
-    }
-
-    fn restart(&mut self, topo: &Topology) {
-        let log = self.log_file();
-        let child = topo
-            .cmd(&self.host, BIN)
-            .args(["lb", "run", "-c"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    /// Spawns the node held at a [`gate`] until `gate_file` exists; the
-    /// process becomes `tandem lb run` (same pid) when released.
-    fn spawn_gated(&mut self, topo: &Topology, gate_file: &Path) {
-        let log = self.log_file();
-        let argv = [BIN, "lb", "run", "-c", self.config.to_str().unwrap()].join("\x1f");
-        let child = helper_cmd(topo, &self.host, &format!("gate {}", gate_file.display()))
-            .env("TANDEM_GATE_EXEC", argv)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn signal(&mut self, sig: Signal) {
-        let c = self.child.as_mut().expect("node running");
-        kill(Pid::from_raw(c.id() as i32), sig).unwrap();
-    }
-
-    /// Waits for the process to exit (after a signal).
-    fn reap(&mut self, within: Duration) {
-        let mut c = self.child.take().expect("node running");
-        let deadline = Instant::now() + within;
-        loop {
-            if c.try_wait().unwrap().is_some() {
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("{} did not exit within {within:?}", self.host);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("lb.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("---- {} log ----\n{}", self.host, self.log());
-        }
-    }
-}
-
-/// lb1 (.11), lb2 (.12), backend (.30), client (.50).
-fn bed() -> Topology {
-    let mut t = Topology::new();
-    t.host("lb1", 11);
-    t.host("lb2", 12);
-    t.host("be", 30);
-    t.host("cl", 50);
-    t
-}
-
-fn vip(t: &Topology) -> Ipv4Addr {
-    t.addr(VIP_OCTET)
-}
-
-/// Waits until exactly `host` holds the VIP among `hosts`.
-fn wait_master(t: &Topology, host: &str, hosts: &[&str], within: Duration) {
-    let v = vip(t);
-    wait_until(within, &format!("{host} the only VIP holder"), || {
-        hosts.iter().all(|h| t.has_addr(h, v) == (*h == host))
-    });
-}
-
-/// A notify script appending its arguments to a log; returns (script, log).
-fn notify_script(dir: &Path) -> (PathBuf, PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
-    let script = dir.join("notify.sh");
-    let log = dir.join("notify.log");
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\necho \"$@\" >> {}\n", log.display()),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (script, log)
 }
 
 // ---------------------------------------------------------------- tests
@@ -866,7 +368,7 @@ fn unicast_peers_without_multicast() {
     let t_kill = now_us();
     lb1.signal(Signal::SIGKILL);
     let bound = 3 * ADVERT + skew(ADVERT, 100) + Duration::from_millis(200);
-    let gap = cl.outage_after(t_kill, Duration::from_secs(5));
+    let (gap, _) = cl.outage_after(t_kill, Duration::from_secs(5));
     lb1.reap(Duration::from_secs(2));
     wait_until(Duration::from_secs(1), "lb2 holds the VIP", || {
         t.has_addr("lb2", vip(&t))
@@ -1187,7 +689,7 @@ fn one_second_adverts_v3_sigkill_failover() {
     let t_kill = now_us();
     lb1.signal(Signal::SIGKILL);
     let bound = 3 * advert + skew(advert, 100) + Duration::from_millis(200);
-    let gap = cl.outage_after(t_kill, Duration::from_secs(8));
+    let (gap, _) = cl.outage_after(t_kill, Duration::from_secs(8));
     println!("1 s adverts (v3), SIGKILL of master: client outage {gap:.0} ms (bound {bound:?})");
     assert!(
         gap <= bound.as_secs_f64() * 1000.0,
