@@ -39,17 +39,32 @@ fn node() -> String {
     "[node]\nconnection_log = \"debug\"\n[admin]\nsocket = \"/nonexistent/not-used-by-library-tests.sock\"\n".to_string()
 }
 
+/// A balancer with one rr service "svc" in front of `be` alone.
+async fn single(be: &Backend) -> std::sync::Arc<tandem_lb::runtime::Balancer> {
+    balancer(
+        &(node()
+            + &service(
+                "127.0.0.1:0",
+                "rr",
+                "",
+                &[format!("address = \"{}\"", be.addr)],
+            )),
+    )
+    .await
+}
+
+/// A balancer started from a config file (so `reload` re-reads it).
+async fn from_file(path: &std::path::Path) -> std::sync::Arc<tandem_lb::runtime::Balancer> {
+    let cfg = tandem_lb::config::Config::load(path).unwrap_or_else(|e| panic!("config: {e}"));
+    tandem_lb::runtime::Balancer::start(cfg, Default::default())
+        .await
+        .expect("balancer starts")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payloads_arrive_byte_identical_both_ways() {
     let be = Backend::spawn(Behaviour::Payload).await;
-    let cfg = node()
-        + &service(
-            "127.0.0.1:0",
-            "rr",
-            "",
-            &[format!("address = \"{}\"", be.addr)],
-        );
-    let bal = balancer(&cfg).await;
+    let bal = single(&be).await;
     let addr = bal.bound_addr("svc").unwrap();
     for (i, size) in [1usize, 1024, 65_536, 1 << 20, 64 << 20]
         .into_iter()
@@ -97,14 +112,7 @@ async fn copy_path_is_byte_identical_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_forwards_fin_and_keeps_the_other_direction() {
     let be = Backend::spawn(Behaviour::Echo).await;
-    let cfg = node()
-        + &service(
-            "127.0.0.1:0",
-            "rr",
-            "",
-            &[format!("address = \"{}\"", be.addr)],
-        );
-    let bal = balancer(&cfg).await;
+    let bal = single(&be).await;
     let mut s = TcpStream::connect(bal.bound_addr("svc").unwrap())
         .await
         .unwrap();
@@ -348,10 +356,7 @@ async fn reloads_under_load_drop_nothing() {
             )
     };
     std::fs::write(&path, render(100, "rr")).unwrap();
-    let cfg = tandem_lb::config::Config::load(&path).unwrap();
-    let bal = tandem_lb::runtime::Balancer::start(cfg, Default::default())
-        .await
-        .unwrap();
+    let bal = from_file(&path).await;
     let addr = bal.bound_addr("svc").unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -420,12 +425,7 @@ async fn a_bad_reload_is_refused_and_the_old_config_keeps_serving() {
             &[format!("address = \"{}\"", be.addr)],
         );
     std::fs::write(&path, &good).unwrap();
-    let bal = tandem_lb::runtime::Balancer::start(
-        tandem_lb::config::Config::load(&path).unwrap(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let bal = from_file(&path).await;
     bal.set_drain("svc", &be.addr.to_string(), false).unwrap();
     std::fs::write(
         &path,
@@ -468,12 +468,7 @@ async fn reload_adds_and_removes_listeners_without_touching_open_connections() {
         )
         .replace("name = \"svc\"", "name = \"svc2\"");
     std::fs::write(&path, &one).unwrap();
-    let bal = tandem_lb::runtime::Balancer::start(
-        tandem_lb::config::Config::load(&path).unwrap(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let bal = from_file(&path).await;
     let mut open = TcpStream::connect(l1).await.unwrap();
     open.write_all(b"x").await.unwrap();
     let mut b = [0u8; 1];
@@ -502,14 +497,7 @@ async fn reload_adds_and_removes_listeners_without_touching_open_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_waits_for_open_connections_within_the_grace_period() {
     let be = Backend::spawn(Behaviour::Echo).await;
-    let cfg = node()
-        + &service(
-            "127.0.0.1:0",
-            "rr",
-            "",
-            &[format!("address = \"{}\"", be.addr)],
-        );
-    let bal = balancer(&cfg).await;
+    let bal = single(&be).await;
     let addr = bal.bound_addr("svc").unwrap();
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(b"a").await.unwrap();
@@ -538,14 +526,7 @@ async fn shutdown_waits_for_open_connections_within_the_grace_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_cuts_what_is_still_open_after_the_grace_period() {
     let be = Backend::spawn(Behaviour::Hold).await;
-    let cfg = node()
-        + &service(
-            "127.0.0.1:0",
-            "rr",
-            "",
-            &[format!("address = \"{}\"", be.addr)],
-        );
-    let bal = balancer(&cfg).await;
+    let bal = single(&be).await;
     let mut s = TcpStream::connect(bal.bound_addr("svc").unwrap())
         .await
         .unwrap();
@@ -584,12 +565,7 @@ async fn drain_and_counters_survive_a_reload() {
             )
     };
     std::fs::write(&path, text("rr")).unwrap();
-    let bal = tandem_lb::runtime::Balancer::start(
-        tandem_lb::config::Config::load(&path).unwrap(),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let bal = from_file(&path).await;
     for _ in 0..4 {
         tag_of(listen).await.unwrap();
     }
