@@ -25,6 +25,7 @@ mod e2e_data;
 mod e2e_net;
 #[path = "support/e2e_stack.rs"]
 mod e2e_stack;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};

@@ -10,7 +10,8 @@
 //! success and on panic alike.
 //!
 //! Written apart from `netns.rs` (shared with the VRRP tests) because of the
-//! root attachment; the namespace layout is the same: a "switch" namespace
+//! root attachment, reusing its command runners and root check; the
+//! namespace layout is the same: a "switch" namespace
 //! holds bridge `br0`, each host gets `eth0` whose veth peer is a bridge
 //! port.
 #![allow(dead_code)]
@@ -18,40 +19,10 @@
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
-}
-
-fn must(args: &[&str]) {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Fails (under CI=true) or skips (otherwise, returning false) when not root.
-pub fn require_root(test: &str) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
-        return true;
-    }
-    let msg = format!("{test}: needs root to create network namespaces (run scripts/test as root)");
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{msg}; CI=true, so this is a failure, not a skip");
-    }
-    // Straight to the stderr handle: libtest captures eprintln! of a passing
-    // test, and a skip must be seen.
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
-    false
-}
+pub use crate::support::netns::require_root;
+use crate::support::netns::{must, run};
 
 pub struct Host {
     pub name: String,

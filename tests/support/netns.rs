@@ -10,6 +10,7 @@
 //! (`set_link(host, false)`) downs the far end, so the host sees carrier loss.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -26,11 +27,14 @@ pub fn require_root(test: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{msg}; CI=true, so this is a failure, not a skip");
     }
-    eprintln!("SKIPPED: {msg}");
+    // Straight to the stderr handle: libtest captures eprintln! of a passing
+    // test, and a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {msg}");
     false
 }
 
-fn run(args: &[&str]) -> Output {
+/// Runs a command (`ip ...`) and returns its output, whatever its status.
+pub fn run(args: &[&str]) -> Output {
     Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
@@ -38,7 +42,8 @@ fn run(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running {args:?}: {e}"))
 }
 
-fn must(args: &[&str]) {
+/// Runs a command and fails the test, with its stderr, if it fails.
+pub fn must(args: &[&str]) {
     let out = run(args);
     assert!(
         out.status.success(),
