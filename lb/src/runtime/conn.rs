@@ -305,6 +305,18 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, Conne
     }
 }
 
+/// An address, or `-` when there is none (tcplog style).
+struct OrDash(Option<SocketAddr>);
+
+impl std::fmt::Display for OrDash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => a.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// One line per closed connection, like HAProxy's tcplog.
 fn log(
     ctx: &ConnCtx,
@@ -321,9 +333,9 @@ fn log(
         _ => (0, 0),
     };
     let backend_name = backend.map(|b| b.cfg.name.as_str()).unwrap_or("-");
-    let backend_addr = backend
-        .map(|b| b.cfg.address.to_string())
-        .unwrap_or_else(|| "-".into());
+    // Formatted only if the event is enabled: no allocation per connection
+    // when the configured level is filtered out.
+    let backend_addr = OrDash(backend.map(|b| b.cfg.address));
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     let reason = end.reason();
     macro_rules! at {
