@@ -105,7 +105,7 @@ address = "{backend}"
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("lb.log")).unwrap())
             .spawn()
             .unwrap();
         let lb = Lb {
@@ -387,4 +387,37 @@ fn tells_systemd_when_ready_and_when_stopping() {
     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
     assert!(msg.contains("STOPPING=1"), "{msg}");
     assert_eq!(lb.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[test]
+fn one_log_line_per_closed_connection_with_its_termination_reason() {
+    let lb = Lb::start("5s");
+    let mut c = TcpStream::connect(lb.listen).unwrap();
+    roundtrip(&mut c, b"twelve bytes");
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    c.read_to_end(&mut rest).unwrap();
+    drop(c);
+    let log = lb.dir.path().join("lb.log");
+    let mut line = String::new();
+    wait_until(Duration::from_secs(10), "the connection's log line", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        match text.lines().find(|l| l.contains("connection closed")) {
+            Some(l) => {
+                line = l.to_string();
+                true
+            }
+            None => false,
+        }
+    });
+    for field in [
+        "service=echo",
+        "backend=\"e1\"",
+        "bytes_to_backend=12",
+        "bytes_to_client=12",
+        "termination=\"client-close\"",
+        "duration_ms=",
+    ] {
+        assert!(line.contains(field), "missing {field} in: {line}");
+    }
 }
