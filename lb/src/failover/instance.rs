@@ -1,5 +1,15 @@
-//! One `[[vrrp]]` instance at run time: the pure [`Machine`] driven by real
-//! time, a raw socket, netlink and the health view.
+//! One `[[vrrp]]` instance at run time: the pure [`Machine`] driven by
+//! tokio's clock, an [`Edge`] (raw socket, netlink, packet socket) and the
+//! health view.
+//!
+//! The loop decides nothing the machine could: state, timers, the start-up
+//! announcement, resigning on a tracking fault and readiness all live in
+//! the machine, and the loop only turns the world into events and actions
+//! into I/O. Readiness in particular is read where it is used: at the top
+//! of every turn, the channel's *current* value is compared with
+//! [`Machine::is_ready`] (issue 11: the flag the loop once copied at start
+//! could say "delivered" while the machine had been built not ready, and a
+//! priority-150 node waited in Backup forever).
 //!
 //! The task is a single `select!` loop, so the machine is only ever touched
 //! from one place and the actions of one event run to completion, in order,
@@ -16,7 +26,6 @@
 //! router drop an advert whose addresses differ; keepalived does, and a
 //! mismatch means two routers disagree about what they protect).
 
-use std::io;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,14 +34,11 @@ use tandem_healthcheck::checker::HealthView;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::announce::Announce;
+use super::edge::{Edge, Opened};
 use super::notify::{Job, Queue};
 use super::track::{TrackState, Verdict, verdict};
 use super::{FailoverError, names};
 use crate::config::{TrackTarget, VrrpConfig};
-use crate::net::garp::GarpSender;
-use crate::net::netlink::{Netlink, watch_link};
-use crate::net::vrrp_socket::VrrpSocket;
 use crate::runtime::status::VrrpStatus;
 use crate::vrrp::machine::{Action, Event, Machine, Params, State};
 use crate::vrrp::packet::{self, Advert, V2Auth};
@@ -51,15 +57,16 @@ pub struct Ctx {
     pub status: Arc<Mutex<VrrpStatus>>,
 }
 
+/// The machine's clock: tokio's, so tests can pause it.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// An instance with its kernel resources open, ready to run.
-pub struct Instance {
+pub struct Instance<E> {
     cfg: VrrpConfig,
-    nl: Netlink,
-    ifindex: u32,
-    mac: Option<[u8; 6]>,
+    edge: Arc<E>,
     primary: Ipv4Addr,
-    sock: VrrpSocket,
-    garp: Option<Arc<GarpSender>>,
     /// Pending gratuitous ARP bursts; cancelled with the VIPs.
     garp_stop: CancellationToken,
     link: watch::Receiver<bool>,
@@ -67,12 +74,10 @@ pub struct Instance {
     iface_tracks: Vec<(usize, watch::Receiver<bool>)>,
     machine: Machine,
     advert: Advert,
-    /// Last verdict applied to the machine.
-    faulted: bool,
+    /// The priority of the last tracking verdict (before the machine's
+    /// clamping), to log changes once.
     priority: u8,
     tracks_down: Vec<String>,
-    /// The start-up announcement (see [`super::announce`]).
-    announce: Announce,
 }
 
 fn v2_auth(pass: &Option<String>) -> V2Auth {
@@ -88,78 +93,19 @@ fn v2_auth(pass: &Option<String>) -> V2Auth {
     }
 }
 
-impl Instance {
-    /// Looks the interface up, removes VIPs a crashed predecessor left on
-    /// it (before anything else: issue 4 item 7), and opens the sockets.
-    pub async fn open(cfg: VrrpConfig, ready: bool) -> Result<Instance, FailoverError> {
-        let name = cfg.name.clone();
-        let iface_err = |source: io::Error| FailoverError::Interface {
-            instance: name.clone(),
-            interface: cfg.interface.clone(),
+impl<E: Edge> Instance<E> {
+    /// An instance on opened resources. The machine starts not ready,
+    /// whatever the readiness channel says: `run` tells it from the
+    /// channel's current value (see [`Instance::sync_ready`]).
+    pub fn new(cfg: VrrpConfig, opened: Opened<E>) -> Result<Instance<E>, FailoverError> {
+        let params_err = |source| FailoverError::Params {
+            instance: cfg.name.clone(),
             source,
         };
-        let nl = Netlink::connect().map_err(&iface_err)?;
-        let link = nl.link(&cfg.interface).await.map_err(&iface_err)?;
-        let addrs = nl.ipv4_addrs(link.index).await.map_err(&iface_err)?;
-        let is_vip = |ip: &Ipv4Addr| cfg.virtual_ips.iter().any(|(v, _)| v == ip);
-        let primary = match cfg.unicast_src_ip {
-            Some(ip) => ip,
-            None => addrs
-                .iter()
-                .map(|(ip, _)| *ip)
-                .find(|ip| !is_vip(ip))
-                .ok_or_else(|| FailoverError::NoAddress {
-                    instance: name.clone(),
-                    interface: cfg.interface.clone(),
-                })?,
-        };
-        let mut stale = 0;
-        for (ip, prefix) in &cfg.virtual_ips {
-            if addrs.iter().any(|(a, _)| a == ip) {
-                nl.del_addr(link.index, *ip, *prefix)
-                    .await
-                    .map_err(&iface_err)?;
-                stale += 1;
-            }
-        }
-        if stale > 0 {
-            tracing::warn!(instance = %name, interface = %cfg.interface, stale,
-                "removed VIPs left on the interface (a previous run did not exit cleanly)");
-        }
-        let sock = VrrpSocket::open(&cfg.interface, link.index, primary, !cfg.is_unicast())
-            .map_err(|source| FailoverError::Socket {
-                instance: name.clone(),
-                source,
-            })?;
-        let garp = match GarpSender::open(link.index) {
-            Ok(g) => Some(Arc::new(g)),
-            Err(e) => {
-                tracing::warn!(instance = %name, error = %e, "no gratuitous ARP (packet socket failed)");
-                None
-            }
-        };
-        let link_rx = watch_link(&cfg.interface).await.map_err(&iface_err)?;
-        let mut iface_tracks = Vec::new();
-        for (i, t) in cfg.track.iter().enumerate() {
-            if let TrackTarget::Interface(ifname) = &t.target {
-                let rx = watch_link(ifname)
-                    .await
-                    .map_err(|source| FailoverError::Interface {
-                        instance: name.clone(),
-                        interface: ifname.clone(),
-                        source,
-                    })?;
-                iface_tracks.push((i, rx));
-            }
-        }
         let version = if cfg.version == 2 {
             Version::V2
         } else {
             Version::V3
-        };
-        let params_err = |source| FailoverError::Params {
-            instance: name.clone(),
-            source,
         };
         let params = Params {
             vrid: Vrid::new(cfg.vrid).map_err(params_err)?,
@@ -169,8 +115,8 @@ impl Instance {
                 .map_err(params_err)?,
             preempt: cfg.preempt,
             preempt_delay: cfg.preempt_delay,
-            primary_ip: primary,
-            ready,
+            primary_ip: opened.primary,
+            ready: false,
         };
         let advert = Advert {
             version,
@@ -187,20 +133,14 @@ impl Instance {
         Ok(Instance {
             priority: cfg.priority,
             cfg,
-            nl,
-            ifindex: link.index,
-            mac: link.mac,
-            primary,
-            sock,
-            garp,
+            edge: Arc::new(opened.edge),
+            primary: opened.primary,
             garp_stop: CancellationToken::new(),
-            link: link_rx,
-            iface_tracks,
+            link: opened.link,
+            iface_tracks: opened.iface_tracks,
             machine,
             advert,
-            faulted: false,
             tracks_down: Vec::new(),
-            announce: Announce::idle(),
         })
     }
 
@@ -243,30 +183,26 @@ impl Instance {
         }
         drop(changed_tx);
 
-        // Tracking before start-up, so the machine starts with the right
-        // priority and a down interface starts in Fault.
+        // Readiness and tracking before start-up, so the machine starts
+        // with the right priority, an owner that is ready goes straight to
+        // Master, and a down interface starts in Fault.
+        self.sync_ready(&mut ctx).await;
         let v = self.verdict(&ctx);
-        let now = Instant::now();
         if v.priority != self.cfg.priority {
             self.priority = v.priority;
-            let a = self
-                .machine
-                .handle(Event::PriorityChanged(Priority(v.priority)), now);
-            self.exec(a, &ctx).await;
+            self.feed(Event::PriorityChanged(Priority(v.priority)), &ctx)
+                .await;
         }
         if v.fault {
-            self.faulted = true;
-            let a = self.machine.handle(Event::LinkDown, now);
-            self.exec(a, &ctx).await;
+            self.feed(Event::LinkDown, &ctx).await;
         }
-        let a = self.machine.handle(Event::Startup, Instant::now());
-        self.exec(a, &ctx).await;
-        self.arm_announce();
-        let mut ready_sent = *ctx.ready.borrow();
+        self.feed(Event::Startup, &ctx).await;
         let mut health_open = true;
+        let mut ready_open = true;
 
         let mut buf = vec![0u8; 2048];
         loop {
+            self.sync_ready(&mut ctx).await;
             let deadline = self.machine.next_deadline();
             let sleep = async move {
                 match deadline {
@@ -274,22 +210,12 @@ impl Instance {
                     None => std::future::pending().await,
                 }
             };
-            let announce_at = self.announce.deadline();
-            let announce = async move {
-                match announce_at {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let waiting_ready = ready_open && !self.machine.is_ready();
             tokio::select! {
                 biased;
                 _ = ctx.stop.cancelled() => break,
-                _ = sleep => {
-                    let a = self.machine.handle(Event::Timer, Instant::now());
-                    self.exec(a, &ctx).await;
-                }
-                _ = announce => self.on_announce(&ctx).await,
-                r = self.sock.recv(&mut buf) => match r {
+                _ = sleep => self.feed(Event::Timer, &ctx).await,
+                r = self.edge.recv(&mut buf) => match r {
                     Ok(n) => {
                         let pkt = buf[..n].to_vec();
                         self.on_packet(&pkt, &ctx).await;
@@ -309,24 +235,38 @@ impl Instance {
                         health_open = false;
                     }
                 }
-                r = ctx.ready.changed(), if !ready_sent => {
-                    if r.is_ok() && *ctx.ready.borrow() {
-                        ready_sent = true;
-                        let a = self.machine.handle(Event::Ready, Instant::now());
-                        self.exec(a, &ctx).await;
-                    } else if r.is_err() {
-                        ready_sent = true;
+                // Only a wake-up: `sync_ready` at the top of the loop acts.
+                r = ctx.ready.changed(), if waiting_ready => {
+                    if r.is_err() {
+                        ready_open = false;
                     }
                 }
             }
         }
-        let a = self.machine.handle(Event::Shutdown, Instant::now());
-        self.exec(a, &ctx).await;
+        self.feed(Event::Shutdown, &ctx).await;
         // Whatever the state was, leave no VIP behind.
         self.garp_stop.cancel();
         self.remove_vips().await;
         fwd_stop.cancel();
         tracing::info!(instance = %name, "vrrp instance stopped");
+    }
+
+    /// One event to the machine at the current time, its actions executed.
+    async fn feed(&mut self, event: Event, ctx: &Ctx) {
+        let actions = self.machine.handle(event, now());
+        self.exec(actions, ctx).await;
+    }
+
+    /// Tells the machine it is ready when the readiness channel's current
+    /// value says so and the machine does not know yet. The one place
+    /// readiness crosses from the balancer into the machine: called before
+    /// start-up and at the top of every turn of the loop, it reads the value
+    /// there and then — never a copy taken earlier, never "seen" state of the
+    /// receiver (a value sent before the receiver was made counts too).
+    async fn sync_ready(&mut self, ctx: &mut Ctx) {
+        if !self.machine.is_ready() && *ctx.ready.borrow_and_update() {
+            self.feed(Event::Ready, ctx).await;
+        }
     }
 
     fn verdict(&mut self, ctx: &Ctx) -> Verdict {
@@ -377,35 +317,27 @@ impl Instance {
     async fn retrack(&mut self, ctx: &Ctx) {
         let v = self.verdict(ctx);
         let name = self.cfg.name.clone();
-        if v.fault && !self.faulted {
+        if v.fault && !self.machine.in_fault() {
             tracing::info!(instance = %name, down = ?self.tracks_down, "fault: releasing the VIPs");
-            self.faulted = true;
-            // A master that faults through tracking (weight 0) while its VRRP
-            // link still works resigns as on shutdown (RFC 5798 §6.4.3,
-            // priority 0): the backup takes over after its skew time instead
-            // of the whole Master_Down_Interval. Over a dead link an advert
-            // could not arrive, so none is sent.
-            if self.machine.state() == State::Master && *self.link.borrow() {
-                self.send_advert(Priority(0)).await;
-            }
-            let a = self.machine.handle(Event::LinkDown, Instant::now());
-            self.exec(a, ctx).await;
+            // Over a working link a master resigns first (the machine sends
+            // priority 0 on TrackFault); over a dead one nothing could arrive.
+            let ev = if *self.link.borrow() {
+                Event::TrackFault
+            } else {
+                Event::LinkDown
+            };
+            self.feed(ev, ctx).await;
         }
         if v.priority != self.priority {
             tracing::info!(instance = %name, from = self.priority, to = v.priority,
                 down = ?self.tracks_down, "tracking: priority changed");
             self.priority = v.priority;
-            let a = self
-                .machine
-                .handle(Event::PriorityChanged(Priority(v.priority)), Instant::now());
-            self.exec(a, ctx).await;
+            self.feed(Event::PriorityChanged(Priority(v.priority)), ctx)
+                .await;
         }
-        if !v.fault && self.faulted {
+        if !v.fault && self.machine.in_fault() {
             tracing::info!(instance = %name, "fault cleared");
-            self.faulted = false;
-            let a = self.machine.handle(Event::LinkUp, Instant::now());
-            self.exec(a, ctx).await;
-            self.arm_announce();
+            self.feed(Event::LinkUp, ctx).await;
         }
         self.publish(ctx);
     }
@@ -452,17 +384,12 @@ impl Instance {
         }
         metrics::counter!(names::ADVERTS_RECEIVED, "vrrp_instance" => self.cfg.name.clone())
             .increment(1);
-        if rx.src != self.primary {
-            self.announce
-                .heard(rx.src, a.priority.get(), self.machine.priority().get());
-        }
         let ev = Event::AdvertReceived {
             src: rx.src,
             priority: a.priority,
             max_advert_int: a.max_advert_int,
         };
-        let actions = self.machine.handle(ev, Instant::now());
-        self.exec(actions, ctx).await;
+        self.feed(ev, ctx).await;
     }
 
     async fn send_advert(&self, priority: Priority) {
@@ -476,7 +403,7 @@ impl Instance {
         for dst in dsts {
             // v3's checksum covers the destination: one encode per peer.
             let bytes = packet::encode(&adv, self.primary, dst);
-            match self.sock.send(&bytes, dst).await {
+            match self.edge.send(&bytes, dst).await {
                 Ok(()) => {
                     metrics::counter!(names::ADVERTS_SENT, "vrrp_instance" => self.cfg.name.clone())
                         .increment(1)
@@ -490,7 +417,7 @@ impl Instance {
 
     async fn add_vips(&self) {
         for (ip, prefix) in &self.cfg.virtual_ips {
-            if let Err(e) = self.nl.add_addr(self.ifindex, *ip, *prefix).await {
+            if let Err(e) = self.edge.add_vip(*ip, *prefix).await {
                 tracing::error!(instance = %self.cfg.name, vip = %ip, error = %e, "cannot add VIP");
             }
         }
@@ -498,7 +425,7 @@ impl Instance {
 
     async fn remove_vips(&self) {
         for (ip, prefix) in &self.cfg.virtual_ips {
-            if let Err(e) = self.nl.del_addr(self.ifindex, *ip, *prefix).await {
+            if let Err(e) = self.edge.del_vip(*ip, *prefix).await {
                 tracing::error!(instance = %self.cfg.name, vip = %ip, error = %e, "cannot remove VIP");
             }
         }
@@ -509,9 +436,10 @@ impl Instance {
     fn start_garp(&mut self) {
         self.garp_stop.cancel();
         self.garp_stop = CancellationToken::new();
-        let (Some(sender), Some(mac)) = (self.garp.clone(), self.mac) else {
+        if !self.edge.can_garp() {
             return;
-        };
+        }
+        let edge = self.edge.clone();
         let stop = self.garp_stop.clone();
         let g = self.cfg.garp.clone();
         let vips: Vec<Ipv4Addr> = self.cfg.virtual_ips.iter().map(|(ip, _)| *ip).collect();
@@ -520,7 +448,7 @@ impl Instance {
             let burst = || async {
                 for i in 0..g.repeat {
                     for vip in &vips {
-                        if let Err(e) = sender.send(mac, *vip) {
+                        if let Err(e) = edge.garp(*vip) {
                             tracing::debug!(instance = %name, %vip, error = %e, "gratuitous ARP not sent");
                         }
                     }
@@ -560,45 +488,29 @@ impl Instance {
                 }
                 Action::SendGarp => self.start_garp(),
                 Action::Notify(state) => self.on_transition(state, ctx),
-                Action::OtherMasterSeen { src, priority } => {
+                Action::OtherMasterSeen {
+                    src,
+                    priority,
+                    new_contest,
+                } => {
                     metrics::counter!(names::OTHER_MASTER_SEEN, "vrrp_instance" => self.cfg.name.clone())
                         .increment(1);
-                    tracing::warn!(instance = %self.cfg.name, other = %src, other_priority = priority.get(),
-                        "another master heard while master (two masters): asserting ours");
+                    if new_contest {
+                        tracing::warn!(instance = %self.cfg.name, other = %src, other_priority = priority.get(),
+                            "another master heard while master (two masters): asserting ours");
+                    }
+                }
+                Action::IntervalNotAdopted { src, advertised } => {
+                    tracing::warn!(instance = %self.cfg.name, master = %src,
+                        advertised_ms = advertised.as_duration().as_millis() as u64,
+                        ours_ms = self.cfg.advert_interval.as_millis() as u64,
+                        "master advertises a longer interval than ours: keeping ours as the ceiling \
+                         (check advert_interval on every node)");
                 }
                 Action::Discarded(d) => self.reject(d.as_str()),
             }
         }
-        if self.machine.state() != State::Backup {
-            self.announce.cancel();
-        }
         self.publish(ctx);
-    }
-
-    /// Entering Backup at start-up or on leaving Fault arms the
-    /// announcement; any other state has nothing to announce.
-    fn arm_announce(&mut self) {
-        self.announce = if self.machine.state() == State::Backup {
-            Announce::after_start(Instant::now(), self.cfg.advert_interval)
-        } else {
-            Announce::idle()
-        };
-    }
-
-    /// The announcement is due: sent only by a ready Backup. Not gated on
-    /// the machine knowing no master: a nopreempt Backup accepts a lower
-    /// starter's announcement as a master (RFC 5798 §6.4.2), and must still
-    /// announce itself so that starter defers to it; a running master has
-    /// cancelled the announcement by advertising twice.
-    async fn on_announce(&mut self, ctx: &Ctx) {
-        if !self.announce.fire(Instant::now()) {
-            return;
-        }
-        if self.machine.state() == State::Backup && *ctx.ready.borrow() {
-            tracing::debug!(instance = %self.cfg.name, priority = self.machine.priority().get(),
-                "no master heard since start: announcing our priority");
-            self.send_advert(self.machine.priority()).await;
-        }
     }
 
     fn on_transition(&self, state: State, ctx: &Ctx) {

@@ -3,9 +3,9 @@
 //!
 //! - [`instance`]: the per-instance task (socket, timers, link, tracking,
 //!   actions).
+//! - [`edge`]: what an instance touches outside the process (the kernel, or
+//!   a simulated segment in tests).
 //! - [`track`]: tracked targets to effective priority / fault (pure).
-//! - [`announce`]: the one advert a starting Backup sends so that peers
-//!   starting with it defer to the highest priority (pure).
 //! - [`notify`]: the ordered, one-at-a-time notify queue.
 //!
 //! Life cycle, as `run` drives it:
@@ -43,9 +43,11 @@
 //! `advert_interval = "1s"` (works with v2 and v3). VRRPv2 cannot go below
 //! 1 s (its field is whole seconds).
 
-pub mod announce;
+pub mod edge;
 mod instance;
 pub mod notify;
+#[cfg(test)]
+mod tests;
 pub mod track;
 
 use std::collections::HashMap;
@@ -64,6 +66,7 @@ use crate::runtime::status::VrrpStatus;
 use crate::vrrp::RangeError;
 use crate::vrrp::machine::State;
 use crate::vrrp::packet::Reject;
+use edge::{Kernel, Opener};
 use instance::{CONFIG_REJECT_LABELS, Ctx, Instance};
 
 /// Metric name stems (the exporter adds `_total` to counters).
@@ -153,8 +156,9 @@ struct Running {
     status: Arc<Mutex<VrrpStatus>>,
 }
 
-/// The running VRRP instances.
-pub struct Failover {
+/// The running VRRP instances, opened by `O` (the kernel, but for tests).
+pub struct Failover<O = Kernel> {
+    opener: O,
     running: Mutex<Vec<Running>>,
     /// Serialises `apply` and `shutdown`.
     changing: tokio::sync::Mutex<()>,
@@ -184,17 +188,30 @@ fn initial_status(cfg: &VrrpConfig) -> VrrpStatus {
 }
 
 impl Failover {
-    /// Starts every instance (not ready: none becomes master before
-    /// [`Failover::set_ready`]). Fails if any instance cannot open its
-    /// interface or sockets; those already started are stopped again.
+    /// Starts every instance on the kernel's interfaces (not ready: none
+    /// becomes master before [`Failover::set_ready`]). Fails if any instance
+    /// cannot open its interface or sockets; those already started are
+    /// stopped again.
     pub async fn start(
         configs: &[VrrpConfig],
         health: watch::Receiver<Arc<HealthView>>,
     ) -> Result<Arc<Failover>, FailoverError> {
+        Failover::start_with(Kernel, configs, health).await
+    }
+}
+
+impl<O: Opener> Failover<O> {
+    /// [`Failover::start`] with instances opened by `opener`.
+    pub async fn start_with(
+        opener: O,
+        configs: &[VrrpConfig],
+        health: watch::Receiver<Arc<HealthView>>,
+    ) -> Result<Arc<Failover<O>>, FailoverError> {
         describe();
         let (q, task) = notify::spawn();
         let (ready, _) = watch::channel(false);
         let f = Arc::new(Failover {
+            opener,
             running: Mutex::new(Vec::new()),
             changing: tokio::sync::Mutex::new(()),
             health,
@@ -228,9 +245,12 @@ impl Failover {
             metrics::gauge!(names::STATE, "vrrp_instance" => name.clone(), "state" => s.as_str())
                 .set(0.0);
         }
-        // Read before the await: a watch::Ref must not live across it.
-        let ready = *self.ready.borrow();
-        let inst = Instance::open(cfg.clone(), ready).await?;
+        // Readiness is not read here: the instance reads the channel's
+        // current value itself, each turn of its loop (see
+        // `Instance::sync_ready`), so a `set_ready` at any moment of the
+        // open below, or before the task first runs, cannot be missed.
+        let opened = self.opener.open(&cfg).await?;
+        let inst = Instance::new(cfg.clone(), opened)?;
         let q = self
             .notify
             .lock()

@@ -5,19 +5,42 @@
 //! drive it with a base `Instant` plus durations.
 //!
 //! One timer serves both RFC timers, because they never run together:
-//! in Backup it is the Master_Down_Timer, in Master the Adver_Timer.
+//! in Backup it is the Master_Down_Timer, in Master the Adver_Timer. A
+//! second, one-shot deadline is the start-up announcement
+//! ([`crate::vrrp::announce`]).
 //!
 //! RFC 5798 §6.1 / §8.3 quantities (v3; v2 per RFC 3768 §6.1):
 //! - Skew_Time = ((256 − Priority) × Master_Adver_Interval) / 256
 //!   (v2: (256 − Priority) / 256 seconds, independent of the interval);
 //! - Master_Down_Interval = 3 × Master_Adver_Interval + Skew_Time;
 //! - Master_Adver_Interval is learned from the master's adverts in v3
-//!   (§6.4.2); v2 requires every router to use the same interval and drops
-//!   adverts that disagree (RFC 3768 §7.1).
+//!   (§6.4.2), but never above our own interval (see below); v2 requires
+//!   every router to use the same interval and drops adverts that disagree
+//!   (RFC 3768 §7.1).
 //!
-//! Beyond the RFC, on purpose (issue 4 item 7 and keepalived habits):
+//! ## The invariant (issue 11)
+//!
+//! After every call to [`Machine::handle`]:
+//! - in **Backup**, exactly one of two things holds: the Master_Down_Timer is
+//!   armed, or the machine is not ready and owes a claim
+//!   (`claim_on_ready`), which the first [`Event::Ready`] pays at once.
+//!   Only an advert that §6.4.2 says resets the timer (priority ≥ ours, or
+//!   preempt off, or preempt_delay running) re-arms it; a priority-0 advert
+//!   shortens it to Skew_Time; nothing else touches it;
+//! - in **Master**, the Adver_Timer is armed, and the machine is ready with
+//!   its link up;
+//! - in **Initialize** and **Fault**, no timer is armed and no VIP is held.
+//!
+//! The machine is the one owner of readiness: the runtime delivers
+//! [`Event::Ready`] whenever its readiness source says ready and
+//! [`Machine::is_ready`] says not (failover/instance.rs), so a readiness
+//! change can never be lost between the two. `Machine::invariant_violation`
+//! checks the rules above in the tests after every event.
+//!
+//! ## Beyond the RFC, on purpose (issue 4 item 7, issue 11, keepalived habits)
 //! - **Fault**: [`Event::LinkDown`] from any running state releases the VIPs
-//!   at once and sends nothing; [`Event::LinkUp`] re-enters as at start-up.
+//!   at once and sends nothing; [`Event::TrackFault`] does the same after a
+//!   Master's priority-0 advert; [`Event::LinkUp`] re-enters as at start-up.
 //! - **Readiness**: a machine created with `ready: false` never becomes
 //!   Master — not even the address owner — until [`Event::Ready`]. If it
 //!   would have claimed in the meantime (owner at start-up, or the
@@ -27,147 +50,35 @@
 //!   [`Event::PriorityChanged`] (tracking).
 //! - **No two-master window at start-up**: a non-owner always waits a full
 //!   Master_Down_Interval in Backup first (RFC §6.4.1), whatever `preempt`
-//!   says; keepalived with `state MASTER` does not.
+//!   says; keepalived with `state MASTER` does not. On entering Backup at
+//!   start-up or on leaving Fault it arms the start-up announcement.
 //! - **Split brain**: a Master that hears another master it outranks reports
-//!   [`Action::OtherMasterSeen`] (the alarm counter), sends an advert at once
-//!   so the other steps down without waiting an interval (keepalived's "forcing
-//!   a new election"), and sends gratuitous ARPs again once per contest so the
-//!   switches learn the winner's MAC last (issue 4 item 5).
+//!   [`Action::OtherMasterSeen`] (the alarm counter), answers with an advert
+//!   at once so the other steps down without waiting an interval
+//!   (keepalived's "forcing a new election"), and sends gratuitous ARPs again
+//!   once per contest so the switches learn the winner's MAC last (issue 4
+//!   item 5).
+//! - **Forged adverts cannot stall or flood the pair** (issue 11 item 5).
+//!   VRRPv3 has no authentication, so anyone on the segment can send an
+//!   advert. (a) A Backup adopts an advertised interval only up to its own:
+//!   one forged advert with 40.95 s would otherwise keep it from claiming for
+//!   two minutes after a real master loss. keepalived likewise warns and
+//!   keeps its own. (b) A Master answers lower-priority and priority-0
+//!   adverts at once at most once per advert interval; more of them wait for
+//!   its regular advert, so a flood is not amplified.
 //! - **preempt_delay** (keepalived semantics): until `preempt_delay` has passed
 //!   since start-up (or link up), a Backup treats a lower-priority master's
 //!   adverts as if preemption were off, then takes over exactly when the delay
 //!   ends.
 
+mod vocab;
+
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use super::types::{AdvertInterval, Priority, RangeError, Version, Vrid};
-
-/// The protocol state (RFC 5798 §6.4) plus Fault (link down).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    /// Not started, or stopped. Holds no VIPs, sends nothing.
-    Initialize,
-    /// Listening for the master; holds no VIPs.
-    Backup,
-    /// Holds the VIPs and advertises every interval.
-    Master,
-    /// The VRRP interface is down: holds no VIPs, sends nothing, until link up.
-    Fault,
-}
-
-impl State {
-    /// Lower-case name for notify scripts, status and metric labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Initialize => "initialize",
-            State::Backup => "backup",
-            State::Master => "master",
-            State::Fault => "fault",
-        }
-    }
-
-    /// The word keepalived passes to `notify` scripts, so they work
-    /// unchanged. Initialize is only ever entered by stopping: `STOP`.
-    pub fn keepalived_name(self) -> &'static str {
-        match self {
-            State::Initialize => "STOP",
-            State::Backup => "BACKUP",
-            State::Master => "MASTER",
-            State::Fault => "FAULT",
-        }
-    }
-}
-
-/// The configuration of one virtual router, as the machine needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Params {
-    pub vrid: Vrid,
-    pub version: Version,
-    /// Configured priority, 1..=255. 255 = address owner: starts as Master at
-    /// once and always preempts (RFC 5798 §6.1 Preempt_Mode note).
-    pub priority: Priority,
-    /// Our Advertisement_Interval. Must fit `version` (whole seconds for v2).
-    pub advert_interval: AdvertInterval,
-    /// Preempt_Mode (RFC 5798 §6.1): a higher-priority Backup takes over from
-    /// a lower-priority Master. keepalived's `nopreempt` is `false` here.
-    pub preempt: bool,
-    /// keepalived's `preempt_delay`: no preemption until this long after
-    /// start-up or link up. Zero = none.
-    pub preempt_delay: Duration,
-    /// Our primary address on the VRRP interface: the tie-break between equal
-    /// priorities (RFC 5798 §6.4.3: the higher address wins).
-    pub primary_ip: Ipv4Addr,
-    /// Whether listeners and health checks are ready at construction. If
-    /// false, the machine does not become Master until [`Event::Ready`].
-    pub ready: bool,
-}
-
-/// Something that happened. `now` is passed beside it to [`Machine::handle`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// RFC 5798 §6.4.1 Startup.
-    Startup,
-    /// RFC 5798 §6.4.2/§6.4.3 Shutdown: a Master resigns with priority 0.
-    Shutdown,
-    /// A decoded, validated advert for our VRID (see `packet::decode`).
-    AdvertReceived {
-        /// The sender's primary address (IP source).
-        src: Ipv4Addr,
-        priority: Priority,
-        max_advert_int: AdvertInterval,
-    },
-    /// [`Machine::next_deadline`] has passed. Early calls are ignored.
-    Timer,
-    /// New effective priority from tracking. Clamped to 1..=254 (1..=255 for
-    /// an instance configured at 255), as keepalived does.
-    PriorityChanged(Priority),
-    /// Carrier lost on the VRRP interface.
-    LinkDown,
-    /// Carrier back.
-    LinkUp,
-    /// Listeners bound and health checks settled: Master is now allowed.
-    Ready,
-}
-
-/// What the caller must do, in the order given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Send one advert with this priority (0 = resigning) and our interval
-    /// and VIPs, to the group or to each unicast peer.
-    SendAdvert { priority: Priority },
-    /// Add the VIPs to the interface.
-    AddVips,
-    /// Remove the VIPs from the interface.
-    RemoveVips,
-    /// Send gratuitous ARPs for every VIP (the I/O layer applies the
-    /// configured count, spacing and delayed repeat, and must cancel pending
-    /// repeats when the VIPs are removed).
-    SendGarp,
-    /// The state changed to this one (run `notify`, bump metrics).
-    Notify(State),
-    /// While Master we heard another master that we outrank: two masters
-    /// existed. Count it (the split-brain alarm); no other handling needed.
-    OtherMasterSeen { src: Ipv4Addr, priority: Priority },
-    /// An advert was dropped by a protocol rule; count it by reason.
-    Discarded(Discard),
-}
-
-/// Why the machine dropped a received advert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Discard {
-    /// VRRPv2 only: the advert interval differs from ours (RFC 3768 §7.1).
-    IntervalMismatch,
-}
-
-impl Discard {
-    /// Metric label, in the same family as `packet::Reject::as_str`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Discard::IntervalMismatch => "interval_mismatch",
-        }
-    }
-}
+use super::announce::Announce;
+use super::types::{AdvertInterval, Priority, RangeError, Version};
+pub use vocab::{Action, Discard, Event, Params, State};
 
 /// One virtual router's protocol state.
 #[derive(Debug, Clone)]
@@ -190,6 +101,13 @@ pub struct Machine {
     /// Master: another master was heard until about this instant; a new
     /// contest after it triggers gratuitous ARPs again.
     contested_until: Option<Instant>,
+    /// Master: when we last answered another router's advert at once
+    /// (rate limit: one answer per advert interval).
+    answered_at: Option<Instant>,
+    /// The start-up announcement (Backup only).
+    announce: Announce,
+    /// The longer interval last refused (so the warning is said once).
+    interval_refused: Option<AdvertInterval>,
     /// The current master as far as we know: us in Master, the sender of the
     /// last accepted advert in Backup.
     master: Option<Ipv4Addr>,
@@ -220,6 +138,9 @@ impl Machine {
             claim_on_ready: false,
             preempt_after: None,
             contested_until: None,
+            answered_at: None,
+            announce: Announce::idle(),
+            interval_refused: None,
             master: None,
             params,
         })
@@ -229,9 +150,30 @@ impl Machine {
         self.state
     }
 
-    /// When to call [`Machine::handle`] with [`Event::Timer`].
+    /// When to call [`Machine::handle`] with [`Event::Timer`]: the RFC timer
+    /// or the start-up announcement, whichever comes first.
     pub fn next_deadline(&self) -> Option<Instant> {
+        match (self.timer, self.announce.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The RFC timer alone: Master_Down_Timer in Backup, Adver_Timer in
+    /// Master.
+    pub fn rfc_timer(&self) -> Option<Instant> {
         self.timer
+    }
+
+    /// Whether [`Event::Ready`] has been received (or `Params::ready`).
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// Whether a fault ([`Event::LinkDown`], [`Event::TrackFault`]) is in
+    /// force: set even before start-up, when the machine is in Initialize.
+    pub fn in_fault(&self) -> bool {
+        !self.link_up
     }
 
     /// The effective priority we advertise.
@@ -269,9 +211,7 @@ impl Machine {
     /// cannot postpone a timeout.
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
-        if event != Event::Timer && self.timer.is_some_and(|t| now >= t) {
-            self.on_timer(now, &mut out);
-        }
+        self.on_due(now, &mut out);
         match event {
             Event::Startup => self.on_startup(now, &mut out),
             Event::Shutdown => self.on_shutdown(&mut out),
@@ -280,17 +220,37 @@ impl Machine {
                 priority,
                 max_advert_int,
             } => self.on_advert(src, priority, max_advert_int, now, &mut out),
-            Event::Timer => {
-                if self.timer.is_some_and(|t| now >= t) {
-                    self.on_timer(now, &mut out);
-                }
-            }
+            // Handled by `on_due` above; an early call does nothing.
+            Event::Timer => {}
             Event::PriorityChanged(p) => self.on_priority(p, now, &mut out),
             Event::LinkDown => self.on_link_down(&mut out),
+            Event::TrackFault => {
+                // Over a working link, a master's last word is priority 0
+                // (§6.4.3), as on shutdown.
+                if self.state == State::Master {
+                    out.push(Action::SendAdvert {
+                        priority: Priority::RESIGN,
+                    });
+                }
+                self.on_link_down(&mut out);
+            }
             Event::LinkUp => self.on_link_up(now, &mut out),
             Event::Ready => self.on_ready(now, &mut out),
         }
         out
+    }
+
+    /// Whatever deadline has passed, in time order: the RFC timer first (a
+    /// claim made then makes the announcement moot), then the announcement.
+    fn on_due(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.timer.is_some_and(|t| now >= t) {
+            self.on_timer(now, out);
+        }
+        if self.announce.fire(now) && self.state == State::Backup && self.ready {
+            // See `announce`: only a ready Backup announces; a running
+            // master has cancelled the announcement by advertising twice.
+            out.push(self.advert());
+        }
     }
 
     /// RFC 5798 §6.4.1 Startup (also used on leaving Fault).
@@ -311,15 +271,20 @@ impl Machine {
         self.master_adver_interval = self.params.advert_interval.as_duration();
         self.preempt_after = Some(now + self.params.preempt_delay);
         self.contested_until = None;
+        self.answered_at = None;
         self.master = None;
         if self.priority.is_owner() && self.ready {
             self.become_master(now, out);
+        } else if self.priority.is_owner() {
+            // Owner not yet ready: listen first, claim as soon as it is (see
+            // `on_ready`). No timer: the claim is owed, not timed.
+            self.claim_on_ready = true;
+            self.timer = None;
+            self.transition(State::Backup, out);
         } else {
-            // Not owner, or owner not yet ready: listen first. An owner that
-            // is not ready claims as soon as it is (see `on_ready`).
-            self.claim_on_ready = self.priority.is_owner();
             self.timer = Some(now + self.master_down_interval());
             self.transition(State::Backup, out);
+            self.announce = Announce::after_start(now, self.params.advert_interval.as_duration());
         }
     }
 
@@ -385,8 +350,17 @@ impl Machine {
             out.push(Action::Discarded(Discard::IntervalMismatch));
             return;
         }
+        let starter = self
+            .announce
+            .is_starter(src, priority.get(), self.priority.get(), now);
+        self.announce
+            .heard(src, priority.get(), self.priority.get(), now);
         match self.state {
-            State::Backup => self.backup_advert(src, priority, max_advert_int, now),
+            State::Backup if starter => {
+                // Another starter's announcement, not a master: our timer
+                // runs on (see `Announce::is_starter`).
+            }
+            State::Backup => self.backup_advert(src, priority, max_advert_int, now, out),
             State::Master => self.master_advert(src, priority, max_advert_int, now, out),
             State::Initialize | State::Fault => {}
         }
@@ -399,11 +373,18 @@ impl Machine {
         priority: Priority,
         max_advert_int: AdvertInterval,
         now: Instant,
+        out: &mut Vec<Action>,
     ) {
         if priority == Priority::RESIGN {
             // The master is resigning: take over after Skew_Time only, so the
-            // highest-priority backup (smallest skew) wins the race.
-            self.timer = Some(now + self.skew_time());
+            // highest-priority backup (smallest skew) wins the race. A backup
+            // not ready keeps owing the claim instead (no timer: invariant).
+            if self.ready {
+                self.timer = Some(now + self.skew_time());
+            } else {
+                self.timer = None;
+                self.claim_on_ready = true;
+            }
             self.master = None;
             return;
         }
@@ -411,7 +392,7 @@ impl Machine {
         let preempt = self.params.preempt || self.priority.is_owner();
         let delaying = self.preempt_after.is_some_and(|t| now < t);
         if !preempt || priority >= self.priority || delaying {
-            self.learn_interval(max_advert_int);
+            self.learn_interval(src, max_advert_int, out);
             let mut deadline = now + self.master_down_interval();
             if preempt && priority < self.priority {
                 // preempt_delay: hold off until it ends, then take over then.
@@ -438,8 +419,7 @@ impl Machine {
     ) {
         if priority == Priority::RESIGN {
             // Another router resigned: advertise at once so backups re-arm.
-            out.push(self.advert());
-            self.timer = Some(now + self.params.advert_interval.as_duration());
+            self.answer(now, out);
             return;
         }
         // Priorities equal: the higher primary address wins, compared as
@@ -447,7 +427,7 @@ impl Machine {
         let they_win = priority > self.priority
             || (priority == self.priority && u32::from(src) > u32::from(self.params.primary_ip));
         if they_win {
-            self.learn_interval(max_advert_int);
+            self.learn_interval(src, max_advert_int, out);
             out.push(Action::RemoveVips);
             self.timer = Some(now + self.master_down_interval());
             self.master = Some(src);
@@ -457,13 +437,31 @@ impl Machine {
         }
         // §6.4.3 says discard. We also count the split brain, assert
         // ourselves at once, and re-announce our MAC once per contest.
-        out.push(Action::OtherMasterSeen { src, priority });
-        out.push(self.advert());
-        self.timer = Some(now + self.params.advert_interval.as_duration());
-        if self.contested_until.is_none_or(|t| now > t) {
+        let new_contest = self.contested_until.is_none_or(|t| now > t);
+        out.push(Action::OtherMasterSeen {
+            src,
+            priority,
+            new_contest,
+        });
+        self.answer(now, out);
+        if new_contest {
             out.push(Action::SendGarp);
         }
         self.contested_until = Some(now + self.master_down_interval());
+    }
+
+    /// A Master's advert at once, in answer to another router's — at most
+    /// one per advert interval, so forged adverts cannot make us send more
+    /// than twice our normal rate. A skipped answer changes nothing: the
+    /// Adver_Timer sends our next advert on time.
+    fn answer(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let interval = self.params.advert_interval.as_duration();
+        if self.answered_at.is_some_and(|t| now < t + interval) {
+            return;
+        }
+        self.answered_at = Some(now);
+        out.push(self.advert());
+        self.timer = Some(now + interval);
     }
 
     fn on_priority(&mut self, p: Priority, now: Instant, out: &mut Vec<Action>) {
@@ -528,15 +526,30 @@ impl Machine {
         self.timer = Some(now + self.params.advert_interval.as_duration());
         self.claim_on_ready = false;
         self.contested_until = None;
+        self.answered_at = None;
         self.master = Some(self.params.primary_ip);
         self.transition(State::Master, out);
     }
 
-    /// §6.4.2: in v3 the Backup adopts the master's interval; v2 intervals
-    /// are equal by rule.
-    fn learn_interval(&mut self, max_advert_int: AdvertInterval) {
-        if self.params.version == Version::V3 {
-            self.master_adver_interval = max_advert_int.as_duration();
+    /// §6.4.2: in v3 the Backup adopts the master's interval — here only up
+    /// to our own (issue 11 item 5: a forged 40.95 s would hold our claim
+    /// off for two minutes; keepalived also keeps its own and warns). A
+    /// shorter interval is adopted: it only makes us notice a loss sooner.
+    /// v2 intervals are equal by rule.
+    fn learn_interval(&mut self, src: Ipv4Addr, advertised: AdvertInterval, out: &mut Vec<Action>) {
+        if self.params.version != Version::V3 {
+            return;
+        }
+        let ours = self.params.advert_interval;
+        if advertised > ours {
+            self.master_adver_interval = ours.as_duration();
+            if self.interval_refused != Some(advertised) {
+                self.interval_refused = Some(advertised);
+                out.push(Action::IntervalNotAdopted { src, advertised });
+            }
+        } else {
+            self.master_adver_interval = advertised.as_duration();
+            self.interval_refused = None;
         }
     }
 
@@ -547,10 +560,34 @@ impl Machine {
     }
 
     fn transition(&mut self, to: State, out: &mut Vec<Action>) {
+        if to != State::Backup {
+            self.announce.cancel();
+        }
         if self.state != to {
             self.state = to;
             out.push(Action::Notify(to));
         }
+    }
+
+    /// The invariant of the module doc, or what breaks it (for tests).
+    #[cfg(test)]
+    pub(crate) fn invariant_violation(&self) -> Option<String> {
+        let bad = match self.state {
+            State::Backup if self.timer.is_some() == (self.claim_on_ready && !self.ready) => {
+                "Backup needs exactly one of: a Master_Down_Timer, an owed claim while not ready"
+            }
+            State::Backup if self.claim_on_ready && self.ready => "ready Backup still owes a claim",
+            State::Master if self.timer.is_none() => "Master without an Adver_Timer",
+            State::Master if !self.ready || !self.link_up => "Master while not ready or faulted",
+            State::Initialize | State::Fault if self.timer.is_some() => "timer armed while idle",
+            State::Initialize | State::Fault | State::Master
+                if self.announce.deadline().is_some() =>
+            {
+                "announcement armed outside Backup"
+            }
+            _ => return None,
+        };
+        Some(format!("{bad}: {self:?}"))
     }
 }
 

@@ -7,7 +7,10 @@
 //!   Tested byte for byte against keepalived captures (`testdata/vectors.json`).
 //! - [`machine`]: the RFC 5798 §6 state machine, sans-I/O: events and the
 //!   current time in, actions out, one deadline to wake it up.
+//! - [`announce`]: the one advert a starting Backup sends so that peers
+//!   starting with it defer to the highest priority (used by `machine`).
 
+pub mod announce;
 pub mod machine;
 pub mod packet;
 pub mod types;

@@ -5,7 +5,10 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::vrrp::Vrid;
 
+mod announce;
+mod forged;
 mod sim;
 
 const US: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 11);
@@ -76,7 +79,7 @@ fn backup(p: Params) -> (Machine, Instant) {
 fn master(p: Params) -> (Machine, Instant) {
     let prio = p.priority.get();
     let (mut m, t0) = backup(p);
-    let t = m.next_deadline().unwrap();
+    let t = m.rfc_timer().unwrap();
     assert_eq!(m.handle(Event::Timer, t), become_master(prio));
     let _ = t0;
     (m, t)
@@ -132,7 +135,7 @@ fn startup_owner_becomes_master_at_once() {
     assert_eq!(m.handle(Event::Startup, t0), BECOME_MASTER_255);
     assert_eq!(m.state(), State::Master);
     assert_eq!(
-        m.next_deadline(),
+        m.rfc_timer(),
         Some(t0 + ms(1000)),
         "Adver_Timer = Advertisement_Interval"
     );
@@ -143,11 +146,12 @@ fn startup_owner_becomes_master_at_once() {
 fn startup_non_owner_waits_a_full_master_down_interval_even_with_preempt() {
     let (mut m, t0) = backup(params(254));
     let mdi = m.master_down_interval();
-    assert_eq!(m.next_deadline(), Some(t0 + mdi));
-    // An early wake-up does nothing.
+    assert_eq!(m.rfc_timer(), Some(t0 + mdi));
+    // An early wake-up does not claim (the start-up announcement, due
+    // since 2.5 intervals, is all it sends).
     assert_eq!(
         m.handle(Event::Timer, t0 + mdi - Duration::from_nanos(1)),
-        []
+        [send(254)]
     );
     assert_eq!(m.state(), State::Backup);
     assert_eq!(m.handle(Event::Timer, t0 + mdi), become_master(254));
@@ -161,7 +165,7 @@ fn initialize_ignores_adverts_and_timers() {
     assert_eq!(m.handle(Event::Timer, t0), []);
     assert_eq!(m.handle(Event::Shutdown, t0), []);
     assert_eq!(m.state(), State::Initialize);
-    assert_eq!(m.next_deadline(), None);
+    assert_eq!(m.rfc_timer(), None);
 }
 
 // ---- §6.4.2 Backup ----
@@ -171,7 +175,7 @@ fn backup_priority_zero_advert_arms_skew_time() {
     let (mut m, t0) = backup(params(100));
     let t = t0 + ms(500);
     assert_eq!(m.handle(adv(HIGHER_IP, 0), t), []);
-    assert_eq!(m.next_deadline(), Some(t + m.skew_time()));
+    assert_eq!(m.rfc_timer(), Some(t + m.skew_time()));
     assert_eq!(
         m.handle(Event::Timer, t + m.skew_time()),
         become_master(100)
@@ -182,10 +186,13 @@ fn backup_priority_zero_advert_arms_skew_time() {
 fn backup_higher_or_equal_advert_resets_master_down_timer() {
     for prio in [100u8, 101, 255] {
         let (mut m, t0) = backup(params(100));
-        let t = t0 + ms(3000);
+        // A master advertises every interval: an equal one heard once during
+        // start-up could be a starter (see `Announce::is_starter`).
+        assert_eq!(m.handle(adv(LOWER_IP, prio), t0 + ms(1000)), []);
+        let t = t0 + ms(2000);
         assert_eq!(m.handle(adv(LOWER_IP, prio), t), []);
         assert_eq!(
-            m.next_deadline(),
+            m.rfc_timer(),
             Some(t + m.master_down_interval()),
             "prio {prio}"
         );
@@ -209,7 +216,7 @@ fn backup_learns_master_adver_interval_in_v3() {
         Duration::from_nanos(1_804_687_500)
     );
     assert_eq!(
-        m.next_deadline(),
+        m.rfc_timer(),
         Some(t0 + Duration::from_nanos(1_804_687_500))
     );
 }
@@ -219,7 +226,7 @@ fn backup_v2_drops_an_advert_with_another_interval() {
     let mut p = params(100);
     p.version = Version::V2;
     let (mut m, t0) = backup(p);
-    let before = m.next_deadline();
+    let before = m.rfc_timer();
     let ev = Event::AdvertReceived {
         src: HIGHER_IP,
         priority: Priority(150),
@@ -229,11 +236,7 @@ fn backup_v2_drops_an_advert_with_another_interval() {
         m.handle(ev, t0 + ms(10)),
         [Action::Discarded(Discard::IntervalMismatch)]
     );
-    assert_eq!(
-        m.next_deadline(),
-        before,
-        "timer not reset by a dropped advert"
-    );
+    assert_eq!(m.rfc_timer(), before, "timer not reset by a dropped advert");
     assert_eq!(Discard::IntervalMismatch.as_str(), "interval_mismatch");
 }
 
@@ -242,9 +245,12 @@ fn backup_nopreempt_resets_the_timer_on_a_lower_priority_master() {
     let mut p = params(200);
     p.preempt = false;
     let (mut m, t0) = backup(p);
-    let t = t0 + ms(3000);
+    // Heard once during start-up, it may be another starter (see
+    // `Announce::is_starter`); its second advert shows a running master.
+    m.handle(adv(HIGHER_IP, 100), t0 + ms(500));
+    let t = t0 + ms(1500);
     m.handle(adv(HIGHER_IP, 100), t);
-    assert_eq!(m.next_deadline(), Some(t + m.master_down_interval()));
+    assert_eq!(m.rfc_timer(), Some(t + m.master_down_interval()));
     // Keeps resetting while the lower master advertises: never takes over.
     for k in 1..=10 {
         assert_eq!(m.handle(adv(HIGHER_IP, 100), t + ms(1000 * k)), []);
@@ -255,12 +261,12 @@ fn backup_nopreempt_resets_the_timer_on_a_lower_priority_master() {
 #[test]
 fn backup_preempt_ignores_a_lower_priority_master_and_takes_over() {
     let (mut m, t0) = backup(params(200));
-    let deadline = m.next_deadline().unwrap();
+    let deadline = m.rfc_timer().unwrap();
     for k in 0..3 {
         assert_eq!(m.handle(adv(HIGHER_IP, 100), t0 + ms(1000 * k)), []);
     }
     assert_eq!(
-        m.next_deadline(),
+        m.rfc_timer(),
         Some(deadline),
         "lower adverts do not reset the timer"
     );
@@ -279,9 +285,11 @@ fn address_owner_preempts_even_with_nopreempt() {
         m.handle(Event::Startup, t0),
         [Action::Notify(State::Backup)]
     );
-    let deadline = m.next_deadline().unwrap();
-    m.handle(adv(HIGHER_IP, 100), t0 + ms(100));
-    assert_eq!(m.next_deadline(), Some(deadline));
+    // Not ready, an owner owes its claim (no timer); a lower master's
+    // advert does not cancel it, nopreempt or not, so Ready claims at once.
+    assert_eq!(m.rfc_timer(), None);
+    assert_eq!(m.handle(adv(HIGHER_IP, 100), t0 + ms(100)), []);
+    assert_eq!(m.handle(Event::Ready, t0 + ms(200)), BECOME_MASTER_255);
 }
 
 #[test]
@@ -294,10 +302,10 @@ fn preempt_delay_holds_off_then_takes_over_when_it_ends() {
     for k in 0..5 {
         let t = t0 + ms(1000 * k);
         assert_eq!(m.handle(adv(HIGHER_IP, 100), t), []);
-        assert_eq!(m.next_deadline(), Some((t + mdi).min(t0 + ms(5500))));
+        assert_eq!(m.rfc_timer(), Some((t + mdi).min(t0 + ms(5500))));
     }
     // The advert at 4 s re-armed the timer to the end of the delay, not 4 s + MDI.
-    assert_eq!(m.next_deadline(), Some(t0 + ms(5500)));
+    assert_eq!(m.rfc_timer(), Some(t0 + ms(5500)));
     m.handle(adv(HIGHER_IP, 100), t0 + ms(5000));
     assert_eq!(m.handle(Event::Timer, t0 + ms(5500)), become_master(200));
 }
@@ -308,7 +316,7 @@ fn preempt_delay_does_not_delay_taking_over_from_a_dead_master() {
     p.preempt_delay = ms(60_000);
     let (mut m, t0) = backup(p);
     m.handle(adv(HIGHER_IP, 150), t0);
-    let t = m.next_deadline().unwrap();
+    let t = m.rfc_timer().unwrap();
     assert_eq!(t, t0 + m.master_down_interval());
     assert_eq!(m.handle(Event::Timer, t), become_master(100));
 }
@@ -320,7 +328,7 @@ fn shutdown_in_backup_goes_to_initialize_quietly() {
         m.handle(Event::Shutdown, t0),
         [Action::Notify(State::Initialize)]
     );
-    assert_eq!(m.next_deadline(), None);
+    assert_eq!(m.rfc_timer(), None);
 }
 
 // ---- §6.4.3 Master ----
@@ -330,7 +338,7 @@ fn master_sends_an_advert_every_interval() {
     let (mut m, t) = master(params(100));
     for k in 1..=5u32 {
         let at = t + ms(1000) * k;
-        assert_eq!(m.next_deadline(), Some(at));
+        assert_eq!(m.rfc_timer(), Some(at));
         assert_eq!(m.handle(Event::Timer, at), [send(100)]);
     }
 }
@@ -340,7 +348,7 @@ fn master_answers_a_priority_zero_advert_at_once() {
     let (mut m, t) = master(params(100));
     let at = t + ms(300);
     assert_eq!(m.handle(adv(HIGHER_IP, 0), at), [send(100)]);
-    assert_eq!(m.next_deadline(), Some(at + ms(1000)), "Adver_Timer reset");
+    assert_eq!(m.rfc_timer(), Some(at + ms(1000)), "Adver_Timer reset");
 }
 
 #[test]
@@ -358,7 +366,7 @@ fn master_yields_to_a_higher_priority() {
     );
     // Master_Adver_Interval learned (200 ms), Master_Down_Timer armed.
     assert_eq!(m.master_down_interval(), ms(600) + ms(200) * 156 / 256);
-    assert_eq!(m.next_deadline(), Some(at + m.master_down_interval()));
+    assert_eq!(m.rfc_timer(), Some(at + m.master_down_interval()));
     assert_eq!(m.master(), Some(LOWER_IP));
 }
 
@@ -371,7 +379,8 @@ fn equal_priority_is_broken_by_the_higher_primary_address() {
         out[0],
         Action::OtherMasterSeen {
             src: LOWER_IP,
-            priority: Priority(100)
+            priority: Priority(100),
+            new_contest: true,
         }
     );
     assert_eq!(m.state(), State::Master);
@@ -389,28 +398,63 @@ fn equal_priority_is_broken_by_the_higher_primary_address() {
 #[test]
 fn master_hearing_a_lower_master_alarms_asserts_and_regarps_once_per_contest() {
     let (mut m, t) = master(params(150));
-    let other = Action::OtherMasterSeen {
+    let other = |new_contest| Action::OtherMasterSeen {
         src: HIGHER_IP,
         priority: Priority(100),
+        new_contest,
     };
     // First sighting: alarm, advert at once, GARP again (issue 4 item 5).
     assert_eq!(
         m.handle(adv(HIGHER_IP, 100), t + ms(5)),
-        [other, send(150), Action::SendGarp]
+        [other(true), send(150), Action::SendGarp]
     );
-    assert_eq!(m.next_deadline(), Some(t + ms(1005)));
-    // Same contest (within a Master_Down_Interval): no GARP storm.
+    assert_eq!(m.rfc_timer(), Some(t + ms(1005)));
+    // Same contest, within one interval of the answer: counted, not
+    // answered again (issue 11 item 5), no GARP storm, timer untouched.
+    assert_eq!(m.handle(adv(HIGHER_IP, 100), t + ms(500)), [other(false)]);
+    assert_eq!(m.rfc_timer(), Some(t + ms(1005)));
+    // The regular advert goes out on time; an interval after the last
+    // answer, the next sighting is answered again.
+    assert_eq!(m.handle(Event::Timer, t + ms(1005)), [send(150)]);
     assert_eq!(
-        m.handle(adv(HIGHER_IP, 100), t + ms(1004)),
-        [other, send(150)]
+        m.handle(adv(HIGHER_IP, 100), t + ms(1006)),
+        [other(false), send(150)]
     );
     // Quiet for longer than MDI, then a new contest: GARP again.
-    let later = t + ms(1004) + m.master_down_interval() + ms(1);
+    let later = t + ms(1006) + m.master_down_interval() + ms(1);
     let out = m.handle(adv(HIGHER_IP, 100), later);
     assert!(
-        out.ends_with(&[other, send(150), Action::SendGarp]),
+        out.ends_with(&[other(true), send(150), Action::SendGarp]),
         "{out:?}"
     );
+}
+
+#[test]
+fn a_flood_of_lower_or_resigning_adverts_gets_one_answer_per_interval() {
+    // Forged adverts every millisecond for 10 s: without the limit the master
+    // would send 10,000 answers; with it, one per interval on top of its own
+    // 10 regular adverts.
+    let (mut m, t) = master(params(150));
+    let mut sent = 0;
+    for i in 1..=10_000u64 {
+        let prio = if i % 2 == 0 { 0 } else { 100 };
+        let out = m.handle(adv(LOWER_IP, prio), t + ms(i));
+        sent += out
+            .iter()
+            .filter(|a| matches!(a, Action::SendAdvert { .. }))
+            .count();
+        if let Some(d) = m.next_deadline()
+            && d <= t + ms(i)
+        {
+            unreachable!("handle leaves no overdue deadline");
+        }
+    }
+    assert!(
+        sent <= 20,
+        "{sent} adverts for 10 s of flood at a 1 s interval"
+    );
+    assert!(sent >= 10, "still advertises every interval: {sent}");
+    assert_eq!(m.state(), State::Master);
 }
 
 #[test]
@@ -424,7 +468,7 @@ fn shutdown_in_master_resigns_with_priority_zero_and_releases_vips() {
             Action::Notify(State::Initialize)
         ]
     );
-    assert_eq!(m.next_deadline(), None);
+    assert_eq!(m.rfc_timer(), None);
     assert_eq!(m.master(), None);
 }
 
@@ -438,7 +482,7 @@ fn own_looped_back_advert_is_ignored() {
 #[test]
 fn overdue_timer_is_handled_before_the_event() {
     let (mut m, t0) = backup(params(100));
-    let late = m.next_deadline().unwrap() + ms(1);
+    let late = m.rfc_timer().unwrap() + ms(1);
     // A packet processed after the deadline: the timeout happened first.
     let mut want = become_master(100);
     want.extend([Action::RemoveVips, Action::Notify(State::Backup)]);
@@ -455,7 +499,7 @@ fn priority_change_in_master_is_advertised_at_once_and_clamped() {
         m.handle(Event::PriorityChanged(Priority(90)), t + ms(1)),
         [send(90)]
     );
-    assert_eq!(m.next_deadline(), Some(t + ms(1001)));
+    assert_eq!(m.rfc_timer(), Some(t + ms(1001)));
     // 0 would mean "resigning" on the wire: clamped to 1.
     assert_eq!(
         m.handle(Event::PriorityChanged(Priority(0)), t + ms(2)),
@@ -492,7 +536,7 @@ fn priority_change_in_backup_changes_the_skew_of_the_next_arming() {
     assert!(m.skew_time() < before);
     m.handle(adv(HIGHER_IP, 250), t0 + ms(10));
     assert_eq!(
-        m.next_deadline(),
+        m.rfc_timer(),
         Some(t0 + ms(10) + ms(3000) + ms(1000) * 56 / 256)
     );
 }
@@ -506,13 +550,13 @@ fn link_down_in_master_releases_vips_at_once_and_goes_silent() {
         m.handle(Event::LinkDown, t + ms(1)),
         [Action::RemoveVips, Action::Notify(State::Fault)]
     );
-    assert_eq!(m.next_deadline(), None, "no adverts in Fault");
+    assert_eq!(m.rfc_timer(), None, "no adverts in Fault");
     assert_eq!(m.handle(adv(HIGHER_IP, 200), t + ms(2)), []);
     assert_eq!(m.handle(Event::Timer, t + ms(5000)), []);
     // Link up: Backup for a full Master_Down_Interval, as at start-up.
     let up = t + ms(6000);
     assert_eq!(m.handle(Event::LinkUp, up), [Action::Notify(State::Backup)]);
-    assert_eq!(m.next_deadline(), Some(up + m.master_down_interval()));
+    assert_eq!(m.rfc_timer(), Some(up + m.master_down_interval()));
 }
 
 #[test]
@@ -568,9 +612,9 @@ fn not_ready_backup_never_claims_until_ready_then_claims_at_once() {
     let t0 = Instant::now();
     let mut m = Machine::new(p).unwrap();
     m.handle(Event::Startup, t0);
-    let t = m.next_deadline().unwrap();
+    let t = m.rfc_timer().unwrap();
     assert_eq!(m.handle(Event::Timer, t), []);
-    assert_eq!((m.state(), m.next_deadline()), (State::Backup, None));
+    assert_eq!((m.state(), m.rfc_timer()), (State::Backup, None));
     assert_eq!(m.handle(Event::Ready, t + ms(500)), become_master(100));
 }
 
@@ -581,16 +625,13 @@ fn not_ready_backup_that_heard_a_master_stays_backup_on_ready() {
     let t0 = Instant::now();
     let mut m = Machine::new(p).unwrap();
     m.handle(Event::Startup, t0);
-    let t = m.next_deadline().unwrap();
+    let t = m.rfc_timer().unwrap();
     m.handle(Event::Timer, t);
     // A master shows up after our timer expired: the pending claim is cancelled.
     m.handle(adv(HIGHER_IP, 150), t + ms(10));
     assert_eq!(m.handle(Event::Ready, t + ms(20)), []);
     assert_eq!(m.state(), State::Backup);
-    assert_eq!(
-        m.next_deadline(),
-        Some(t + ms(10) + m.master_down_interval())
-    );
+    assert_eq!(m.rfc_timer(), Some(t + ms(10) + m.master_down_interval()));
 }
 
 #[test]

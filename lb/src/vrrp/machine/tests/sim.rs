@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 
 use super::super::*;
+use crate::vrrp::Vrid;
 
 const IPS: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 18, 2, 11), Ipv4Addr::new(198, 18, 2, 12)];
 
@@ -256,6 +257,9 @@ fn run(s: &Scenario) -> Result<(), String> {
 
         // Properties.
         for (i, n) in nodes.iter().enumerate() {
+            if let Some(v) = n.m.as_ref().and_then(|m| m.invariant_violation()) {
+                return Err(format!("node {i} at +{:?}: {v}", now - t0));
+            }
             if n.holds_vips != n.is_master() {
                 return Err(format!(
                     "node {i}: holds VIPs {} but master {}",
@@ -351,22 +355,35 @@ fn simultaneous_start_never_has_two_masters() {
     let mut b = Machine::new(mk(1, 100)).unwrap();
     a.handle(Event::Startup, t0);
     b.handle(Event::Startup, t0);
-    let ta = a.next_deadline().unwrap();
-    assert!(
-        ta < b.next_deadline().unwrap(),
-        "higher priority fires first"
-    );
-    let out = a.handle(Event::Timer, ta);
-    assert!(out.contains(&Action::SendAdvert {
-        priority: Priority(150)
-    }));
-    let ev = Event::AdvertReceived {
-        src: IPS[0],
-        priority: Priority(150),
+    let ta = a.rfc_timer().unwrap();
+    assert!(ta < b.rfc_timer().unwrap(), "higher priority fires first");
+    // Both announce after 2.5 intervals; the lower one defers to the higher
+    // (re-arming its timer), the higher one ignores the lower (preempt).
+    let announce = t0 + interval.as_duration() * 5 / 2;
+    assert_eq!(b.next_deadline(), Some(announce));
+    let adv = |i: usize, p: u8| Event::AdvertReceived {
+        src: IPS[i],
+        priority: Priority(p),
         max_advert_int: interval,
     };
-    assert_eq!(b.handle(ev, ta + Duration::from_millis(1)), []);
+    assert_eq!(a.handle(Event::Timer, announce), [send(150)]);
+    assert_eq!(b.handle(Event::Timer, announce), [send(100)]);
+    let heard = announce + Duration::from_millis(1);
+    assert_eq!(b.handle(adv(0, 150), heard), []);
+    assert_eq!(a.handle(adv(1, 100), heard), []);
+    assert!(b.rfc_timer().unwrap() > heard + b.master_down_interval() - Duration::from_millis(1));
+    // The higher one claims at its own Master_Down_Interval; the lower one
+    // hears it and stays Backup: it never was master.
+    let out = a.handle(Event::Timer, ta);
+    assert!(out.contains(&send(150)));
+    assert_eq!(b.handle(adv(0, 150), ta + Duration::from_millis(1)), []);
     assert_eq!((a.state(), b.state()), (State::Master, State::Backup));
+}
+
+fn send(p: u8) -> Action {
+    Action::SendAdvert {
+        priority: Priority(p),
+    }
 }
 
 /// Guard: a scenario that must produce two masters if the link were cut

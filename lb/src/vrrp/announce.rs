@@ -33,10 +33,14 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-/// Whether and when to announce.
+/// Whether and when to announce, and whether we are still starting.
 #[derive(Debug, Clone, Default)]
 pub struct Announce {
     at: Option<Instant>,
+    /// When the announcement went out; the start-up window stays open one
+    /// `interval` after it (see [`Announce::is_starter`]).
+    fired_at: Option<Instant>,
+    interval: Duration,
     /// Lower-priority sources heard once so far.
     lower_once: Vec<Ipv4Addr>,
 }
@@ -51,6 +55,8 @@ impl Announce {
     pub fn after_start(now: Instant, interval: Duration) -> Announce {
         Announce {
             at: Some(now + interval * 5 / 2),
+            fired_at: None,
+            interval,
             lower_once: Vec::new(),
         }
     }
@@ -62,12 +68,34 @@ impl Announce {
 
     pub fn cancel(&mut self) {
         self.at = None;
+        self.fired_at = None;
         self.lower_once.clear();
     }
 
+    fn open(&self, now: Instant) -> bool {
+        self.at.is_some() || self.fired_at.is_some_and(|t| now < t + self.interval)
+    }
+
+    /// Whether an advert (`theirs`, from `src`) is most likely another
+    /// starter's announcement rather than a running master's: we are still
+    /// starting (announcement pending, or sent less than an interval ago),
+    /// its priority is not above ours, and `src` has not been heard before.
+    /// A Backup does not defer to such an advert (RFC 5798 §6.4.2 would
+    /// re-arm its Master_Down_Timer on "priority >= ours, or preempt off"):
+    /// two starters that each took the other's announcement for a master
+    /// would both wait, and the first claim would come 2.5 intervals late
+    /// (equal priorities, or a nopreempt node and a lower starter). Their
+    /// own timers decide instead, as the RFC has it for silent starters;
+    /// §6.4.3's tie-break settles equal ones. A running master sends again
+    /// within an interval and is deferred to from its second advert on.
+    /// Call before [`Announce::heard`] for the same advert.
+    pub fn is_starter(&self, src: Ipv4Addr, theirs: u8, ours: u8, now: Instant) -> bool {
+        self.open(now) && theirs != 0 && theirs <= ours && !self.lower_once.contains(&src)
+    }
+
     /// Another router's valid advert for our VRID (`theirs` 0 = resigning).
-    pub fn heard(&mut self, src: Ipv4Addr, theirs: u8, ours: u8) {
-        if self.at.is_none() {
+    pub fn heard(&mut self, src: Ipv4Addr, theirs: u8, ours: u8, now: Instant) {
+        if !self.open(now) {
             return;
         }
         if theirs == 0 || theirs >= ours || self.lower_once.contains(&src) {
@@ -80,7 +108,8 @@ impl Announce {
     /// True once, when the deadline has passed and nothing cancelled it.
     pub fn fire(&mut self, now: Instant) -> bool {
         if self.at.is_some_and(|t| now >= t) {
-            self.cancel();
+            self.at = None;
+            self.fired_at = Some(now);
             true
         } else {
             false
@@ -105,6 +134,8 @@ mod tests {
         assert!(a.fire(t0 + Duration::from_millis(250)));
         assert!(!a.fire(t0 + Duration::from_millis(500)));
         assert_eq!(a.deadline(), None);
+        a.cancel();
+        assert!(!a.is_starter(A, 100, 150, t0 + Duration::from_millis(260)));
     }
 
     #[test]
@@ -121,7 +152,7 @@ mod tests {
         let t0 = Instant::now();
         for theirs in [0, 150, 200] {
             let mut a = Announce::after_start(t0, I);
-            a.heard(A, theirs, 150);
+            a.heard(A, theirs, 150, t0);
             assert_eq!(a.deadline(), None, "theirs {theirs}");
             assert!(!a.fire(t0 + 3 * I));
         }
@@ -131,17 +162,34 @@ mod tests {
     fn one_lower_advert_is_a_starter_two_are_a_running_master() {
         let t0 = Instant::now();
         let mut a = Announce::after_start(t0, I);
-        a.heard(A, 100, 150);
-        a.heard(B, 100, 150);
+        assert!(a.is_starter(A, 100, 150, t0));
+        a.heard(A, 100, 150, t0);
+        a.heard(B, 100, 150, t0);
         assert!(a.deadline().is_some(), "two starters heard once each");
-        a.heard(A, 100, 150);
+        assert!(!a.is_starter(A, 100, 150, t0), "heard before");
+        a.heard(A, 100, 150, t0);
         assert_eq!(a.deadline(), None, "A advertises periodically: a master");
     }
 
     #[test]
     fn idle_never_fires() {
         let mut a = Announce::idle();
-        a.heard(A, 100, 150);
-        assert!(!a.fire(Instant::now() + Duration::from_secs(10)));
+        let t = Instant::now();
+        a.heard(A, 100, 150, t);
+        assert!(!a.is_starter(A, 100, 150, t));
+        assert!(!a.fire(t + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn the_start_up_window_closes_an_interval_after_the_announcement() {
+        let t0 = Instant::now();
+        let mut a = Announce::after_start(t0, I);
+        assert!(a.is_starter(A, 150, 150, t0), "equal, first heard");
+        assert!(!a.is_starter(A, 151, 150, t0), "higher is a master");
+        assert!(!a.is_starter(A, 0, 150, t0), "resigning is a master");
+        let fired = t0 + 5 * I / 2;
+        assert!(a.fire(fired));
+        assert!(a.is_starter(B, 100, 150, fired + I - Duration::from_millis(1)));
+        assert!(!a.is_starter(B, 100, 150, fired + I));
     }
 }

@@ -1,0 +1,309 @@
+//! The runtime (Failover + instance loop) against a simulated segment, under
+//! paused tokio time: deterministic task order on a current-thread runtime,
+//! no root, no sleeping. Each test places `set_ready` at one moment of the
+//! start-up — before start, during the interface open, after the task was
+//! spawned but before it first ran, long after — and checks that the
+//! instance then behaves as the machine's rules say (issue 11: a node that
+//! became ready between the machine's construction and the loop's first
+//! look at the channel stayed Backup forever).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tandem_healthcheck::checker::HealthView;
+use tokio::sync::{Notify, mpsc, watch};
+
+use super::edge::{Edge, Opened, Opener};
+use super::*;
+use crate::config::Config;
+use crate::vrrp::packet::{self, Advert, MULTICAST_GROUP};
+use crate::vrrp::{AdvertInterval, Priority, Version, Vrid};
+
+const US: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 11);
+const PEER: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 12);
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 7, 100);
+const INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the instance did to the simulated interface.
+#[derive(Default)]
+struct Seen {
+    vips: BTreeSet<Ipv4Addr>,
+    /// Priorities of the adverts it sent, in order.
+    sent: Vec<u8>,
+}
+
+struct FakeEdge {
+    seen: Arc<Mutex<Seen>>,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Vec<u8>>>,
+}
+
+impl Edge for FakeEdge {
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.rx.lock().await.recv().await {
+            Some(p) => {
+                buf[..p.len()].copy_from_slice(&p);
+                Ok(p.len())
+            }
+            None => std::future::pending().await,
+        }
+    }
+    async fn send(&self, payload: &[u8], _dst: Ipv4Addr) -> std::io::Result<()> {
+        // The priority byte of a VRRP header (RFC 5798 §5.1).
+        self.seen.lock().unwrap().sent.push(payload[2]);
+        Ok(())
+    }
+    async fn add_vip(&self, ip: Ipv4Addr, _prefix: u8) -> std::io::Result<()> {
+        self.seen.lock().unwrap().vips.insert(ip);
+        Ok(())
+    }
+    async fn del_vip(&self, ip: Ipv4Addr, _prefix: u8) -> std::io::Result<()> {
+        self.seen.lock().unwrap().vips.remove(&ip);
+        Ok(())
+    }
+    fn can_garp(&self) -> bool {
+        false
+    }
+    fn garp(&self, _vip: Ipv4Addr) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Opens one [`FakeEdge`]; the open waits for `gate` when there is one.
+struct FakeOpener {
+    seen: Arc<Mutex<Seen>>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<u8>>>>,
+    gate: Option<Arc<Notify>>,
+    opened: Arc<Notify>,
+}
+
+impl Opener for FakeOpener {
+    type Edge = FakeEdge;
+    async fn open(&self, _cfg: &VrrpConfig) -> Result<Opened<FakeEdge>, FailoverError> {
+        self.opened.notify_one();
+        if let Some(g) = &self.gate {
+            g.notified().await;
+        }
+        let rx = self
+            .rx
+            .lock()
+            .unwrap()
+            .take()
+            .expect("one instance per test");
+        let (_link_tx, link) = watch::channel(true);
+        // The sender may go: a closed link channel keeps its last value.
+        Ok(Opened {
+            edge: FakeEdge {
+                seen: self.seen.clone(),
+                rx: tokio::sync::Mutex::new(rx),
+            },
+            primary: US,
+            link,
+            iface_tracks: Vec::new(),
+        })
+    }
+}
+
+struct Bed {
+    seen: Arc<Mutex<Seen>>,
+    peer: mpsc::UnboundedSender<Vec<u8>>,
+    gate: Arc<Notify>,
+    opened: Arc<Notify>,
+    opener: Option<FakeOpener>,
+    _health: watch::Sender<Arc<HealthView>>,
+    health: watch::Receiver<Arc<HealthView>>,
+    cfg: VrrpConfig,
+}
+
+impl Bed {
+    fn new(priority: u8, gated: bool) -> Bed {
+        let text = format!(
+            "[[vrrp]]\nname = \"vi1\"\ninterface = \"sim0\"\nvirtual_router_id = 51\n\
+             priority = {priority}\nvirtual_ips = [\"{VIP}/24\"]\n"
+        );
+        let cfg = Config::parse(&text, Path::new("sim.toml")).unwrap().vrrp[0].clone();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (peer, rx) = mpsc::unbounded_channel();
+        let gate = Arc::new(Notify::new());
+        let opened = Arc::new(Notify::new());
+        let (htx, health) = watch::channel(Arc::new(HealthView::default()));
+        Bed {
+            opener: Some(FakeOpener {
+                seen: seen.clone(),
+                rx: Mutex::new(Some(rx)),
+                gate: gated.then(|| gate.clone()),
+                opened: opened.clone(),
+            }),
+            seen,
+            peer,
+            gate,
+            opened,
+            _health: htx,
+            health,
+            cfg,
+        }
+    }
+
+    async fn start(&mut self) -> Arc<Failover<FakeOpener>> {
+        let opener = self.opener.take().unwrap();
+        Failover::start_with(opener, std::slice::from_ref(&self.cfg), self.health.clone())
+            .await
+            .unwrap()
+    }
+
+    /// A VRRPv3 advert from the peer, as the raw socket would deliver it.
+    fn peer_advert(&self, priority: u8) {
+        let adv = Advert {
+            version: Version::V3,
+            vrid: Vrid::new(51).unwrap(),
+            priority: Priority(priority),
+            max_advert_int: AdvertInterval::for_version(Version::V3, INTERVAL).unwrap(),
+            addresses: vec![VIP],
+            auth: None,
+        };
+        let payload = packet::encode(&adv, PEER, MULTICAST_GROUP);
+        let mut ip =
+            packet::ip_header(PEER, MULTICAST_GROUP, 255, 0, payload.len() as u16).to_vec();
+        ip.extend_from_slice(&payload);
+        self.peer.send(ip).unwrap();
+    }
+
+    fn holds_vip(&self) -> bool {
+        self.seen.lock().unwrap().vips.contains(&VIP)
+    }
+}
+
+fn state(f: &Failover<FakeOpener>) -> String {
+    f.status()[0].state.clone()
+}
+
+/// Master_Down_Interval at priority 150 with 100 ms adverts, plus one
+/// interval: the RFC bound for a claim with no master.
+const CLAIM_BOUND: Duration = Duration::from_millis(300 + 41 + 100);
+
+/// Runs the test body on a current-thread runtime with paused time, so a
+/// spawned task runs only when the test awaits, in a fixed order.
+fn paused(body: impl AsyncFnOnce()) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+        .block_on(body());
+}
+
+/// The outage of issue 11, exactly: ready set after the instance task was
+/// spawned but before it first ran (a node with no health checks does
+/// this at once), while the peer at priority 100 is master. Before the fix
+/// the loop took the channel's `true` as delivered, the machine (built not
+/// ready) never heard it, and the node stayed Backup forever, hearing the
+/// peer's adverts.
+#[test]
+fn ready_before_the_task_first_runs_is_not_lost() {
+    paused(async || {
+        let mut bed = Bed::new(150, false);
+        let f = bed.start().await;
+        f.set_ready();
+        // The peer is a running master: an advert every interval for 3 s.
+        for _ in 0..30 {
+            bed.peer_advert(100);
+            tokio::time::sleep(INTERVAL).await;
+        }
+        assert_eq!(state(&f), "master", "preempts the lower master");
+        assert!(bed.holds_vip());
+        f.shutdown().await;
+        assert!(!bed.holds_vip(), "resigned");
+        assert_eq!(bed.seen.lock().unwrap().sent.last(), Some(&0));
+    });
+}
+
+/// Ready set while the interface is being opened: a reload that adds an
+/// instance before the health checks have settled (the await in `launch`,
+/// where the old code read readiness before and subscribed after).
+#[test]
+fn ready_during_the_open_is_not_lost() {
+    paused(async || {
+        let mut bed = Bed::new(150, true);
+        let opener = bed.opener.take().unwrap();
+        let f = Failover::start_with(opener, &[], bed.health.clone())
+            .await
+            .unwrap();
+        let cfgs = [bed.cfg.clone()];
+        let apply = f.apply(&cfgs);
+        tokio::pin!(apply);
+        tokio::select! {
+            _ = &mut apply => panic!("the open waits for the gate"),
+            _ = bed.opened.notified() => {}
+        }
+        f.set_ready();
+        bed.gate.notify_one();
+        apply.await.unwrap();
+        tokio::time::sleep(CLAIM_BOUND).await;
+        assert_eq!(state(&f), "master");
+        assert!(bed.holds_vip());
+        f.shutdown().await;
+    });
+}
+
+/// Ready before anything starts (a reload's new instance): the machine is
+/// told before its start-up, so it goes straight on as a ready Backup.
+#[test]
+fn ready_before_start_claims_after_master_down_interval() {
+    paused(async || {
+        let mut bed = Bed::new(150, false);
+        let f = bed.start().await;
+        f.set_ready();
+        tokio::task::yield_now().await;
+        tokio::time::sleep(CLAIM_BOUND - Duration::from_millis(150)).await;
+        assert_eq!(state(&f), "backup", "waits a full Master_Down_Interval");
+        assert!(!bed.holds_vip());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(state(&f), "master");
+        f.shutdown().await;
+    });
+}
+
+/// Ready long after the Master_Down_Timer expired with no master heard:
+/// the owed claim is paid the moment readiness arrives, and not before.
+#[test]
+fn late_ready_claims_at_once_and_not_before() {
+    paused(async || {
+        let mut bed = Bed::new(150, false);
+        let f = bed.start().await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(state(&f), "backup", "never master before ready");
+        assert!(!bed.holds_vip());
+        f.set_ready();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(state(&f), "master");
+        assert!(bed.holds_vip());
+        f.shutdown().await;
+    });
+}
+
+/// A higher-priority peer stays master: ready or not, we never claim while
+/// it advertises, and we take over within the bound once it goes silent.
+#[test]
+fn higher_master_keeps_the_vip_until_it_goes_silent() {
+    paused(async || {
+        let mut bed = Bed::new(150, false);
+        let f = bed.start().await;
+        f.set_ready();
+        for _ in 0..20 {
+            bed.peer_advert(200);
+            tokio::time::sleep(INTERVAL).await;
+        }
+        assert_eq!(state(&f), "backup");
+        assert!(!bed.holds_vip());
+        assert!(
+            bed.seen.lock().unwrap().sent.is_empty(),
+            "no announcement to a running master"
+        );
+        // Silence: Master_Down_Interval with the learned interval.
+        tokio::time::sleep(CLAIM_BOUND).await;
+        assert_eq!(state(&f), "master");
+        f.shutdown().await;
+    });
+}
