@@ -16,15 +16,20 @@
 //!   `passive_fall` consecutive ones mark an UP backend DOWN at once. Only
 //!   probes bring it back, with the usual `rise`.
 //! - Slow start: after a DOWN→UP transition the weight factor ramps linearly
-//!   from 0 to 1 over `slow_start`. As in HAProxy, it does not apply to the
-//!   initial state: a balancer that (re)starts must not throttle healthy
-//!   backends that were serving a moment ago.
-//! - Initial state ([`InitialState`], HAProxy's `init-state`): by default a
-//!   backend starts UP *provisionally*: it takes traffic at once, but the first
-//!   probe result decides alone (one failure marks it DOWN; one success makes it
-//!   fully UP, after which `fall` failures are needed). A starting balancer thus
-//!   neither refuses everything nor keeps sending to a dead backend for more than
-//!   one probe (and passive detection usually catches it before that).
+//!   from 0 to 1 over `slow_start`. As in HAProxy, it does not apply to a
+//!   backend that starts UP: a balancer that (re)starts must not throttle
+//!   healthy backends that were serving a moment ago. Leaving a DOWN initial
+//!   state is an ordinary DOWN→UP and does ramp (so does HAProxy's
+//!   `init-state fully-down`).
+//! - Initial state ([`InitialState`]): by default a backend starts UP and, like
+//!   any UP backend, needs `fall` consecutive failures to go DOWN
+//!   (keepalived's default; HAProxy's `init-state fully-up`). A backend that
+//!   binds a moment after the balancer starts thus never loses its clients to
+//!   one early failed probe, while passive detection still takes a really
+//!   dead one out at its first few refused connects. [`InitialState::Down`]
+//!   is the fail-closed choice (keepalived's `alpha`, HAProxy's
+//!   `init-state fully-down`): DOWN until `rise` consecutive successes. No
+//!   single probe result ever decides alone; the thresholds always apply.
 //!
 //! Time is an argument (`now: Instant`) and randomness too (`u` in `[0, 1)`), so
 //! every rule is unit-tested with simulated time.
@@ -55,18 +60,18 @@ impl std::fmt::Display for State {
     }
 }
 
-/// Where a backend starts (HAProxy 3.1 `init-state`).
+/// Where a backend starts. Either way the usual thresholds apply from the
+/// first probe on: HAProxy 3.1's provisional `init-state up` / `down` (the
+/// first result decides alone) are deliberately not offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InitialState {
-    /// UP, but the first probe result decides alone (HAProxy's default `up`).
+    /// UP; `fall` consecutive failures take it DOWN (keepalived without
+    /// `alpha`, HAProxy `init-state fully-up`).
     #[default]
     Up,
-    /// UP, and `fall` consecutive failures are needed to go DOWN.
-    FullyUp,
-    /// DOWN, but the first successful probe brings it UP.
+    /// DOWN; `rise` consecutive successes bring it UP (keepalived's `alpha`,
+    /// HAProxy `init-state fully-down`).
     Down,
-    /// DOWN, and `rise` consecutive successes are needed to go UP.
-    FullyDown,
 }
 
 /// Random spread applied to every probe delay.
@@ -123,7 +128,8 @@ pub struct Params {
     /// Length of the weight ramp after DOWN → UP; zero disables. Default 0
     /// (HAProxy `slowstart` is off unless set).
     pub slow_start: Duration,
-    /// Where the backend starts. Default [`InitialState::Up`] (HAProxy).
+    /// Where the backend starts. Default [`InitialState::Up`] (keepalived
+    /// without `alpha`).
     pub initial: InitialState,
 }
 
@@ -193,7 +199,7 @@ impl Params {
 /// What made a transition happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
-    /// `consecutive` probe results in a row (1 for a provisional initial state).
+    /// `consecutive` probe results in a row (`rise` or `fall` of them).
     Probe { consecutive: u32 },
     /// `consecutive` failed connects reported by the data plane.
     Passive { consecutive: u32 },
@@ -217,9 +223,6 @@ pub struct HealthMachine {
     state: State,
     /// Consecutive results pointing away from `state`.
     streak: u32,
-    /// Set by a provisional initial state until the first probe result: that
-    /// result alone decides.
-    provisional: bool,
     /// When `state` was entered (construction time for the initial state).
     since: Instant,
     /// Start of the slow-start ramp, after a DOWN → UP transition.
@@ -230,20 +233,17 @@ pub struct HealthMachine {
 
 impl HealthMachine {
     pub fn new(params: Params, now: Instant) -> Self {
-        let (state, provisional, reason) = match params.initial {
-            InitialState::Up => (State::Up, true, "initial state (provisional)"),
-            InitialState::FullyUp => (State::Up, false, "initial state"),
-            InitialState::Down => (State::Down, true, "initial state (provisional)"),
-            InitialState::FullyDown => (State::Down, false, "initial state"),
+        let state = match params.initial {
+            InitialState::Up => State::Up,
+            InitialState::Down => State::Down,
         };
         HealthMachine {
             params,
             state,
             streak: 0,
-            provisional,
             since: now,
             ramp_from: None,
-            reason: reason.to_string(),
+            reason: "initial state".to_string(),
         }
     }
 
@@ -281,17 +281,13 @@ impl HealthMachine {
     }
 
     /// True while a change of state is in progress (HAProxy: "not fully up or
-    /// down"): a streak has begun, or the provisional initial state awaits its
-    /// first result.
+    /// down"): a streak toward the other state has begun.
     pub fn transitioning(&self) -> bool {
-        self.streak > 0 || self.provisional
+        self.streak > 0
     }
 
     /// Results needed, from a zero streak, to leave the current state.
     fn threshold(&self) -> u32 {
-        if self.provisional {
-            return 1;
-        }
         match self.state {
             State::Up => self.params.fall.max(1),
             State::Down => self.params.rise.max(1),
@@ -307,7 +303,6 @@ impl HealthMachine {
         };
         if !toward_other {
             self.streak = 0;
-            self.provisional = false;
             return None;
         }
         self.streak = self.streak.saturating_add(1);
@@ -338,7 +333,6 @@ impl HealthMachine {
         };
         self.state = to;
         self.streak = 0;
-        self.provisional = false;
         self.since = now;
         self.ramp_from = (to == State::Up && !self.params.slow_start.is_zero()).then_some(now);
         self.reason.clone_from(&reason);

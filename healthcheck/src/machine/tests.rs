@@ -56,7 +56,7 @@ fn validate_names_the_field() {
 #[test]
 fn fall_needs_exactly_fall_consecutive_failures() {
     let t0 = Instant::now();
-    let mut m = HealthMachine::new(params(2, 3, InitialState::FullyUp), t0);
+    let mut m = HealthMachine::new(params(2, 3, InitialState::Up), t0);
     assert_eq!(m.on_probe(false, "connection refused", t0), None);
     assert_eq!(m.on_probe(false, "connection refused", t0), None);
     assert!(m.is_up());
@@ -71,7 +71,7 @@ fn fall_needs_exactly_fall_consecutive_failures() {
 #[test]
 fn rise_needs_exactly_rise_consecutive_successes() {
     let t0 = Instant::now();
-    let mut m = HealthMachine::new(params(2, 3, InitialState::FullyDown), t0);
+    let mut m = HealthMachine::new(params(2, 3, InitialState::Down), t0);
     assert_eq!(m.on_probe(true, "HTTP 200", t0), None);
     assert!(!m.is_up());
     let tr = m.on_probe(true, "HTTP 200", t0).unwrap();
@@ -82,7 +82,7 @@ fn rise_needs_exactly_rise_consecutive_successes() {
 #[test]
 fn an_agreeing_result_resets_the_streak() {
     let t0 = Instant::now();
-    let mut m = HealthMachine::new(params(2, 3, InitialState::FullyUp), t0);
+    let mut m = HealthMachine::new(params(2, 3, InitialState::Up), t0);
     for ok in [false, false, true, false, false, true, false, false] {
         assert_eq!(m.on_probe(ok, "x", t0), None);
     }
@@ -90,47 +90,94 @@ fn an_agreeing_result_resets_the_streak() {
     assert_eq!(m.streak(), 2);
 }
 
-#[test]
-fn provisional_up_goes_down_at_the_first_failure() {
-    let t0 = Instant::now();
-    let mut m = HealthMachine::new(params(2, 3, InitialState::Up), t0);
-    assert!(m.is_up() && m.transitioning());
-    let tr = m.on_probe(false, "connection refused", t0).unwrap();
-    assert_eq!(tr.cause, Cause::Probe { consecutive: 1 });
-    // Once DOWN, the ordinary rise applies.
-    assert_eq!(m.on_probe(true, "connected", t0), None);
-    assert!(m.on_probe(true, "connected", t0).is_some());
+/// Probe times as the driver would pick them without jitter: the first at
+/// `first_delay`, each next one `next_delay` after the previous.
+fn next_probe(m: &HealthMachine, last: Option<Instant>, t0: Instant) -> Instant {
+    match last {
+        None => t0 + m.first_delay(0.5),
+        Some(t) => t + m.next_delay(0.5),
+    }
 }
 
 #[test]
-fn provisional_up_confirmed_by_a_success_then_needs_fall() {
+fn a_backend_up_at_start_survives_a_failed_first_probe() {
+    // It binds a moment after the balancer: its first probe is refused, the
+    // next one connects. With fall = 3 it never leaves UP.
     let t0 = Instant::now();
     let mut m = HealthMachine::new(params(2, 3, InitialState::Up), t0);
-    assert_eq!(m.on_probe(true, "connected", t0), None);
-    assert!(!m.transitioning());
-    assert_eq!(m.on_probe(false, "x", t0), None);
-    assert_eq!(m.on_probe(false, "x", t0), None);
-    assert!(m.on_probe(false, "x", t0).is_some());
+    assert!(m.is_up() && !m.transitioning());
+    assert_eq!((m.reason(), m.weight_permille(t0)), ("initial state", 1000));
+    let t = next_probe(&m, None, t0);
+    assert_eq!(m.on_probe(false, "connection refused", t), None);
+    assert!(m.is_up(), "one failure of fall = 3");
+    assert_eq!(m.weight_permille(t), 1000);
+    assert_eq!(m.base_delay(), ms(200), "a streak has begun: fastinter");
+    let t = next_probe(&m, Some(t), t0);
+    assert_eq!(m.on_probe(true, "connected", t), None);
+    assert!(m.is_up() && !m.transitioning());
+    assert_eq!(m.since(), t0, "never left its initial state");
+    // The success reset the streak: two more failures are not three.
+    let mut t = t;
+    for _ in 0..2 {
+        t = next_probe(&m, Some(t), t0);
+        assert_eq!(m.on_probe(false, "connection refused", t), None);
+    }
+    assert!(m.is_up());
 }
 
 #[test]
-fn provisional_down_comes_up_at_the_first_success() {
+fn fall_consecutive_failures_at_start_mark_it_down() {
     let t0 = Instant::now();
-    let mut m = HealthMachine::new(params(3, 3, InitialState::Down), t0);
-    assert!(!m.is_up());
-    assert!(m.on_probe(true, "connected", t0).is_some());
-    let mut m = HealthMachine::new(params(3, 3, InitialState::Down), t0);
-    assert_eq!(m.on_probe(false, "x", t0), None);
-    // Confirmed down: now rise (3) successes are needed.
-    assert_eq!(m.on_probe(true, "x", t0), None);
-    assert_eq!(m.on_probe(true, "x", t0), None);
-    assert!(m.on_probe(true, "x", t0).is_some());
+    let mut m = HealthMachine::new(params(2, 3, InitialState::Up), t0);
+    let mut last = None;
+    let mut transitions = Vec::new();
+    for _ in 0..3 {
+        let t = next_probe(&m, last, t0);
+        transitions.extend(m.on_probe(false, "connection refused", t).map(|tr| (t, tr)));
+        last = Some(t);
+    }
+    let [(at, tr)] = &transitions[..] else {
+        panic!("one transition expected: {transitions:?}")
+    };
+    assert_eq!((tr.from, tr.to), (State::Up, State::Down));
+    assert_eq!(tr.cause, Cause::Probe { consecutive: 3 });
+    // The first probe at once (no jitter), then two fastinter steps.
+    assert_eq!(*at, t0 + ms(400));
+    assert_eq!((m.since(), m.reason()), (*at, "connection refused"));
+}
+
+#[test]
+fn alpha_starts_down_and_needs_rise_successes() {
+    let t0 = Instant::now();
+    let p = Params {
+        slow_start: ms(10_000),
+        ..params(3, 3, InitialState::Down)
+    };
+    let mut m = HealthMachine::new(p, t0);
+    assert!(!m.is_up() && !m.transitioning());
+    assert_eq!((m.reason(), m.weight_permille(t0)), ("initial state", 0));
+    assert_eq!(m.base_delay(), ms(5000), "steadily down: downinter");
+    let mut last = None;
+    // ok, ok, fail: the failure resets the streak; then three in a row.
+    for ok in [true, true, false, true, true] {
+        let t = next_probe(&m, last, t0);
+        assert_eq!(m.on_probe(ok, "x", t), None, "still down");
+        assert!(!m.is_up());
+        last = Some(t);
+    }
+    let t = next_probe(&m, last, t0);
+    let tr = m.on_probe(true, "connected", t).unwrap();
+    assert_eq!((tr.from, tr.to), (State::Down, State::Up));
+    assert_eq!(tr.cause, Cause::Probe { consecutive: 3 });
+    // Leaving the alpha state is a DOWN -> UP like any other: slow start
+    // applies (as after HAProxy's `init-state fully-down`).
+    assert_eq!(m.weight_permille(t), 1);
 }
 
 #[test]
 fn fastinter_while_transitioning_downinter_while_down() {
     let t0 = Instant::now();
-    let mut m = HealthMachine::new(params(2, 3, InitialState::FullyUp), t0);
+    let mut m = HealthMachine::new(params(2, 3, InitialState::Up), t0);
     assert_eq!(m.base_delay(), ms(1000));
     m.on_probe(false, "x", t0);
     assert_eq!(m.base_delay(), ms(200), "one failure in: fastinter");
@@ -142,9 +189,9 @@ fn fastinter_while_transitioning_downinter_while_down() {
     assert_eq!(m.base_delay(), ms(200), "rising: fastinter");
     m.on_probe(true, "x", t0);
     assert_eq!(m.base_delay(), ms(1000), "up again: interval");
-    // The provisional initial state is a transition too.
-    let m = HealthMachine::new(params(2, 3, InitialState::Up), t0);
-    assert_eq!(m.base_delay(), ms(200));
+    // Neither initial state is a transition in progress.
+    let m = HealthMachine::new(params(2, 3, InitialState::Down), t0);
+    assert_eq!(m.base_delay(), ms(5000));
 }
 
 #[test]
@@ -163,12 +210,12 @@ fn unset_fastinter_and_downinter_default_to_interval() {
 #[test]
 fn jitter_zero_and_midpoint_give_the_base() {
     let t0 = Instant::now();
-    let m = HealthMachine::new(params(2, 3, InitialState::FullyUp), t0);
+    let m = HealthMachine::new(params(2, 3, InitialState::Up), t0);
     assert_eq!(m.next_delay(0.9), ms(1000));
     assert_eq!(m.first_delay(0.9), Duration::ZERO);
     let p = Params {
         jitter: Jitter::Fraction(0.1),
-        ..params(2, 3, InitialState::FullyUp)
+        ..params(2, 3, InitialState::Up)
     };
     let m = HealthMachine::new(p, t0);
     assert_eq!(m.next_delay(0.5), ms(1000));
@@ -182,7 +229,7 @@ fn passive_failures_mark_down_at_once_and_only_probes_bring_back() {
     let t0 = Instant::now();
     let p = Params {
         passive_fall: 3,
-        ..params(2, 3, InitialState::FullyUp)
+        ..params(2, 3, InitialState::Up)
     };
     let mut m = HealthMachine::new(p, t0);
     assert_eq!(m.on_passive_failures(2, t0), None);
@@ -201,7 +248,7 @@ fn passive_fall_zero_disables() {
     let t0 = Instant::now();
     let p = Params {
         passive_fall: 0,
-        ..params(2, 3, InitialState::FullyUp)
+        ..params(2, 3, InitialState::Up)
     };
     let mut m = HealthMachine::new(p, t0);
     assert_eq!(m.on_passive_failures(1000, t0), None);
@@ -213,7 +260,7 @@ fn slow_start_ramps_linearly_after_down_to_up_only() {
     let t0 = Instant::now();
     let p = Params {
         slow_start: ms(10_000),
-        ..params(1, 1, InitialState::FullyUp)
+        ..params(1, 1, InitialState::Up)
     };
     let mut m = HealthMachine::new(p, t0);
     assert_eq!(m.weight_permille(t0), 1000, "no ramp at start (HAProxy)");
@@ -243,11 +290,11 @@ fn slow_start_ramps_linearly_after_down_to_up_only() {
 #[test]
 fn alternating_results_never_change_state() {
     let t0 = Instant::now();
-    let mut m = HealthMachine::new(params(2, 2, InitialState::FullyUp), t0);
+    let mut m = HealthMachine::new(params(2, 2, InitialState::Up), t0);
     for i in 0..1000 {
         assert_eq!(m.on_probe(i % 2 == 0, "x", t0), None);
     }
-    let mut m = HealthMachine::new(params(2, 2, InitialState::FullyDown), t0);
+    let mut m = HealthMachine::new(params(2, 2, InitialState::Down), t0);
     for i in 0..1000 {
         assert_eq!(m.on_probe(i % 2 == 0, "x", t0), None);
     }
@@ -263,7 +310,7 @@ proptest! {
         let p = Params {
             interval: ms(interval_ms),
             jitter: Jitter::Fraction(frac),
-            initial: InitialState::FullyUp,
+            initial: InitialState::Up,
             ..Params::default()
         };
         let m = HealthMachine::new(p, Instant::now());
@@ -280,7 +327,7 @@ proptest! {
         let p = Params {
             interval: ms(1000),
             jitter: Jitter::Max(ms(max_ms)),
-            initial: InitialState::FullyUp,
+            initial: InitialState::Up,
             ..Params::default()
         };
         let d = HealthMachine::new(p, Instant::now()).next_delay(u);
@@ -290,15 +337,18 @@ proptest! {
 
     /// A transition to DOWN happens only on the `fall`-th failure of an
     /// unbroken run, to UP only on the `rise`-th success, whatever the
-    /// sequence: flapping cannot move the state faster than rise/fall allow.
+    /// sequence and from either initial state: flapping cannot move the
+    /// state faster than rise/fall allow, and no first result decides alone.
     #[test]
     fn transitions_only_after_full_runs(
         rise in 1u32..5,
         fall in 1u32..5,
+        alpha in any::<bool>(),
         results in proptest::collection::vec(any::<bool>(), 0..200),
     ) {
         let t0 = Instant::now();
-        let mut m = HealthMachine::new(params(rise, fall, InitialState::FullyUp), t0);
+        let initial = if alpha { InitialState::Down } else { InitialState::Up };
+        let mut m = HealthMachine::new(params(rise, fall, initial), t0);
         let mut run_ok = 0u32;
         let mut run_fail = 0u32;
         for (i, &ok) in results.iter().enumerate() {
