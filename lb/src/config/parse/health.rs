@@ -1,4 +1,4 @@
-//! `[service.health]`, `[service.backend.health]`, `all_down` and `sorry`.
+//! `[service.health]` and `[service.backend.health]`.
 //!
 //! A health table is read into a [`HealthLayer`]: only the keys it sets.
 //! A backend's layer is then laid over its service's, key by key, and the
@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use super::super::duration::format_duration;
 use super::super::health::{
-    AllDown, ExecCheck, HealthCheck, HealthConfig, HealthKind, HttpCheck, StatusRange,
+    ExecCheck, HealthCheck, HealthConfig, HealthKind, HttpCheck, StatusRange,
 };
 use super::{
     DURATION_EXAMPLES, DeValue, ErrorKind, Field, Reported, Table, Walker, command_word, duration,
-    integer, join_names, one_of, socket_addr, string,
+    integer, join_names, one_of, string,
 };
 
 /// Keys every kind has.
@@ -52,7 +52,6 @@ const KIND_KEYS: &[(&str, &[HealthKind])] = &[
 const VALID_COMMAND: &str = r#"a non-empty array of strings: the program's absolute path, then its arguments, such as ["/usr/local/bin/check", "--quiet"]"#;
 const VALID_STATUS: &str =
     r#"a status from 100 to 599 (200), a range ("200-299"), or an array of those"#;
-const VALID_ALL_DOWN: &str = "one of refuse, all";
 
 /// The keys one health table sets, before inheritance and defaults.
 pub(super) struct HealthLayer<'t, 'i> {
@@ -475,55 +474,6 @@ impl<'t, 'i> Walker<'_> {
             )
         } else {
             Reported
-        }
-    }
-
-    /// `all_down` and `sorry`: one policy, so setting both is an error.
-    pub(super) fn all_down(&mut self, table: &Table<'_, '_>) -> Result<AllDown, Reported> {
-        let policies = [("refuse", AllDown::Refuse), ("all", AllDown::All)];
-        let all_down = self.field(table, "all_down", VALID_ALL_DOWN, |v| {
-            one_of(v, policies.into_iter(), "policy")
-        });
-        let sorry_valid = r#"an IP:port such as "127.0.0.1:8090", not the service's listen address; used when no backend is up"#;
-        let sorry = self.field(table, "sorry", sorry_valid, |v| socket_addr(v, true))?;
-        let all_down = all_down?;
-        match (sorry, all_down) {
-            (None, policy) => Ok(policy.unwrap_or_default()),
-            (Some(addr), None) => Ok(AllDown::Sorry(addr)),
-            (Some(_), Some(_)) => {
-                // Cannot fail: both keys were read from this table.
-                let sorry_v = table.get("sorry").expect("sorry was read");
-                let all_v = table.get("all_down").expect("all_down was read");
-                let with = format!(
-                    "all_down = {} at line {}",
-                    self.lines.written(&all_v.span()),
-                    self.lines.line(all_v.span().start)
-                );
-                Err(self.bad_value(
-                    sorry_v,
-                    table.field("sorry"),
-                    ErrorKind::Conflict { with },
-                    "either sorry or all_down, not both: sorry is itself the all-down policy",
-                ))
-            }
-        }
-    }
-
-    /// A sorry server equal to the service's own address would loop.
-    pub(super) fn sorry_is_not_listen(
-        &mut self,
-        table: &Table<'_, '_>,
-        all_down: &AllDown,
-        listen: &std::net::SocketAddr,
-    ) {
-        if let AllDown::Sorry(addr) = all_down
-            && addr == listen
-            && let Some(v) = table.get("sorry")
-        {
-            let kind = ErrorKind::Invalid(
-                "the service's own listen address: connections would loop".into(),
-            );
-            self.bad_value(v, table.field("sorry"), kind, "another server's IP:port");
         }
     }
 }
