@@ -20,6 +20,7 @@ use super::super::duration::format_duration;
 use super::super::health::{
     ExecCheck, HealthCheck, HealthConfig, HealthKind, HttpCheck, StatusRange,
 };
+use super::super::values::boolean;
 use super::{
     DURATION_EXAMPLES, DeValue, ErrorKind, Field, Reported, Table, Walker, command_word, duration,
     integer, join_names, one_of, string,
@@ -34,6 +35,7 @@ const COMMON_KEYS: &[&str] = &[
     "timeout",
     "rise",
     "fall",
+    "alpha",
     "jitter",
     "slow_start",
     "passive_fall",
@@ -69,6 +71,7 @@ pub(super) struct HealthLayer<'t, 'i> {
     timeout: Option<Duration>,
     rise: Option<u32>,
     fall: Option<u32>,
+    alpha: Option<bool>,
     jitter: Option<Duration>,
     port: Option<u16>,
     slow_start: Option<Duration>,
@@ -179,6 +182,8 @@ impl<'t, 'i> Walker<'_> {
         let count = |v: &DeValue<'_>| integer(v, 1, i64::from(HealthConfig::MAX_COUNT));
         let rise = self.field(&table, "rise", &count_valid, count);
         let fall = self.field(&table, "fall", &count_valid, count);
+        let alpha_valid = "true (start down until rise successes) or false (start up)";
+        let alpha = self.field(&table, "alpha", alpha_valid, boolean);
         let jitter_valid = format!("{DURATION_EXAMPLES}, less than interval; \"0s\" = none");
         let jitter = self.field(&table, "jitter", &jitter_valid, |v| duration(v, false));
         let slow_valid = format!("{DURATION_EXAMPLES}, or \"0s\" for off");
@@ -254,6 +259,7 @@ impl<'t, 'i> Walker<'_> {
             timeout: take(timeout, r),
             rise: count(rise, r),
             fall: count(fall, r),
+            alpha: take(alpha, r),
             jitter: take(jitter, r),
             port: count(port, r).map(|p| p as u16),
             slow_start: take(slow_start, r),
@@ -414,6 +420,7 @@ impl<'t, 'i> Walker<'_> {
             timeout: pick(own, parent, |l| &l.timeout).unwrap_or(HealthConfig::DEFAULT_TIMEOUT),
             rise: pick(own, parent, |l| &l.rise).unwrap_or(HealthConfig::DEFAULT_RISE),
             fall: pick(own, parent, |l| &l.fall).unwrap_or(HealthConfig::DEFAULT_FALL),
+            alpha: pick(own, parent, |l| &l.alpha).unwrap_or(false),
             jitter: jitter.unwrap_or_else(|| HealthConfig::default_jitter(interval)),
             // tcp and http share `port`; an exec layer never holds one.
             port: match kind {
