@@ -16,15 +16,20 @@
 //!   `passive_fall` consecutive ones mark an UP backend DOWN at once. Only
 //!   probes bring it back, with the usual `rise`.
 //! - Slow start: after a DOWN→UP transition the weight factor ramps linearly
-//!   from 0 to 1 over `slow_start`. As in HAProxy, it does not apply to the
-//!   initial state: a balancer that (re)starts must not throttle healthy
-//!   backends that were serving a moment ago.
-//! - Initial state ([`InitialState`], HAProxy's `init-state`): by default a
-//!   backend starts UP *provisionally*: it takes traffic at once, but the first
-//!   probe result decides alone (one failure marks it DOWN; one success makes it
-//!   fully UP, after which `fall` failures are needed). A starting balancer thus
-//!   neither refuses everything nor keeps sending to a dead backend for more than
-//!   one probe (and passive detection usually catches it before that).
+//!   from 0 to 1 over `slow_start`. As in HAProxy, it does not apply to a
+//!   backend that starts UP: a balancer that (re)starts must not throttle
+//!   healthy backends that were serving a moment ago. Leaving a DOWN initial
+//!   state is an ordinary DOWN→UP and does ramp (so does HAProxy's
+//!   `init-state fully-down`).
+//! - Initial state ([`InitialState`]): by default a backend starts UP and, like
+//!   any UP backend, needs `fall` consecutive failures to go DOWN
+//!   (keepalived's default; HAProxy's `init-state fully-up`). A backend that
+//!   binds a moment after the balancer starts thus never loses its clients to
+//!   one early failed probe, while passive detection still takes a really
+//!   dead one out at its first few refused connects. [`InitialState::Down`]
+//!   is the fail-closed choice (keepalived's `alpha`, HAProxy's
+//!   `init-state fully-down`): DOWN until `rise` consecutive successes. No
+//!   single probe result ever decides alone; the thresholds always apply.
 //!
 //! Time is an argument (`now: Instant`) and randomness too (`u` in `[0, 1)`), so
 //! every rule is unit-tested with simulated time.
@@ -55,18 +60,18 @@ impl std::fmt::Display for State {
     }
 }
 
-/// Where a backend starts (HAProxy 3.1 `init-state`).
+/// Where a backend starts. Either way the usual thresholds apply from the
+/// first probe on: HAProxy 3.1's provisional `init-state up` / `down` (the
+/// first result decides alone) are deliberately not offered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InitialState {
-    /// UP, but the first probe result decides alone (HAProxy's default `up`).
+    /// UP; `fall` consecutive failures take it DOWN (keepalived without
+    /// `alpha`, HAProxy `init-state fully-up`).
     #[default]
     Up,
-    /// UP, and `fall` consecutive failures are needed to go DOWN.
-    FullyUp,
-    /// DOWN, but the first successful probe brings it UP.
+    /// DOWN; `rise` consecutive successes bring it UP (keepalived's `alpha`,
+    /// HAProxy `init-state fully-down`).
     Down,
-    /// DOWN, and `rise` consecutive successes are needed to go UP.
-    FullyDown,
 }
 
 /// Random spread applied to every probe delay.
@@ -123,7 +128,8 @@ pub struct Params {
     /// Length of the weight ramp after DOWN → UP; zero disables. Default 0
     /// (HAProxy `slowstart` is off unless set).
     pub slow_start: Duration,
-    /// Where the backend starts. Default [`InitialState::Up`] (HAProxy).
+    /// Where the backend starts. Default [`InitialState::Up`] (keepalived
+    /// without `alpha`).
     pub initial: InitialState,
 }
 
@@ -193,7 +199,7 @@ impl Params {
 /// What made a transition happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
-    /// `consecutive` probe results in a row (1 for a provisional initial state).
+    /// `consecutive` probe results in a row (`rise` or `fall` of them).
     Probe { consecutive: u32 },
     /// `consecutive` failed connects reported by the data plane.
     Passive { consecutive: u32 },
@@ -217,9 +223,6 @@ pub struct HealthMachine {
     state: State,
     /// Consecutive results pointing away from `state`.
     streak: u32,
-    /// Set by a provisional initial state until the first probe result: that
-    /// result alone decides.
-    provisional: bool,
     /// When `state` was entered (construction time for the initial state).
     since: Instant,
     /// Start of the slow-start ramp, after a DOWN → UP transition.
@@ -230,20 +233,17 @@ pub struct HealthMachine {
 
 impl HealthMachine {
     pub fn new(params: Params, now: Instant) -> Self {
-        let (state, provisional, reason) = match params.initial {
-            InitialState::Up => (State::Up, true, "initial state (provisional)"),
-            InitialState::FullyUp => (State::Up, false, "initial state"),
-            InitialState::Down => (State::Down, true, "initial state (provisional)"),
-            InitialState::FullyDown => (State::Down, false, "initial state"),
+        let state = match params.initial {
+            InitialState::Up => State::Up,
+            InitialState::Down => State::Down,
         };
         HealthMachine {
             params,
             state,
             streak: 0,
-            provisional,
             since: now,
             ramp_from: None,
-            reason: reason.to_string(),
+            reason: "initial state".to_string(),
         }
     }
 
@@ -281,17 +281,13 @@ impl HealthMachine {
     }
 
     /// True while a change of state is in progress (HAProxy: "not fully up or
-    /// down"): a streak has begun, or the provisional initial state awaits its
-    /// first result.
+    /// down"): a streak toward the other state has begun.
     pub fn transitioning(&self) -> bool {
-        self.streak > 0 || self.provisional
+        self.streak > 0
     }
 
     /// Results needed, from a zero streak, to leave the current state.
     fn threshold(&self) -> u32 {
-        if self.provisional {
-            return 1;
-        }
         match self.state {
             State::Up => self.params.fall.max(1),
             State::Down => self.params.rise.max(1),
@@ -307,7 +303,6 @@ impl HealthMachine {
         };
         if !toward_other {
             self.streak = 0;
-            self.provisional = false;
             return None;
         }
         self.streak = self.streak.saturating_add(1);
@@ -338,7 +333,6 @@ impl HealthMachine {
         };
         self.state = to;
         self.streak = 0;
-        self.provisional = false;
         self.since = now;
         self.ramp_from = (to == State::Up && !self.params.slow_start.is_zero()).then_some(now);
         self.reason.clone_from(&reason);
@@ -419,326 +413,4 @@ impl HealthMachine {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    fn params(rise: u32, fall: u32, initial: InitialState) -> Params {
-        Params {
-            interval: ms(1000),
-            fastinter: Some(ms(200)),
-            downinter: Some(ms(5000)),
-            rise,
-            fall,
-            jitter: Jitter::Fraction(0.0),
-            initial,
-            ..Params::default()
-        }
-    }
-
-    #[test]
-    fn defaults_are_valid_and_haproxy_like() {
-        let p = Params::default();
-        p.validate().unwrap();
-        assert_eq!((p.interval, p.rise, p.fall), (ms(2000), 2, 3));
-        assert_eq!(p.initial, InitialState::Up);
-    }
-
-    #[test]
-    fn validate_names_the_field() {
-        let p = Params {
-            fall: 0,
-            ..Params::default()
-        };
-        assert_eq!(p.validate(), Err(ParamsError::ZeroCount { field: "fall" }));
-        let p = Params {
-            fastinter: Some(Duration::ZERO),
-            ..Params::default()
-        };
-        assert!(
-            p.validate()
-                .unwrap_err()
-                .to_string()
-                .starts_with("fastinter")
-        );
-        let p = Params {
-            jitter: Jitter::Fraction(0.7),
-            ..Params::default()
-        };
-        assert_eq!(p.validate(), Err(ParamsError::JitterFraction(0.7)));
-    }
-
-    #[test]
-    fn fall_needs_exactly_fall_consecutive_failures() {
-        let t0 = Instant::now();
-        let mut m = HealthMachine::new(params(2, 3, InitialState::FullyUp), t0);
-        assert_eq!(m.on_probe(false, "connection refused", t0), None);
-        assert_eq!(m.on_probe(false, "connection refused", t0), None);
-        assert!(m.is_up());
-        let tr = m.on_probe(false, "HTTP 503", t0 + ms(10)).unwrap();
-        assert_eq!((tr.from, tr.to), (State::Up, State::Down));
-        assert_eq!(tr.reason, "HTTP 503");
-        assert_eq!(tr.cause, Cause::Probe { consecutive: 3 });
-        assert_eq!(m.since(), t0 + ms(10));
-        assert_eq!(m.reason(), "HTTP 503");
-    }
-
-    #[test]
-    fn rise_needs_exactly_rise_consecutive_successes() {
-        let t0 = Instant::now();
-        let mut m = HealthMachine::new(params(2, 3, InitialState::FullyDown), t0);
-        assert_eq!(m.on_probe(true, "HTTP 200", t0), None);
-        assert!(!m.is_up());
-        let tr = m.on_probe(true, "HTTP 200", t0).unwrap();
-        assert_eq!((tr.from, tr.to), (State::Down, State::Up));
-        assert_eq!(tr.cause, Cause::Probe { consecutive: 2 });
-    }
-
-    #[test]
-    fn an_agreeing_result_resets_the_streak() {
-        let t0 = Instant::now();
-        let mut m = HealthMachine::new(params(2, 3, InitialState::FullyUp), t0);
-        for ok in [false, false, true, false, false, true, false, false] {
-            assert_eq!(m.on_probe(ok, "x", t0), None);
-        }
-        assert!(m.is_up());
-        assert_eq!(m.streak(), 2);
-    }
-
-    #[test]
-    fn provisional_up_goes_down_at_the_first_failure() {
-        let t0 = Instant::now();
-        let mut m = HealthMachine::new(params(2, 3, InitialState::Up), t0);
-        assert!(m.is_up() && m.transitioning());
-        let tr = m.on_probe(false, "connection refused", t0).unwrap();
-        assert_eq!(tr.cause, Cause::Probe { consecutive: 1 });
-        // Once DOWN, the ordinary rise applies.
-        assert_eq!(m.on_probe(true, "connected", t0), None);
-        assert!(m.on_probe(true, "connected", t0).is_some());
-    }
-
-    #[test]
-    fn provisional_up_confirmed_by_a_success_then_needs_fall() {
-        let t0 = Instant::now();
-        let mut m = HealthMachine::new(params(2, 3, InitialState::Up), t0);
-        assert_eq!(m.on_probe(true, "connected", t0), None);
-        assert!(!m.transitioning());
-        assert_eq!(m.on_probe(false, "x", t0), None);
-        assert_eq!(m.on_probe(false, "x", t0), None);
-        assert!(m.on_probe(false, "x", t0).is_some());
-    }
-
-    #[test]
-    fn provisional_down_comes_up_at_the_first_success() {
-        let t0 = Instant::now();
-        let mut m = HealthMachine::new(params(3, 3, InitialState::Down), t0);
-        assert!(!m.is_up());
-        assert!(m.on_probe(true, "connected", t0).is_some());
-        let mut m = HealthMachine::new(params(3, 3, InitialState::Down), t0);
-        assert_eq!(m.on_probe(false, "x", t0), None);
-        // Confirmed down: now rise (3) successes are needed.
-        assert_eq!(m.on_probe(true, "x", t0), None);
-        assert_eq!(m.on_probe(true, "x", t0), None);
-        assert!(m.on_probe(true, "x", t0).is_some());
-    }
-
-    #[test]
-    fn fastinter_while_transitioning_downinter_while_down() {
-        let t0 = Instant::now();
-        let mut m = HealthMachine::new(params(2, 3, InitialState::FullyUp), t0);
-        assert_eq!(m.base_delay(), ms(1000));
-        m.on_probe(false, "x", t0);
-        assert_eq!(m.base_delay(), ms(200), "one failure in: fastinter");
-        m.on_probe(false, "x", t0);
-        assert_eq!(m.base_delay(), ms(200));
-        m.on_probe(false, "x", t0);
-        assert_eq!(m.base_delay(), ms(5000), "steadily down: downinter");
-        m.on_probe(true, "x", t0);
-        assert_eq!(m.base_delay(), ms(200), "rising: fastinter");
-        m.on_probe(true, "x", t0);
-        assert_eq!(m.base_delay(), ms(1000), "up again: interval");
-        // The provisional initial state is a transition too.
-        let m = HealthMachine::new(params(2, 3, InitialState::Up), t0);
-        assert_eq!(m.base_delay(), ms(200));
-    }
-
-    #[test]
-    fn unset_fastinter_and_downinter_default_to_interval() {
-        let t0 = Instant::now();
-        let p = Params {
-            jitter: Jitter::Fraction(0.0),
-            ..Params::default()
-        };
-        let mut m = HealthMachine::new(p, t0);
-        assert_eq!(m.base_delay(), ms(2000));
-        m.on_probe(false, "x", t0);
-        assert_eq!(m.base_delay(), ms(2000));
-    }
-
-    #[test]
-    fn jitter_zero_and_midpoint_give_the_base() {
-        let t0 = Instant::now();
-        let m = HealthMachine::new(params(2, 3, InitialState::FullyUp), t0);
-        assert_eq!(m.next_delay(0.9), ms(1000));
-        assert_eq!(m.first_delay(0.9), Duration::ZERO);
-        let p = Params {
-            jitter: Jitter::Fraction(0.1),
-            ..params(2, 3, InitialState::FullyUp)
-        };
-        let m = HealthMachine::new(p, t0);
-        assert_eq!(m.next_delay(0.5), ms(1000));
-        assert_eq!(m.next_delay(0.0), ms(900));
-        assert_eq!(m.next_delay(1.0), ms(1100));
-        assert_eq!(m.first_delay(1.0), ms(100));
-    }
-
-    #[test]
-    fn passive_failures_mark_down_at_once_and_only_probes_bring_back() {
-        let t0 = Instant::now();
-        let p = Params {
-            passive_fall: 3,
-            ..params(2, 3, InitialState::FullyUp)
-        };
-        let mut m = HealthMachine::new(p, t0);
-        assert_eq!(m.on_passive_failures(2, t0), None);
-        let tr = m.on_passive_failures(3, t0).unwrap();
-        assert_eq!(tr.to, State::Down);
-        assert_eq!(tr.reason, "3 consecutive connect failures (passive)");
-        assert_eq!(tr.cause, Cause::Passive { consecutive: 3 });
-        // While DOWN, passive reports change nothing; rise successes do.
-        assert_eq!(m.on_passive_failures(10, t0), None);
-        assert_eq!(m.on_probe(true, "connected", t0), None);
-        assert!(m.on_probe(true, "connected", t0).is_some());
-    }
-
-    #[test]
-    fn passive_fall_zero_disables() {
-        let t0 = Instant::now();
-        let p = Params {
-            passive_fall: 0,
-            ..params(2, 3, InitialState::FullyUp)
-        };
-        let mut m = HealthMachine::new(p, t0);
-        assert_eq!(m.on_passive_failures(1000, t0), None);
-        assert!(m.is_up());
-    }
-
-    #[test]
-    fn slow_start_ramps_linearly_after_down_to_up_only() {
-        let t0 = Instant::now();
-        let p = Params {
-            slow_start: ms(10_000),
-            ..params(1, 1, InitialState::FullyUp)
-        };
-        let mut m = HealthMachine::new(p, t0);
-        assert_eq!(m.weight_permille(t0), 1000, "no ramp at start (HAProxy)");
-        assert_eq!(m.ramp_end(t0), None);
-        m.on_probe(false, "x", t0);
-        assert_eq!(m.weight_permille(t0), 0);
-        let up = t0 + ms(1000);
-        m.on_probe(true, "x", up);
-        assert_eq!(m.weight_permille(up), 1, "never 0 while up");
-        assert_eq!(m.weight_permille(up + ms(2500)), 250);
-        assert_eq!(m.weight_permille(up + ms(5000)), 500);
-        assert_eq!(m.weight_permille(up + ms(5001)), 501, "rounded up");
-        assert_eq!(m.weight_permille(up + ms(9999)), 1000);
-        assert_eq!(m.weight_permille(up + ms(10_000)), 1000);
-        assert_eq!(m.weight_permille(up + ms(60_000)), 1000);
-        assert!((m.weight_factor(up + ms(7500)) - 0.75).abs() < 1e-9);
-        assert_eq!(m.ramp_end(up + ms(1)), Some(up + ms(10_000)));
-        assert_eq!(m.ramp_end(up + ms(10_000)), None);
-        // Going down mid-ramp: 0, and a later rise restarts the ramp.
-        m.on_probe(false, "x", up + ms(3000));
-        assert_eq!(m.weight_permille(up + ms(3000)), 0);
-        let up2 = up + ms(4000);
-        m.on_probe(true, "x", up2);
-        assert_eq!(m.weight_permille(up2 + ms(1000)), 100);
-    }
-
-    #[test]
-    fn alternating_results_never_change_state() {
-        let t0 = Instant::now();
-        let mut m = HealthMachine::new(params(2, 2, InitialState::FullyUp), t0);
-        for i in 0..1000 {
-            assert_eq!(m.on_probe(i % 2 == 0, "x", t0), None);
-        }
-        let mut m = HealthMachine::new(params(2, 2, InitialState::FullyDown), t0);
-        for i in 0..1000 {
-            assert_eq!(m.on_probe(i % 2 == 0, "x", t0), None);
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn jitter_stays_within_bounds(
-            interval_ms in 1u64..100_000,
-            frac in 0.0f64..=0.5,
-            u in 0.0f64..1.0,
-        ) {
-            let p = Params {
-                interval: ms(interval_ms),
-                jitter: Jitter::Fraction(frac),
-                initial: InitialState::FullyUp,
-                ..Params::default()
-            };
-            let m = HealthMachine::new(p, Instant::now());
-            let base = ms(interval_ms);
-            let spread = base.mul_f64(frac);
-            let d = m.next_delay(u);
-            prop_assert!(d >= base - spread && d <= base + spread, "{d:?} vs {base:?}±{spread:?}");
-            prop_assert!(d >= base / 2);
-            prop_assert!(m.first_delay(u) <= spread);
-        }
-
-        #[test]
-        fn jitter_max_is_capped_at_half_the_base(max_ms in 0u64..10_000, u in 0.0f64..1.0) {
-            let p = Params {
-                interval: ms(1000),
-                jitter: Jitter::Max(ms(max_ms)),
-                initial: InitialState::FullyUp,
-                ..Params::default()
-            };
-            let d = HealthMachine::new(p, Instant::now()).next_delay(u);
-            let spread = ms(max_ms.min(500));
-            prop_assert!(d >= ms(1000) - spread && d <= ms(1000) + spread);
-        }
-
-        /// A transition to DOWN happens only on the `fall`-th failure of an
-        /// unbroken run, to UP only on the `rise`-th success, whatever the
-        /// sequence: flapping cannot move the state faster than rise/fall allow.
-        #[test]
-        fn transitions_only_after_full_runs(
-            rise in 1u32..5,
-            fall in 1u32..5,
-            results in proptest::collection::vec(any::<bool>(), 0..200),
-        ) {
-            let t0 = Instant::now();
-            let mut m = HealthMachine::new(params(rise, fall, InitialState::FullyUp), t0);
-            let mut run_ok = 0u32;
-            let mut run_fail = 0u32;
-            for (i, &ok) in results.iter().enumerate() {
-                if ok { run_ok += 1; run_fail = 0 } else { run_fail += 1; run_ok = 0 }
-                let before = m.state();
-                let tr = m.on_probe(ok, "x", t0 + ms(i as u64));
-                match (before, tr) {
-                    (State::Up, Some(tr)) => {
-                        prop_assert_eq!(tr.to, State::Down);
-                        prop_assert_eq!(run_fail, fall);
-                        run_fail = 0;
-                    }
-                    (State::Down, Some(tr)) => {
-                        prop_assert_eq!(tr.to, State::Up);
-                        prop_assert_eq!(run_ok, rise);
-                        run_ok = 0;
-                    }
-                    (State::Up, None) => prop_assert!(run_fail < fall),
-                    (State::Down, None) => prop_assert!(run_ok < rise),
-                }
-            }
-        }
-    }
-}
+mod tests;

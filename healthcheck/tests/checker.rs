@@ -80,7 +80,7 @@ fn fast_params() -> Params {
         fall: 3,
         jitter: Jitter::Fraction(0.0),
         passive_fall: 0,
-        initial: InitialState::FullyUp,
+        initial: InitialState::Up,
         ..Params::default()
     }
 }
@@ -114,6 +114,11 @@ fn is_up(v: &HealthView, id: &TargetId) -> bool {
     v.get(id).expect("target in view").up
 }
 
+/// Whether the last probe of `id` succeeded; None before the first.
+fn last_ok(v: &HealthView, id: &TargetId) -> Option<bool> {
+    v.get(id)?.last_probe.as_ref().map(|r| r.ok)
+}
+
 #[tokio::test]
 async fn dead_backend_leaves_within_fall_intervals_and_returns_within_rise_intervals() {
     let mut backend = Backend::start().await;
@@ -123,9 +128,7 @@ async fn dead_backend_leaves_within_fall_intervals_and_returns_within_rise_inter
     let h = Checker::spawn(vec![tcp(&id, backend.addr, p.clone())], shutdown.clone());
     let mut rx = h.subscribe();
     wait_for(&mut rx, ms(2000), "a first good probe", |v| {
-        v.get(&id)
-            .and_then(|b| b.last_probe.as_ref())
-            .is_some_and(|r| r.ok)
+        last_ok(v, &id) == Some(true)
     })
     .await;
 
@@ -259,34 +262,134 @@ async fn weight_ramps_over_slow_start_after_coming_back() {
 }
 
 #[tokio::test]
-async fn a_dead_backend_at_start_is_out_after_the_first_probe() {
-    // Default parameters: provisional UP, first probe within 5 % of 2 s.
+async fn a_dead_backend_at_start_is_out_after_fall_probes() {
     let dead = Backend::stopped().await;
     let live = Backend::start().await;
     let (d, l) = (TargetId::new("api", "dead"), TargetId::new("api", "live"));
+    let p = Params {
+        interval: ms(100),
+        ..fast_params()
+    };
     let started = Instant::now();
     let h = Checker::spawn(
-        vec![
-            tcp(&d, dead.addr, Params::default()),
-            tcp(&l, live.addr, Params::default()),
-        ],
+        vec![tcp(&d, dead.addr, p.clone()), tcp(&l, live.addr, p.clone())],
         CancellationToken::new(),
     );
     let v = h.view();
     assert_eq!(v.len(), 2, "every target is in the first view");
     assert_eq!(v.service("api").up, 2, "both take traffic at start");
     let mut rx = h.subscribe();
-    wait_for(&mut rx, ms(1000), "dead one down", |v| !is_up(v, &d)).await;
+    wait_for(&mut rx, ms(2000), "dead one down", |v| !is_up(v, &d)).await;
     let took = started.elapsed();
-    println!("dead backend out {took:?} after start");
-    assert!(took < ms(500), "{took:?}");
-    // The live one was confirmed, not flipped.
+    // The first probe at once (no jitter), then fall - 1 fastinter steps:
+    // the first failure was a result, not a verdict.
+    let bound = p.interval * (p.fall - 1) + p.timeout;
+    println!("dead backend out {took:?} after start (bound {bound:?})");
+    assert!(took >= p.interval * (p.fall - 1), "out too early: {took:?}");
+    assert!(took <= bound, "{took:?} > {bound:?}");
     let v = wait_for(&mut rx, ms(1000), "live probed", |v| {
         v.get(&l).unwrap().last_probe.is_some()
     })
     .await;
     assert!(is_up(&v, &l));
     assert_eq!(v.service("api").up, 1);
+}
+
+#[tokio::test]
+async fn a_target_added_by_reload_starts_up_and_rides_out_a_late_bind() {
+    let live = Backend::start().await;
+    let mut late = Backend::stopped().await;
+    let (a, b) = (TargetId::new("svc", "a"), TargetId::new("svc", "b"));
+    // fall 5 at 100 ms: 400 ms between the first failure and a verdict,
+    // ample time to bind.
+    let p = Params {
+        interval: ms(100),
+        fall: 5,
+        ..fast_params()
+    };
+    let shutdown = CancellationToken::new();
+    let h = Checker::spawn(vec![tcp(&a, live.addr, p.clone())], shutdown.clone());
+    let mut rx = h.subscribe();
+    let s = h.update_targets(vec![
+        tcp(&a, live.addr, p.clone()),
+        tcp(&b, late.addr, p.clone()),
+    ]);
+    assert_eq!((s.kept, s.added), (1, 1));
+    let first = h.view();
+    assert!(is_up(&first, &b), "added UP, before any probe");
+    let th = h.target(&b).unwrap();
+    assert!(th.is_up());
+    wait_for(&mut rx, ms(2000), "a refused first probe", |v| {
+        last_ok(v, &b) == Some(false)
+    })
+    .await;
+    assert!(th.is_up(), "one failure does not take it out");
+    late.restart().await;
+    let v = wait_for(&mut rx, ms(2000), "a good probe", |v| {
+        last_ok(v, &b) == Some(true)
+    })
+    .await;
+    let health = v.get(&b).unwrap();
+    // A DOWN and back would have moved `since` and replaced the reason.
+    assert!(health.up && !health.transitioning);
+    assert_eq!(health.reason, "initial state");
+    assert_eq!(health.since, first.get(&b).unwrap().since);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn reload_adds_alpha_targets_down_and_replaced_ones_keep_their_state() {
+    let live = Backend::start().await;
+    let dead = Backend::stopped().await;
+    let (a, b, c) = (
+        TargetId::new("svc", "a"),
+        TargetId::new("svc", "b"),
+        TargetId::new("svc", "c"),
+    );
+    // rise 3 at 100 ms: 200 ms between a first good probe and UP.
+    let p = Params {
+        interval: ms(100),
+        rise: 3,
+        fall: 1,
+        ..fast_params()
+    };
+    let alpha = Params {
+        initial: InitialState::Down,
+        ..p.clone()
+    };
+    let shutdown = CancellationToken::new();
+    let h = Checker::spawn(
+        vec![tcp(&a, live.addr, p.clone()), tcp(&b, dead.addr, p.clone())],
+        shutdown.clone(),
+    );
+    let mut rx = h.subscribe();
+    wait_for(&mut rx, ms(2000), "b down", |v| !is_up(v, &b)).await;
+
+    // c is new with alpha; a and b get other probes (another port), b with
+    // alpha off: neither changes state on the reload itself.
+    let other = Backend::start().await;
+    let s = h.update_targets(vec![
+        tcp(&a, other.addr, alpha.clone()),
+        tcp(&b, live.addr, p.clone()),
+        tcp(&c, live.addr, alpha),
+    ]);
+    assert_eq!((s.kept, s.replaced, s.added), (0, 2, 1));
+    let v = h.view();
+    assert!(is_up(&v, &a), "a serving backend stays UP, alpha or not");
+    assert!(!is_up(&v, &b), "a known-DOWN backend stays DOWN");
+    assert!(!is_up(&v, &c), "alpha: added DOWN");
+    assert!(!h.target(&c).unwrap().is_up());
+    // b and c need rise (3) successes: one good probe leaves them DOWN.
+    let v = wait_for(&mut rx, ms(2000), "first good probes of b and c", |v| {
+        [&b, &c].iter().all(|id| last_ok(v, id) == Some(true))
+    })
+    .await;
+    assert!(!is_up(&v, &b) && !is_up(&v, &c), "{v:#?}");
+    wait_for(&mut rx, ms(2000), "b and c up after rise", |v| {
+        is_up(v, &b) && is_up(v, &c)
+    })
+    .await;
+    shutdown.cancel();
 }
 
 #[tokio::test]

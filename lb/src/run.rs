@@ -224,7 +224,9 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
 }
 
 /// True once every id in `probed` has a first probe result; false after
-/// [`SETTLE_MAX`].
+/// [`SETTLE_MAX`]. A result, not a change of state: `fall` (with `alpha`,
+/// `rise`) results in a row are needed to change one, so a first result
+/// usually changes nothing, and a healthy backend never changes at all.
 async fn wait_settled(bal: &Balancer, probed: &[TargetId]) -> bool {
     let mut rx = bal.health().subscribe();
     let done = |rx: &tokio::sync::watch::Receiver<Arc<tandem_healthcheck::checker::HealthView>>| {

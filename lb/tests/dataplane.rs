@@ -149,8 +149,9 @@ async fn refused_backend_is_retried_and_the_client_sees_no_error() {
         let (tag, _s) = tag_of(addr).await.expect("client sees no error");
         assert_eq!(tag, "live");
     }
-    // Passive detection (3 consecutive failed connects by default) or the
-    // start-up probe takes the dead backend out of rotation: the retries
+    // Passive detection (3 consecutive failed connects by default) takes the
+    // dead backend out of rotation, long before `fall` probes would (it
+    // starts up, and one refused start-up probe is not `fall`): the retries
     // only covered the picks made before that.
     let st = bal.status();
     let dead_st = st.services[0]

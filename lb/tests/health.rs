@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tandem_lb::runtime::Balancer;
+use tandem_lb::runtime::status::BackendStatus;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -24,15 +25,19 @@ fn listen_addr() -> String {
         .to_string()
 }
 
-fn backend_state(bal: &Balancer, name: &str) -> String {
+/// The status of backend `name` of the first service.
+fn backend(bal: &Balancer, name: &str) -> BackendStatus {
     let st = bal.status();
     st.services[0]
         .backends
         .iter()
         .find(|b| b.name == name)
-        .unwrap()
-        .state
+        .unwrap_or_else(|| panic!("no backend {name}"))
         .clone()
+}
+
+fn backend_state(bal: &Balancer, name: &str) -> String {
+    backend(bal, name).state
 }
 
 /// Fast checks: interval 100 ms, fall 3, rise 2, timeout 200 ms, jitter 10 ms.
@@ -139,6 +144,69 @@ async fn a_killed_backend_leaves_rotation_with_no_failed_client_and_ramps_back()
     drop(a);
 }
 
+/// Issue 11: a backend that starts listening a moment after the balancer,
+/// so that its first probe is refused, keeps every client: it starts UP and
+/// one failure of `fall` = 3 does not take it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_binds_after_the_balancer_is_never_refused() {
+    let late = free_addr().await;
+    // interval 200 ms: the third failure, had the bind not come, would be
+    // about 400 ms in; the bind comes at about 50 ms.
+    let health = "[service.health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nrise = 2\nfall = 3\njitter = \"10ms\"\n";
+    let cfg = format!(
+        "{NODE}[[service]]\nname = \"svc\"\nlisten = \"{}\"\n{health}\
+         [[service.backend]]\nname = \"late\"\naddress = \"{late}\"\n",
+        listen_addr()
+    );
+    let started = Instant::now();
+    let bal = balancer(&cfg).await;
+    let addr = bal.bound_addr("svc").unwrap();
+    assert_eq!(backend_state(&bal, "late"), "up", "up before any probe");
+    // The first probe (within the 10 ms jitter) finds nothing listening...
+    eventually(Duration::from_secs(2), "a refused first probe", || async {
+        backend(&bal, "late").last_probe.is_some_and(|p| !p.ok)
+    })
+    .await;
+    assert_eq!(backend_state(&bal, "late"), "up", "one failure of fall = 3");
+    // ...and the backend binds about 50 ms after the balancer started.
+    tokio::time::sleep_until((started + Duration::from_millis(50)).into()).await;
+    let _be = Backend::spawn_on(
+        TcpListener::bind(late).await.unwrap(),
+        Behaviour::Tagged("late".into()),
+    );
+    let bound = started.elapsed();
+
+    // Every client from then on is served, for longer than the
+    // rise x interval (400 ms) a DOWN backend would need to come back.
+    let until = Instant::now() + Duration::from_millis(600);
+    let mut served = 0;
+    while Instant::now() < until {
+        match tag_of(addr).await {
+            Ok((tag, _)) => assert_eq!(tag, "late"),
+            Err(e) => panic!(
+                "client {served} failed {:?} after the bind ({bound:?} after start): {e}; {:?}",
+                started.elapsed() - bound,
+                backend(&bal, "late")
+            ),
+        }
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!("backend bound {bound:?} after start; {served} clients served");
+    assert!(served >= 20, "only {served} clients");
+    eventually(Duration::from_secs(2), "a good probe", || async {
+        backend(&bal, "late").last_probe.is_some_and(|p| p.ok)
+    })
+    .await;
+    let b = backend(&bal, "late");
+    // A DOWN and back would have replaced the reason.
+    assert_eq!(
+        (b.state.as_str(), b.health_reason.as_str()),
+        ("up", "initial state")
+    );
+    assert_eq!(bal.status().services[0].no_backend, 0);
+}
+
 /// A backend whose traffic port works while its health port refuses, so
 /// the checker says down though traffic would flow.
 async fn down_by_health(policy: &str) -> (Arc<Balancer>, Backend, Option<Backend>) {
@@ -242,15 +310,7 @@ async fn http_and_exec_probes_decide_and_say_why() {
         listen_addr()
     );
     let bal = balancer(&cfg).await;
-    let find = |name: &str| {
-        let st = bal.status();
-        st.services[0]
-            .backends
-            .iter()
-            .find(|b| b.name == name)
-            .unwrap()
-            .clone()
-    };
+    let find = |name: &str| backend(&bal, name);
     eventually(Duration::from_secs(10), "every verdict in", || async {
         ["sick", "wrong", "exec3", "slow"]
             .iter()

@@ -193,7 +193,8 @@ impl Checker {
 pub struct UpdateSummary {
     /// Same id and probe: state and counters kept (new parameters applied).
     pub kept: usize,
-    /// Same id, new probe: restarted, starting provisionally in its old state.
+    /// Same id, new probe: restarted in its old state (the new probe needs
+    /// `fall` or `rise` results in a row to change it).
     pub replaced: usize,
     pub added: usize,
     pub removed: usize,
@@ -243,10 +244,13 @@ impl HealthHandle {
 
     /// Applies a new set of targets (a config reload). A target with the same
     /// id and probe keeps its state, counters and handle, and takes the new
-    /// parameters. Same id with another probe: the task restarts, starting
-    /// provisionally from its old state (the new probe's first result decides),
-    /// and the handle stays valid. New ids start in their configured initial
-    /// state; missing ids are stopped and leave the view.
+    /// parameters (`initial` aside: it only places a new target). Same id
+    /// with another probe: the task restarts in its old state, whatever
+    /// `initial` says (a reload brings no known-DOWN backend UP and takes no
+    /// serving one out); the new probe then needs the usual `fall` or `rise`
+    /// results in a row to change it, and the handle stays valid. New ids
+    /// start in their configured initial state; missing ids are stopped and
+    /// leave the view.
     pub fn update_targets(&self, targets: Vec<Target>) -> UpdateSummary {
         let mut summary = UpdateSummary::default();
         let mut running = self.inner.targets.lock().expect("targets lock poisoned");
@@ -301,10 +305,7 @@ impl HealthHandle {
                     summary.replaced += 1;
                 }
                 Entry::Vacant(e) => {
-                    let up = matches!(
-                        target.params.initial,
-                        InitialState::Up | InitialState::FullyUp
-                    );
+                    let up = target.params.initial == InitialState::Up;
                     let shared = Arc::new(Shared::new(&target.params, up));
                     let params = target.params.clone();
                     e.insert(self.start(&target, params, shared));

@@ -6,7 +6,10 @@
 //! is in progress (between the first and the `rise`-th / `fall`-th result),
 //! `downinter` while steadily down, and `rise` / `fall` count consecutive
 //! results. `passive_fall` is Envoy's consecutive-failure outlier detection
-//! fed by the data plane's refused or timed-out connects.
+//! fed by the data plane's refused or timed-out connects. A backend starts
+//! up and needs `fall` failures to go down, as keepalived's real servers do;
+//! `alpha` is keepalived's fail-closed option: start down until `rise`
+//! successes.
 //!
 //! Nothing here depends on the health checker: the runtime maps these values
 //! onto it. Every value was validated by the parser, so that mapping cannot
@@ -40,6 +43,12 @@ pub struct HealthConfig {
     pub rise: u32,
     /// `fall`: consecutive failures for up → down. Default 3; 1 to 100.
     pub fall: u32,
+    /// `alpha` (keepalived's name): a backend starts down, when the balancer
+    /// starts and when a reload adds it, until `rise` consecutive successes.
+    /// Default false: it starts up, and `fall` consecutive failures (or
+    /// `passive_fall` failed connects) take it down. A reload never changes
+    /// the state of a backend it keeps, whatever this says.
+    pub alpha: bool,
     /// `jitter`: each probe delay is moved by a random amount of at most
     /// this, so the probes of many backends do not line up. Default: 10 % of
     /// `interval`, rounded to the millisecond; always less than `interval`.

@@ -30,6 +30,7 @@ use super::{
 };
 use crate::sched::SchedulerKind;
 
+mod all_down;
 mod health;
 mod vrrp;
 

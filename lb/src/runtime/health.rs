@@ -3,18 +3,19 @@
 //! Every backend gets a target, so every backend has one up/down verdict
 //! with one source of truth (the checker's [`TargetHandle`]):
 //! - with a health table: the configured probe and timings;
-//! - without one: no active probing while up (the backend is assumed up, as
-//!   HAProxy does for a server without `check`), but passive detection is on
-//!   (`passive_fall`), and once passive failures mark it down a TCP connect
-//!   probe every [`PASSIVE_ONLY_RECHECK`] brings it back after `rise`
-//!   successes. Without that, a backend marked down by traffic alone could
-//!   never return.
+//! - without one: no active probing while up (the backend starts up, as
+//!   HAProxy assumes of a server without `check`; there is no `alpha` to say
+//!   otherwise), but passive detection is on (`passive_fall`), and once
+//!   passive failures mark it down a TCP connect probe every
+//!   [`PASSIVE_ONLY_RECHECK`] brings it back after `rise` successes.
+//!   Without that, a backend marked down by traffic alone could never
+//!   return.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tandem_healthcheck::checker::{Target, TargetError, TargetHandle, TargetId};
-use tandem_healthcheck::machine::{Jitter, Params};
+use tandem_healthcheck::machine::{InitialState, Jitter, Params};
 use tandem_healthcheck::probe::{ExecProbe, HttpProbe, Probe, StatusRange};
 
 use crate::config::{BackendConfig, Config, HealthCheck, HealthConfig};
@@ -71,7 +72,11 @@ fn params_of(h: &HealthConfig, passive_fall: u32) -> Params {
         jitter: Jitter::Max(h.jitter),
         passive_fall,
         slow_start: h.slow_start,
-        ..Params::default()
+        initial: if h.alpha {
+            InitialState::Down
+        } else {
+            InitialState::Up
+        },
     }
 }
 
@@ -120,5 +125,42 @@ impl Health {
         if let Some(h) = &self.0 {
             h.report_passive(ok);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `alpha` is the only key that picks the initial state; a backend
+    /// without a health table starts up.
+    #[test]
+    fn alpha_starts_the_target_down() {
+        let text = r#"
+[[service]]
+name = "api"
+listen = "127.0.0.1:8080"
+[service.health]
+alpha = true
+[[service.backend]]
+address = "127.0.0.1:8081"
+[[service.backend]]
+address = "127.0.0.1:8082"
+[service.backend.health]
+alpha = false
+[[service]]
+name = "passive"
+listen = "127.0.0.1:8090"
+[[service.backend]]
+address = "127.0.0.1:8091"
+"#;
+        let config = Config::parse(text, std::path::Path::new("lb.toml")).unwrap();
+        let initial: Vec<InitialState> = targets(&config)
+            .unwrap()
+            .iter()
+            .map(|t| t.params().initial)
+            .collect();
+        use InitialState::{Down, Up};
+        assert_eq!(initial, [Down, Up, Up]);
     }
 }

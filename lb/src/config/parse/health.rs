@@ -1,4 +1,4 @@
-//! `[service.health]`, `[service.backend.health]`, `all_down` and `sorry`.
+//! `[service.health]` and `[service.backend.health]`.
 //!
 //! A health table is read into a [`HealthLayer`]: only the keys it sets.
 //! A backend's layer is then laid over its service's, key by key, and the
@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use super::super::duration::format_duration;
 use super::super::health::{
-    AllDown, ExecCheck, HealthCheck, HealthConfig, HealthKind, HttpCheck, StatusRange,
+    ExecCheck, HealthCheck, HealthConfig, HealthKind, HttpCheck, StatusRange,
 };
+use super::super::values::boolean;
 use super::{
     DURATION_EXAMPLES, DeValue, ErrorKind, Field, Reported, Table, Walker, command_word, duration,
-    integer, join_names, one_of, socket_addr, string,
+    integer, join_names, one_of, string,
 };
 
 /// Keys every kind has.
@@ -34,6 +35,7 @@ const COMMON_KEYS: &[&str] = &[
     "timeout",
     "rise",
     "fall",
+    "alpha",
     "jitter",
     "slow_start",
     "passive_fall",
@@ -52,7 +54,6 @@ const KIND_KEYS: &[(&str, &[HealthKind])] = &[
 const VALID_COMMAND: &str = r#"a non-empty array of strings: the program's absolute path, then its arguments, such as ["/usr/local/bin/check", "--quiet"]"#;
 const VALID_STATUS: &str =
     r#"a status from 100 to 599 (200), a range ("200-299"), or an array of those"#;
-const VALID_ALL_DOWN: &str = "one of refuse, all";
 
 /// The keys one health table sets, before inheritance and defaults.
 pub(super) struct HealthLayer<'t, 'i> {
@@ -70,6 +71,7 @@ pub(super) struct HealthLayer<'t, 'i> {
     timeout: Option<Duration>,
     rise: Option<u32>,
     fall: Option<u32>,
+    alpha: Option<bool>,
     jitter: Option<Duration>,
     port: Option<u16>,
     slow_start: Option<Duration>,
@@ -180,6 +182,8 @@ impl<'t, 'i> Walker<'_> {
         let count = |v: &DeValue<'_>| integer(v, 1, i64::from(HealthConfig::MAX_COUNT));
         let rise = self.field(&table, "rise", &count_valid, count);
         let fall = self.field(&table, "fall", &count_valid, count);
+        let alpha_valid = "true (start down until rise successes) or false (start up)";
+        let alpha = self.field(&table, "alpha", alpha_valid, boolean);
         let jitter_valid = format!("{DURATION_EXAMPLES}, less than interval; \"0s\" = none");
         let jitter = self.field(&table, "jitter", &jitter_valid, |v| duration(v, false));
         let slow_valid = format!("{DURATION_EXAMPLES}, or \"0s\" for off");
@@ -255,6 +259,7 @@ impl<'t, 'i> Walker<'_> {
             timeout: take(timeout, r),
             rise: count(rise, r),
             fall: count(fall, r),
+            alpha: take(alpha, r),
             jitter: take(jitter, r),
             port: count(port, r).map(|p| p as u16),
             slow_start: take(slow_start, r),
@@ -415,6 +420,7 @@ impl<'t, 'i> Walker<'_> {
             timeout: pick(own, parent, |l| &l.timeout).unwrap_or(HealthConfig::DEFAULT_TIMEOUT),
             rise: pick(own, parent, |l| &l.rise).unwrap_or(HealthConfig::DEFAULT_RISE),
             fall: pick(own, parent, |l| &l.fall).unwrap_or(HealthConfig::DEFAULT_FALL),
+            alpha: pick(own, parent, |l| &l.alpha).unwrap_or(false),
             jitter: jitter.unwrap_or_else(|| HealthConfig::default_jitter(interval)),
             // tcp and http share `port`; an exec layer never holds one.
             port: match kind {
@@ -475,55 +481,6 @@ impl<'t, 'i> Walker<'_> {
             )
         } else {
             Reported
-        }
-    }
-
-    /// `all_down` and `sorry`: one policy, so setting both is an error.
-    pub(super) fn all_down(&mut self, table: &Table<'_, '_>) -> Result<AllDown, Reported> {
-        let policies = [("refuse", AllDown::Refuse), ("all", AllDown::All)];
-        let all_down = self.field(table, "all_down", VALID_ALL_DOWN, |v| {
-            one_of(v, policies.into_iter(), "policy")
-        });
-        let sorry_valid = r#"an IP:port such as "127.0.0.1:8090", not the service's listen address; used when no backend is up"#;
-        let sorry = self.field(table, "sorry", sorry_valid, |v| socket_addr(v, true))?;
-        let all_down = all_down?;
-        match (sorry, all_down) {
-            (None, policy) => Ok(policy.unwrap_or_default()),
-            (Some(addr), None) => Ok(AllDown::Sorry(addr)),
-            (Some(_), Some(_)) => {
-                // Cannot fail: both keys were read from this table.
-                let sorry_v = table.get("sorry").expect("sorry was read");
-                let all_v = table.get("all_down").expect("all_down was read");
-                let with = format!(
-                    "all_down = {} at line {}",
-                    self.lines.written(&all_v.span()),
-                    self.lines.line(all_v.span().start)
-                );
-                Err(self.bad_value(
-                    sorry_v,
-                    table.field("sorry"),
-                    ErrorKind::Conflict { with },
-                    "either sorry or all_down, not both: sorry is itself the all-down policy",
-                ))
-            }
-        }
-    }
-
-    /// A sorry server equal to the service's own address would loop.
-    pub(super) fn sorry_is_not_listen(
-        &mut self,
-        table: &Table<'_, '_>,
-        all_down: &AllDown,
-        listen: &std::net::SocketAddr,
-    ) {
-        if let AllDown::Sorry(addr) = all_down
-            && addr == listen
-            && let Some(v) = table.get("sorry")
-        {
-            let kind = ErrorKind::Invalid(
-                "the service's own listen address: connections would loop".into(),
-            );
-            self.bad_value(v, table.field("sorry"), kind, "another server's IP:port");
         }
     }
 }

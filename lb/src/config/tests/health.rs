@@ -45,6 +45,7 @@ fn an_empty_health_table_is_tcp_with_haproxy_defaults() {
             timeout: Duration::from_secs(1),
             rise: 2,
             fall: 3,
+            alpha: false,
             jitter: Duration::from_millis(200),
             port: None,
             slow_start: Duration::ZERO,
@@ -178,6 +179,44 @@ passive_fall = 7
         })
     );
     assert_eq!((e.port, e.rise, bs[2].passive_fall), (None, 5, 7));
+}
+
+#[test]
+fn alpha_is_off_by_default_and_inherited_like_rise_and_fall() {
+    let c = ok(&service("[service.health]", TWO_BACKENDS));
+    assert!(!backend_health(&c, 0).alpha, "start up by default");
+    let c = ok(&service(
+        "[service.health]\nalpha = true",
+        r#"
+[[service.backend]]
+address = "127.0.0.1:8081"
+[[service.backend]]
+address = "127.0.0.1:8082"
+[service.backend.health]
+alpha = false
+[[service.backend]]
+address = "127.0.0.1:8083"
+[service.backend.health]
+kind = "exec"
+command = ["/bin/true"]
+"#,
+    ));
+    let alpha: Vec<bool> = (0..3).map(|i| backend_health(&c, i).alpha).collect();
+    // A common key: it passes down even to a backend of another kind.
+    assert_eq!(alpha, [true, false, true]);
+}
+
+#[test]
+fn alpha_must_be_a_boolean() {
+    insta::assert_snapshot!(errors(&service(
+        "[service.health]\nalpha = \"yes\"",
+        r#"
+[[service.backend]]
+address = "127.0.0.1:8081"
+[service.backend.health]
+alpha = 1
+"#,
+    )));
 }
 
 #[test]
@@ -384,8 +423,8 @@ fn an_inherited_kind_is_named_with_its_origin() {
         e,
         "lb.toml:10:1: service[0].backend[0].health.path = \"/x\": only used by kind \"http\", \
          and this check's kind is \"exec\" (from service[0].health.kind); valid: the keys of \
-         kind \"exec\": kind, interval, fastinter, downinter, timeout, rise, fall, jitter, \
-         slow_start, passive_fall, command"
+         kind \"exec\": kind, interval, fastinter, downinter, timeout, rise, fall, alpha, \
+         jitter, slow_start, passive_fall, command"
     );
 }
 
