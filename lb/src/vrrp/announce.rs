@@ -36,28 +36,30 @@ use std::time::{Duration, Instant};
 /// Whether and when to announce, and whether we are still starting.
 #[derive(Debug, Clone, Default)]
 pub struct Announce {
+    /// When to announce; None once sent or cancelled (or never wanted).
     at: Option<Instant>,
-    /// When the announcement went out; the start-up window stays open one
-    /// `interval` after it (see [`Announce::is_starter`]).
-    fired_at: Option<Instant>,
-    interval: Duration,
-    /// Lower-priority sources heard once so far.
-    lower_once: Vec<Ipv4Addr>,
+    /// End of the start-up window, 3.5 intervals after entering Backup: an
+    /// interval past the announcement (see [`Announce::is_starter`]).
+    window_until: Option<Instant>,
+    /// Sources of priority <= ours heard once so far in the window.
+    heard_once: Vec<Ipv4Addr>,
 }
 
 impl Announce {
-    /// Nothing to announce.
+    /// Nothing to announce, not starting.
     pub fn idle() -> Announce {
         Announce::default()
     }
 
-    /// Armed at entering Backup at `now` with our advert `interval`.
-    pub fn after_start(now: Instant, interval: Duration) -> Announce {
+    /// Entering Backup at `now` with our advert `interval`; `announce`:
+    /// whether to announce at all (a nopreempt node does not: a lower node
+    /// that claims first keeps the VIP anyway, and an announcement could
+    /// unseat a lower starter that has just claimed while we defer to it).
+    pub fn after_start(now: Instant, interval: Duration, announce: bool) -> Announce {
         Announce {
-            at: Some(now + interval * 5 / 2),
-            fired_at: None,
-            interval,
-            lower_once: Vec::new(),
+            at: announce.then(|| now + interval * 5 / 2),
+            window_until: Some(now + interval * 7 / 2),
+            heard_once: Vec::new(),
         }
     }
 
@@ -66,42 +68,47 @@ impl Announce {
         self.at
     }
 
+    /// Leaving Backup: nothing to announce, no longer starting.
     pub fn cancel(&mut self) {
-        self.at = None;
-        self.fired_at = None;
-        self.lower_once.clear();
+        *self = Announce::idle();
     }
 
-    fn open(&self, now: Instant) -> bool {
-        self.at.is_some() || self.fired_at.is_some_and(|t| now < t + self.interval)
+    fn starting(&self, now: Instant) -> bool {
+        self.window_until.is_some_and(|t| now < t)
     }
 
     /// Whether an advert (`theirs`, from `src`) is most likely another
     /// starter's announcement rather than a running master's: we are still
-    /// starting (announcement pending, or sent less than an interval ago),
-    /// its priority is not above ours, and `src` has not been heard before.
-    /// A Backup does not defer to such an advert (RFC 5798 §6.4.2 would
-    /// re-arm its Master_Down_Timer on "priority >= ours, or preempt off"):
-    /// two starters that each took the other's announcement for a master
-    /// would both wait, and the first claim would come 2.5 intervals late
-    /// (equal priorities, or a nopreempt node and a lower starter). Their
-    /// own timers decide instead, as the RFC has it for silent starters;
-    /// §6.4.3's tie-break settles equal ones. A running master sends again
-    /// within an interval and is deferred to from its second advert on.
-    /// Call before [`Announce::heard`] for the same advert.
+    /// starting (within an interval of when we would announce), its
+    /// priority is not above ours, and `src` has not been heard before in
+    /// the window. A Backup does not defer to such an advert (RFC 5798
+    /// §6.4.2 would re-arm its Master_Down_Timer on "priority >= ours, or
+    /// preempt off"): starters that each took the others' announcements for
+    /// a master's would all wait, and the first claim would come 2.5
+    /// intervals late (equal priorities, or a nopreempt node and a lower
+    /// starter). Their own timers decide instead, as the RFC has it for
+    /// silent starters, and §6.4.3's tie-break settles equal ones. A running
+    /// master sends again within an interval and is deferred to from its
+    /// second advert on. Call before [`Announce::heard`] for the same advert.
     pub fn is_starter(&self, src: Ipv4Addr, theirs: u8, ours: u8, now: Instant) -> bool {
-        self.open(now) && theirs != 0 && theirs <= ours && !self.lower_once.contains(&src)
+        self.starting(now) && theirs != 0 && theirs <= ours && !self.heard_once.contains(&src)
     }
 
     /// Another router's valid advert for our VRID (`theirs` 0 = resigning).
+    /// The announcement is called off by a priority >= ours or 0 (someone
+    /// we defer to, or a master leaving), or by a second advert from one
+    /// lower source (a running master, which an announcement would make
+    /// step down before we claim: a gap with no master).
     pub fn heard(&mut self, src: Ipv4Addr, theirs: u8, ours: u8, now: Instant) {
-        if !self.open(now) {
+        if !self.starting(now) {
             return;
         }
-        if theirs == 0 || theirs >= ours || self.lower_once.contains(&src) {
-            self.cancel();
-        } else {
-            self.lower_once.push(src);
+        let again = self.heard_once.contains(&src);
+        if theirs == 0 || theirs >= ours || again {
+            self.at = None;
+        }
+        if theirs != 0 && theirs <= ours && !again {
+            self.heard_once.push(src);
         }
     }
 
@@ -109,7 +116,6 @@ impl Announce {
     pub fn fire(&mut self, now: Instant) -> bool {
         if self.at.is_some_and(|t| now >= t) {
             self.at = None;
-            self.fired_at = Some(now);
             true
         } else {
             false
@@ -128,7 +134,7 @@ mod tests {
     #[test]
     fn fires_once_after_two_and_a_half_intervals() {
         let t0 = Instant::now();
-        let mut a = Announce::after_start(t0, I);
+        let mut a = Announce::after_start(t0, I, true);
         assert_eq!(a.deadline(), Some(t0 + Duration::from_millis(250)));
         assert!(!a.fire(t0 + Duration::from_millis(249)));
         assert!(a.fire(t0 + Duration::from_millis(250)));
@@ -143,7 +149,7 @@ mod tests {
         // 2.5 intervals < 3 intervals + any skew: the announcement always
         // precedes our own claim.
         let t0 = Instant::now();
-        let a = Announce::after_start(t0, I);
+        let a = Announce::after_start(t0, I, true);
         assert!(a.deadline().unwrap() < t0 + 3 * I);
     }
 
@@ -151,7 +157,7 @@ mod tests {
     fn higher_equal_or_resigning_advert_cancels() {
         let t0 = Instant::now();
         for theirs in [0, 150, 200] {
-            let mut a = Announce::after_start(t0, I);
+            let mut a = Announce::after_start(t0, I, true);
             a.heard(A, theirs, 150, t0);
             assert_eq!(a.deadline(), None, "theirs {theirs}");
             assert!(!a.fire(t0 + 3 * I));
@@ -161,7 +167,7 @@ mod tests {
     #[test]
     fn one_lower_advert_is_a_starter_two_are_a_running_master() {
         let t0 = Instant::now();
-        let mut a = Announce::after_start(t0, I);
+        let mut a = Announce::after_start(t0, I, true);
         assert!(a.is_starter(A, 100, 150, t0));
         a.heard(A, 100, 150, t0);
         a.heard(B, 100, 150, t0);
@@ -183,7 +189,7 @@ mod tests {
     #[test]
     fn the_start_up_window_closes_an_interval_after_the_announcement() {
         let t0 = Instant::now();
-        let mut a = Announce::after_start(t0, I);
+        let mut a = Announce::after_start(t0, I, true);
         assert!(a.is_starter(A, 150, 150, t0), "equal, first heard");
         assert!(!a.is_starter(A, 151, 150, t0), "higher is a master");
         assert!(!a.is_starter(A, 0, 150, t0), "resigning is a master");
@@ -191,5 +197,27 @@ mod tests {
         assert!(a.fire(fired));
         assert!(a.is_starter(B, 100, 150, fired + I - Duration::from_millis(1)));
         assert!(!a.is_starter(B, 100, 150, fired + I));
+    }
+
+    #[test]
+    fn an_equal_starter_calls_off_the_announcement_but_not_the_window() {
+        // Three equal starters: the second one heard is a starter too.
+        let t0 = Instant::now();
+        let mut a = Announce::after_start(t0, I, true);
+        let t = t0 + 2 * I;
+        assert!(a.is_starter(A, 150, 150, t));
+        a.heard(A, 150, 150, t);
+        assert_eq!(a.deadline(), None, "no need to announce");
+        assert!(a.is_starter(B, 150, 150, t));
+        assert!(!a.is_starter(A, 150, 150, t), "A again: a master");
+    }
+
+    #[test]
+    fn a_node_that_does_not_announce_still_has_the_window() {
+        let t0 = Instant::now();
+        let a = Announce::after_start(t0, I, false);
+        assert_eq!(a.deadline(), None);
+        assert!(a.is_starter(A, 100, 150, t0 + 3 * I));
+        assert!(!a.is_starter(A, 100, 150, t0 + 7 * I / 2));
     }
 }

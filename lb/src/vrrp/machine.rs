@@ -284,7 +284,11 @@ impl Machine {
         } else {
             self.timer = Some(now + self.master_down_interval());
             self.transition(State::Backup, out);
-            self.announce = Announce::after_start(now, self.params.advert_interval.as_duration());
+            self.announce = Announce::after_start(
+                now,
+                self.params.advert_interval.as_duration(),
+                self.params.preempt,
+            );
         }
     }
 

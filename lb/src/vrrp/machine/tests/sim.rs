@@ -646,7 +646,6 @@ fn simultaneous_equal_priorities_resolve_to_one_master() {
 /// each other and the first claim comes at 2.5 intervals + Master_Down_Interval
 /// (6.1 s at 1 s adverts) instead of within the bound (5 s).
 #[test]
-#[ignore = "machine bug: three equal starters all defer to each other's announcement (issue 11 item 2)"]
 fn three_simultaneous_equal_priorities_claim_within_the_bound() {
     run(&plain(&[100, 100, 100], AdvertInterval::ONE_SECOND)).unwrap();
 }

@@ -3,8 +3,8 @@
 //!
 //! Generators: 2 or 3 nodes (separate properties); v3 at 100 ms, 300 ms or
 //! 1 s, or v2 at 1 s; priorities from 1..=255 or, half of the time, from
-//! {100, 150, 254, 255} so ties and owners are common; preempt on (the nopreempt half is in the ignored properties below);
-//! preempt_delay 0–2 intervals; 80 % ready from start; start offsets
+//! {100, 150, 254, 255} so ties and owners are common; preempt on or off
+//! 50/50 per node (owners always preempt); preempt_delay 0–2 intervals; 80 % ready from start; start offsets
 //! 0–500 ms (so the start order is random too); link delay per delivery
 //! uniform in 0..=delay_max, delay_max 0–2 ms; loss 0 half of the runs,
 //! else 0–20 % per copy; up to 10 ops (start, stop, kill, priority change,
@@ -17,7 +17,7 @@ use proptest::prelude::*;
 
 use super::*;
 
-fn arb_scenario(n: usize, nopreempt: bool) -> impl Strategy<Value = Scenario> {
+fn arb_scenario(n: usize) -> impl Strategy<Value = Scenario> {
     let timing = prop_oneof![
         Just((Version::V3, 10u16)),
         Just((Version::V3, 30)),
@@ -26,10 +26,9 @@ fn arb_scenario(n: usize, nopreempt: bool) -> impl Strategy<Value = Scenario> {
     ];
     // Priorities from a small set half of the time, so ties and owners are common.
     let prio = || prop_oneof![1u8..=255, Just(100u8), Just(150), Just(254), Just(255)];
-    let preempt = if nopreempt { 0.5 } else { 1.0 };
     let node = (
         prio(),
-        prop::bool::weighted(preempt),
+        prop::bool::weighted(0.5),
         0u64..3,
         prop::bool::weighted(0.8),
     );
@@ -87,52 +86,19 @@ fn arb_scenario(n: usize, nopreempt: bool) -> impl Strategy<Value = Scenario> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(6000))]
+    #![proptest_config(ProptestConfig::with_cases(std::env::var("TANDEM_SIM_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(6000)))]
 
     #[test]
-    fn two_nodes_converge_to_one_master(s in arb_scenario(2, false)) {
+    fn two_nodes_converge_to_one_master(s in arb_scenario(2)) {
         if let Err(e) = run(&s) {
             prop_assert!(false, "{e}\n{s:#?}");
         }
     }
 
     #[test]
-    fn three_nodes_converge_to_one_master(s in arb_scenario(3, false)) {
+    fn three_nodes_converge_to_one_master(s in arb_scenario(3)) {
         if let Err(e) = run(&s) {
             prop_assert!(false, "{e}\n{s:#?}");
-        }
-    }
-}
-
-/// As above, with half the nodes `nopreempt`. Ignored: a machine bug this
-/// simulator found (reported, not fixed here). Shrunk: v3 100 ms, no loss,
-/// node 1 (priority 57, nopreempt) starts at 225 ms, node 0 (58, nopreempt)
-/// at 353 ms. Node 1 claims at 602.7 ms; its first advert reaches node 0
-/// just after node 0's start-up announcement fires (353 + 250 ms), so the
-/// announcement (58) goes out and makes the new master step down, while
-/// node 0, nopreempt, defers to that same advert and re-arms its
-/// Master_Down_Timer: no master until about 980 ms, 627 ms after the last
-/// event, against the bound of 502 ms. The same with three nodes.
-mod with_nopreempt {
-    use super::*;
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(6000))]
-
-        #[test]
-        #[ignore = "machine bug: a nopreempt starter's announcement unseats a master that claimed within the last interval (issue 11 item 2)"]
-        fn two_nodes_converge_to_one_master(s in arb_scenario(2, true)) {
-            if let Err(e) = run(&s) {
-                prop_assert!(false, "{e}\n{s:#?}");
-            }
-        }
-
-        #[test]
-        #[ignore = "machine bug: a nopreempt starter's announcement unseats a master that claimed within the last interval (issue 11 item 2)"]
-        fn three_nodes_converge_to_one_master(s in arb_scenario(3, true)) {
-            if let Err(e) = run(&s) {
-                prop_assert!(false, "{e}\n{s:#?}");
-            }
         }
     }
 }
