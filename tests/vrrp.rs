@@ -114,9 +114,13 @@ fn preempt_case(preempt: bool) {
     let mut o1 = Spec::new(150, be);
     o1.preempt = preempt;
     let mut lb1 = Node::start(&t, "lb1", &o1);
+    if !preempt {
+        // Without preemption whoever claims first keeps the VIP (a silent
+        // nopreempt lb1 defers even to a lower starter's announcement), so
+        // lb1 is master alone before lb2 starts.
+        wait_master(&t, "lb1", &["lb1"], Duration::from_secs(10));
+    }
     let _lb2 = Node::start(&t, "lb2", &Spec::new(100, be));
-    // Without preemption the first one to finish its start-up wait wins;
-    // lb1 started first and has the shorter skew.
     wait_master(&t, "lb1", &["lb1", "lb2"], Duration::from_secs(10));
     // A crash leaves the VIP on lb1's interface...
     lb1.signal(Signal::SIGKILL);

@@ -33,33 +33,35 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-/// Whether and when to announce, and whether we are still starting.
+/// Whether and when to announce.
 #[derive(Debug, Clone, Default)]
 pub struct Announce {
-    /// When to announce; None once sent or cancelled (or never wanted).
+    /// When to announce; None once sent or called off (or never wanted).
     at: Option<Instant>,
-    /// End of the start-up window, 3.5 intervals after entering Backup: an
-    /// interval past the announcement (see [`Announce::is_starter`]).
-    window_until: Option<Instant>,
-    /// Sources of priority <= ours heard once so far in the window.
-    heard_once: Vec<Ipv4Addr>,
+    /// When the announcement went out (see [`Announce::collides`]).
+    fired_at: Option<Instant>,
+    interval: Duration,
+    /// Lower-priority sources heard once so far.
+    lower_once: Vec<Ipv4Addr>,
 }
 
 impl Announce {
-    /// Nothing to announce, not starting.
+    /// Nothing to announce.
     pub fn idle() -> Announce {
         Announce::default()
     }
 
     /// Entering Backup at `now` with our advert `interval`; `announce`:
-    /// whether to announce at all (a nopreempt node does not: a lower node
-    /// that claims first keeps the VIP anyway, and an announcement could
-    /// unseat a lower starter that has just claimed while we defer to it).
+    /// whether to announce at all. A nopreempt node does not: a lower node
+    /// that claims first keeps the VIP with nopreempt anyway, and an
+    /// announcement could unseat a lower starter that has just claimed
+    /// while we defer to its advert — no master until the timers run out.
     pub fn after_start(now: Instant, interval: Duration, announce: bool) -> Announce {
         Announce {
             at: announce.then(|| now + interval * 5 / 2),
-            window_until: Some(now + interval * 7 / 2),
-            heard_once: Vec::new(),
+            fired_at: None,
+            interval,
+            lower_once: Vec::new(),
         }
     }
 
@@ -68,54 +70,46 @@ impl Announce {
         self.at
     }
 
-    /// Leaving Backup: nothing to announce, no longer starting.
+    /// Leaving Backup: nothing to announce.
     pub fn cancel(&mut self) {
         *self = Announce::idle();
     }
 
-    fn starting(&self, now: Instant) -> bool {
-        self.window_until.is_some_and(|t| now < t)
-    }
-
-    /// Whether an advert (`theirs`, from `src`) is most likely another
-    /// starter's announcement rather than a running master's: we are still
-    /// starting (within an interval of when we would announce), its
-    /// priority is not above ours, and `src` has not been heard before in
-    /// the window. A Backup does not defer to such an advert (RFC 5798
-    /// §6.4.2 would re-arm its Master_Down_Timer on "priority >= ours, or
-    /// preempt off"): starters that each took the others' announcements for
+    /// Whether an advert of `theirs` is most likely an equal starter's
+    /// announcement that crossed ours: equal to our priority, and less than
+    /// an interval after we announced. A Backup does not defer to it (RFC
+    /// 5798 §6.4.2 would re-arm its Master_Down_Timer on "priority >=
+    /// ours"): equal starters that each took the others' announcements for
     /// a master's would all wait, and the first claim would come 2.5
-    /// intervals late (equal priorities, or a nopreempt node and a lower
-    /// starter). Their own timers decide instead, as the RFC has it for
-    /// silent starters, and §6.4.3's tie-break settles equal ones. A running
-    /// master sends again within an interval and is deferred to from its
-    /// second advert on. Call before [`Announce::heard`] for the same advert.
-    pub fn is_starter(&self, src: Ipv4Addr, theirs: u8, ours: u8, now: Instant) -> bool {
-        self.starting(now) && theirs != 0 && theirs <= ours && !self.heard_once.contains(&src)
+    /// intervals late. Their timers run on, all claim at their
+    /// Master_Down_Interval, and §6.4.3's tie-break leaves one within a
+    /// delivery. A running equal master is heard before we would announce
+    /// and calls the announcement off, so it never collides.
+    pub fn collides(&self, theirs: u8, ours: u8, now: Instant) -> bool {
+        theirs == ours && self.fired_at.is_some_and(|t| now < t + self.interval)
     }
 
     /// Another router's valid advert for our VRID (`theirs` 0 = resigning).
-    /// The announcement is called off by a priority >= ours or 0 (someone
-    /// we defer to, or a master leaving), or by a second advert from one
-    /// lower source (a running master, which an announcement would make
-    /// step down before we claim: a gap with no master).
-    pub fn heard(&mut self, src: Ipv4Addr, theirs: u8, ours: u8, now: Instant) {
-        if !self.starting(now) {
+    /// Calls the announcement off on a priority >= ours or 0 (someone we
+    /// defer to, or a master leaving), or on a second advert from one lower
+    /// source (a running master, which an announcement would make step
+    /// down before we claim: a gap with no master).
+    pub fn heard(&mut self, src: Ipv4Addr, theirs: u8, ours: u8) {
+        if self.at.is_none() {
             return;
         }
-        let again = self.heard_once.contains(&src);
-        if theirs == 0 || theirs >= ours || again {
+        if theirs == 0 || theirs >= ours || self.lower_once.contains(&src) {
             self.at = None;
-        }
-        if theirs != 0 && theirs <= ours && !again {
-            self.heard_once.push(src);
+        } else {
+            self.lower_once.push(src);
         }
     }
 
-    /// True once, when the deadline has passed and nothing cancelled it.
+    /// True once, when the deadline has passed and nothing called it off.
     pub fn fire(&mut self, now: Instant) -> bool {
         if self.at.is_some_and(|t| now >= t) {
             self.at = None;
+            self.fired_at = Some(now);
             true
         } else {
             false
@@ -140,8 +134,9 @@ mod tests {
         assert!(a.fire(t0 + Duration::from_millis(250)));
         assert!(!a.fire(t0 + Duration::from_millis(500)));
         assert_eq!(a.deadline(), None);
+        assert!(a.collides(150, 150, t0 + Duration::from_millis(260)));
         a.cancel();
-        assert!(!a.is_starter(A, 100, 150, t0 + Duration::from_millis(260)));
+        assert!(!a.collides(150, 150, t0 + Duration::from_millis(260)));
     }
 
     #[test]
@@ -158,7 +153,7 @@ mod tests {
         let t0 = Instant::now();
         for theirs in [0, 150, 200] {
             let mut a = Announce::after_start(t0, I, true);
-            a.heard(A, theirs, 150, t0);
+            a.heard(A, theirs, 150);
             assert_eq!(a.deadline(), None, "theirs {theirs}");
             assert!(!a.fire(t0 + 3 * I));
         }
@@ -168,12 +163,10 @@ mod tests {
     fn one_lower_advert_is_a_starter_two_are_a_running_master() {
         let t0 = Instant::now();
         let mut a = Announce::after_start(t0, I, true);
-        assert!(a.is_starter(A, 100, 150, t0));
-        a.heard(A, 100, 150, t0);
-        a.heard(B, 100, 150, t0);
+        a.heard(A, 100, 150);
+        a.heard(B, 100, 150);
         assert!(a.deadline().is_some(), "two starters heard once each");
-        assert!(!a.is_starter(A, 100, 150, t0), "heard before");
-        a.heard(A, 100, 150, t0);
+        a.heard(A, 100, 150);
         assert_eq!(a.deadline(), None, "A advertises periodically: a master");
     }
 
@@ -181,43 +174,34 @@ mod tests {
     fn idle_never_fires() {
         let mut a = Announce::idle();
         let t = Instant::now();
-        a.heard(A, 100, 150, t);
-        assert!(!a.is_starter(A, 100, 150, t));
+        a.heard(A, 100, 150);
+        assert!(!a.collides(150, 150, t));
         assert!(!a.fire(t + Duration::from_secs(10)));
     }
 
     #[test]
-    fn the_start_up_window_closes_an_interval_after_the_announcement() {
+    fn only_an_equal_advert_within_an_interval_of_ours_collides() {
         let t0 = Instant::now();
         let mut a = Announce::after_start(t0, I, true);
-        assert!(a.is_starter(A, 150, 150, t0), "equal, first heard");
-        assert!(!a.is_starter(A, 151, 150, t0), "higher is a master");
-        assert!(!a.is_starter(A, 0, 150, t0), "resigning is a master");
+        assert!(!a.collides(150, 150, t0), "not announced yet");
         let fired = t0 + 5 * I / 2;
         assert!(a.fire(fired));
-        assert!(a.is_starter(B, 100, 150, fired + I - Duration::from_millis(1)));
-        assert!(!a.is_starter(B, 100, 150, fired + I));
+        assert!(a.collides(150, 150, fired + I - Duration::from_millis(1)));
+        assert!(!a.collides(150, 150, fired + I));
+        assert!(!a.collides(151, 150, fired), "higher: a master");
+        assert!(!a.collides(100, 150, fired), "lower: the usual rules");
+        // Hearing others after firing does not forget that we announced.
+        a.heard(A, 150, 150);
+        a.heard(B, 150, 150);
+        assert!(a.collides(150, 150, fired + Duration::from_millis(1)));
     }
 
     #[test]
-    fn an_equal_starter_calls_off_the_announcement_but_not_the_window() {
-        // Three equal starters: the second one heard is a starter too.
+    fn a_node_that_does_not_announce_never_collides() {
         let t0 = Instant::now();
-        let mut a = Announce::after_start(t0, I, true);
-        let t = t0 + 2 * I;
-        assert!(a.is_starter(A, 150, 150, t));
-        a.heard(A, 150, 150, t);
-        assert_eq!(a.deadline(), None, "no need to announce");
-        assert!(a.is_starter(B, 150, 150, t));
-        assert!(!a.is_starter(A, 150, 150, t), "A again: a master");
-    }
-
-    #[test]
-    fn a_node_that_does_not_announce_still_has_the_window() {
-        let t0 = Instant::now();
-        let a = Announce::after_start(t0, I, false);
+        let mut a = Announce::after_start(t0, I, false);
         assert_eq!(a.deadline(), None);
-        assert!(a.is_starter(A, 100, 150, t0 + 3 * I));
-        assert!(!a.is_starter(A, 100, 150, t0 + 7 * I / 2));
+        assert!(!a.fire(t0 + 3 * I));
+        assert!(!a.collides(150, 150, t0 + 3 * I));
     }
 }

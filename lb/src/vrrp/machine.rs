@@ -354,15 +354,15 @@ impl Machine {
             out.push(Action::Discarded(Discard::IntervalMismatch));
             return;
         }
-        let starter = self
+        let collision = self
             .announce
-            .is_starter(src, priority.get(), self.priority.get(), now);
+            .collides(priority.get(), self.priority.get(), now);
         self.announce
-            .heard(src, priority.get(), self.priority.get(), now);
+            .heard(src, priority.get(), self.priority.get());
         match self.state {
-            State::Backup if starter => {
-                // Another starter's announcement, not a master: our timer
-                // runs on (see `Announce::is_starter`).
+            State::Backup if collision => {
+                // An equal starter's announcement crossed ours, not a
+                // master: our timer runs on (see `Announce::collides`).
             }
             State::Backup => self.backup_advert(src, priority, max_advert_int, now, out),
             State::Master => self.master_advert(src, priority, max_advert_int, now, out),

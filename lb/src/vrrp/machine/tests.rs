@@ -186,8 +186,7 @@ fn backup_priority_zero_advert_arms_skew_time() {
 fn backup_higher_or_equal_advert_resets_master_down_timer() {
     for prio in [100u8, 101, 255] {
         let (mut m, t0) = backup(params(100));
-        // A master advertises every interval: an equal one heard once during
-        // start-up could be a starter (see `Announce::is_starter`).
+        // A master advertises every interval; each advert re-arms.
         assert_eq!(m.handle(adv(LOWER_IP, prio), t0 + ms(1000)), []);
         let t = t0 + ms(2000);
         assert_eq!(m.handle(adv(LOWER_IP, prio), t), []);
@@ -245,8 +244,7 @@ fn backup_nopreempt_resets_the_timer_on_a_lower_priority_master() {
     let mut p = params(200);
     p.preempt = false;
     let (mut m, t0) = backup(p);
-    // Heard once during start-up, it may be another starter (see
-    // `Announce::is_starter`); its second advert shows a running master.
+    // A lower master, advertising every interval: each advert re-arms.
     m.handle(adv(HIGHER_IP, 100), t0 + ms(500));
     let t = t0 + ms(1500);
     m.handle(adv(HIGHER_IP, 100), t);

@@ -23,20 +23,20 @@ fn a_running_master_heard_twice_cancels_it() {
 }
 
 #[test]
-fn a_nopreempt_backup_does_not_announce_nor_defer_to_a_lower_starter() {
-    // A nopreempt 150 and a preempting 100 start together. The 100's
-    // announcement must not pass for a master, or the 150 would defer to it;
-    // and the 150 stays silent (a lower node that claims first keeps the VIP
-    // with nopreempt anyway; an announcement could unseat it while we defer
-    // to it).
+fn a_nopreempt_backup_does_not_announce_and_defers_as_the_rfc_says() {
+    // A nopreempt node stays silent: a lower node that claims first keeps
+    // the VIP anyway (nopreempt), and an announcement could unseat a lower
+    // starter that has just claimed while we defer to its advert. Any
+    // advert, a lower starter's announcement too, re-arms its timer
+    // (RFC 5798 §6.4.2, Preempt_Mode false).
     let mut p = params(150);
     p.preempt = false;
     let (mut m, t0) = backup(p);
-    let deadline = m.rfc_timer().unwrap();
-    assert_eq!(m.next_deadline(), Some(deadline), "nothing to announce");
-    assert_eq!(m.handle(adv(LOWER_IP, 100), t0 + ms(2400)), []);
-    assert_eq!(m.rfc_timer(), Some(deadline), "a starter: not deferred to");
-    assert_eq!(m.handle(Event::Timer, deadline), become_master(150));
+    assert_eq!(m.next_deadline(), m.rfc_timer(), "nothing to announce");
+    let t = t0 + ms(2400);
+    assert_eq!(m.handle(adv(LOWER_IP, 100), t), []);
+    assert_eq!(m.rfc_timer(), Some(t + m.master_down_interval()));
+    assert_eq!(m.handle(Event::Timer, t0 + ms(2500)), []);
 }
 
 #[test]

@@ -637,14 +637,11 @@ fn simultaneous_equal_priorities_resolve_to_one_master() {
     run(&plain(&[100, 100], AdvertInterval::ONE_SECOND)).unwrap();
 }
 
-/// Three equal priorities starting together: found by this simulator, a
-/// machine bug (reported, not fixed here). Each starter hears the other two
-/// announcements; the first one heard is taken for a starter's, but
-/// `Announce::heard` then cancels the announcement state (priority >= ours),
-/// which closes the start-up window, so the second one is taken for a
-/// master's advert and re-arms the Master_Down_Timer. All three defer to
-/// each other and the first claim comes at 2.5 intervals + Master_Down_Interval
-/// (6.1 s at 1 s adverts) instead of within the bound (5 s).
+/// Three equal priorities starting together (found by this simulator):
+/// each hears the other two announcements right after sending its own; if
+/// either passed for a master's advert, all three would re-arm and the first
+/// claim would come at 2.5 intervals + Master_Down_Interval (6.1 s at 1 s
+/// adverts) instead of within the bound (5 s). See `Announce::collides`.
 #[test]
 fn three_simultaneous_equal_priorities_claim_within_the_bound() {
     run(&plain(&[100, 100, 100], AdvertInterval::ONE_SECOND)).unwrap();
