@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tandem_lb::proxy::proxy_protocol::{self, V2_SIGNATURE};
+use tandem_proxy_protocol::{self as proxy_protocol, V2_SIGNATURE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 

@@ -1,7 +1,7 @@
 //! Byte moving and wire formats at the edge of the balancer.
 //!
-//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers, encode (the balancer
-//!   sends them to backends) and decode (the API service reads them).
+//! - [`proxy_protocol`]: PROXY protocol v1/v2 headers (the
+//!   `tandem-proxy-protocol` crate, shared with the API, re-exported here).
 //! - [`forward`]: moves bytes both ways between a client and a backend, with
 //!   half-close, idle timeout, a fairness budget and per-chunk byte counts.
 //!   It uses `splice` (socket → pipe → socket, zero-copy) and falls back to
@@ -11,7 +11,7 @@
 mod copy;
 pub mod forward;
 pub mod pipe_pool;
-pub mod proxy_protocol;
+pub use tandem_proxy_protocol as proxy_protocol;
 mod splice;
 
 pub use forward::{

@@ -3,7 +3,9 @@
 //!
 //! The balancer *sends* a header at the start of each backend connection so the
 //! backend learns the real client address; the API service *receives* it. Both
-//! sides live here so the round trip is tested in one place.
+//! sides live here, in a crate of their own with no dependency on either, so
+//! the round trip is tested in one place and the API stays a backend like any
+//! other (it does not pull in the balancer).
 //!
 //! Rules relied upon (section numbers from the spec):
 //! - 2.1: v1 is one US-ASCII line `PROXY <TCP4|TCP6|UNKNOWN> <src> <dst> <sport>
@@ -377,5 +379,5 @@ fn decode_v2(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyProtocolEr
 }
 
 #[cfg(test)]
-#[path = "proxy_protocol_tests.rs"]
+#[cfg(test)]
 mod tests;
