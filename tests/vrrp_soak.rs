@@ -15,7 +15,8 @@
 //!    (the backup) is stopped and started at a random offset after one of
 //!    lb1's adverts, and must leave the VIP alone (and, at the next kill,
 //!    take over: a backup that came up without readiness shows there);
-//! 2. link cuts of lb1 at the switch, and their restores;
+//! 2. link cuts of lb1 at the switch, and their restores (half of them
+//!    with lb1 in each health mode: one more handover switches it);
 //! 3. simultaneous starts of both from a gate (one in four with lb1 up to
 //!    50 ms late).
 //!
@@ -86,6 +87,12 @@ impl Soak {
     /// One handover: maybe a backup restart first, then the master killed
     /// (SIGKILL for even `i`, SIGTERM for odd), then started again.
     fn handover(&mut self, i: usize) {
+        self.handover_to(i, None);
+    }
+
+    /// [`Soak::handover`], lb1 started again with the health mode given
+    /// (None: at random).
+    fn handover_to(&mut self, i: usize, lb1_probes: Option<bool>) {
         if self.rng.random_bool(0.5) && !self.restart_backup() {
             return;
         }
@@ -108,7 +115,7 @@ impl Soak {
         let ev = self
             .rec
             .begin(Kind::Preempt, at, LB1, Ref::InstanceStart(LB1));
-        self.start(LB1);
+        self.start_with(LB1, lb1_probes);
         let note = format!(
             "lb1 with {} started {phase:?} µs after an advert of lb2",
             self.mode(LB1)
@@ -210,8 +217,8 @@ impl Soak {
             .map(|n| n.log().matches(marker).count());
         let gate = self.gates.path().join(format!("go{k}"));
         let gate1 = self.gates.path().join(format!("go{k}-lb1"));
-        self.configure(LB1);
-        self.configure(LB2);
+        self.configure(LB1, None);
+        self.configure(LB2, None);
         self.nodes[LB1].spawn_gated(&self.t, &gate1);
         self.nodes[LB2].spawn_gated(&self.t, &gate);
         self.up = [true, true];
@@ -280,7 +287,13 @@ fn handover_soak() {
     }
     times.push(("handovers", plan.handovers, t.elapsed()));
     let t = Instant::now();
-    for _ in 0..plan.cuts {
+    for j in 0..plan.cuts {
+        // lb1 is not restarted by link cuts: half way, one more handover
+        // brings it back in the other health mode, so both are cut.
+        if j == plan.cuts / 2 {
+            let other = !s.probes[LB1];
+            s.handover_to(plan.handovers, Some(other));
+        }
         s.link_cut();
     }
     times.push(("link cuts", plan.cuts, t.elapsed()));
@@ -297,6 +310,20 @@ fn handover_soak() {
     let outcomes = s.outcomes();
     let failures = report(&outcomes);
     s.print_wire_facts();
+    // lb1's health mode decides how long its backend path takes to come
+    // back after a link cut: shown apart.
+    for mode in ["with probes", "with no probes"] {
+        let of: Vec<_> = outcomes
+            .iter()
+            .filter(|o| o.kind == Kind::LinkRestore && o.note.contains(mode))
+            .collect();
+        println!(
+            "link-restore, lb1 {mode}: {} events, outage med/p99/max {} ms, {} over the bound",
+            of.len(),
+            soak::dist(of.iter().map(|o| o.outage).collect()),
+            of.iter().filter(|o| o.outage_over()).count()
+        );
+    }
     for (what, n, d) in &times {
         println!(
             "time: {what}: {n} in {:.1} s ({:.2} s each)",

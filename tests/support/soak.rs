@@ -347,7 +347,8 @@ fn pct(v: &[Duration], p: usize) -> Duration {
     v[(v.len() * p).div_ceil(100).clamp(1, v.len()) - 1]
 }
 
-fn dist(mut v: Vec<Duration>) -> String {
+/// "median p99 max" in ms, or "-" for none.
+pub fn dist(mut v: Vec<Duration>) -> String {
     v.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     if v.is_empty() {

@@ -208,13 +208,20 @@ impl Soak {
     /// racing the VRRP instance's start: the case of issue 11 (6 of 38
     /// handovers stuck); with them it waits for the first probe, a few ms.
     pub fn start(&mut self, node: usize) {
-        self.configure(node);
+        self.start_with(node, None);
+    }
+
+    /// [`Soak::start`] with the health mode given (Some(true): probes).
+    pub fn start_with(&mut self, node: usize, probes: Option<bool>) {
+        self.configure(node, probes);
         self.nodes[node].restart(&self.t);
         self.up[node] = true;
     }
 
-    pub fn configure(&mut self, node: usize) {
-        let probes = self.rng.random_bool(0.5);
+    /// Writes `node`'s configuration for its next start: with probes or
+    /// not as given, else at random.
+    pub fn configure(&mut self, node: usize, probes: Option<bool>) {
+        let probes = probes.unwrap_or_else(|| self.rng.random_bool(0.5));
         let mut spec = self.specs[node].clone();
         if !probes {
             spec.health = String::new();
