@@ -10,23 +10,20 @@
 //! `TANDEM_VRRP_HELPER`).
 //!
 //! VIP holding is observed with `ip -o -4 monitor address` in each node's
-//! namespace ([`VipWatch`]): every add and delete is seen and time-stamped
-//! as the kernel reports it, so a window shorter than any polling period
-//! (two masters for a millisecond) is still caught.
+//! namespace ([`VipWatch`], in the bed): every add and delete is seen and
+//! time-stamped as the kernel reports it, so a window shorter than any
+//! polling period (two masters for a millisecond) is still caught.
 
 mod support;
 #[path = "support/vrrp_bed.rs"]
 mod vrrp_bed;
 
-use std::io::{BufRead, BufReader};
-use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::netns::{Topology, require_root};
+use vrrp_bed::watch::{VipWatch, log_times_us, overlaps};
 use vrrp_bed::{
     ADVERT, BACKEND_PORT, BIN, Helper, LB_PORT, Node, Spec, bed, metric_sum, metrics,
     notify_script, now_us, skew, vip, wait_master, wait_until,
@@ -37,104 +34,6 @@ use vrrp_bed::{
 #[ignore = "helper process for the scenarios below; does nothing on its own"]
 fn helper_process() {
     vrrp_bed::helper_main();
-}
-
-// ---------------------------------------------------------------- VIP events
-
-/// Follows one address on one host's eth0 through `ip monitor`: every add
-/// and delete, time-stamped on arrival.
-struct VipWatch {
-    child: Child,
-    /// (unix µs, true = added / false = deleted).
-    events: Arc<Mutex<Vec<(u64, bool)>>>,
-}
-
-impl VipWatch {
-    fn start(t: &Topology, host: &str, vip: Ipv4Addr) -> VipWatch {
-        let mut child = t
-            .cmd(host, "ip")
-            .args(["-o", "-4", "monitor", "address"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let marker_seen = Arc::new(AtomicBool::new(false));
-        let out = child.stdout.take().unwrap();
-        let (ev, seen) = (events.clone(), marker_seen.clone());
-        let needle = format!(" {vip}/");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let at = now_us();
-                if line.contains(" lo ") && line.contains(" 127.0.0.99/") {
-                    seen.store(true, Ordering::SeqCst);
-                } else if line.contains(" eth0 ") && line.contains(&needle) {
-                    ev.lock().unwrap().push((at, !line.starts_with("Deleted")));
-                }
-            }
-        });
-        // The monitor subscribes some time after it starts: toggle a marker
-        // address on lo until it reports one, so no event is missed after.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !marker_seen.load(Ordering::SeqCst) {
-            assert!(
-                Instant::now() < deadline,
-                "ip monitor in {host} never ready"
-            );
-            t.exec(host, &["ip", "addr", "add", "127.0.0.99/32", "dev", "lo"]);
-            std::thread::sleep(Duration::from_millis(5));
-            t.exec(host, &["ip", "addr", "del", "127.0.0.99/32", "dev", "lo"]);
-        }
-        VipWatch { child, events }
-    }
-
-    fn events(&self) -> Vec<(u64, bool)> {
-        self.events.lock().unwrap().clone()
-    }
-}
-
-impl Drop for VipWatch {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Merges the watches' events in time order and returns, for the stretch
-/// after the first add anywhere: the total time during which two or more
-/// hosts held the address at once (µs), and how many such windows there were.
-/// `initial` says which hosts held the address when the watches started.
-fn overlaps(watches: &[&VipWatch], initial: &[bool]) -> (u64, usize) {
-    let mut all: Vec<(u64, usize, bool)> = watches
-        .iter()
-        .enumerate()
-        .flat_map(|(i, w)| w.events().into_iter().map(move |(t, a)| (t, i, a)))
-        .collect();
-    all.sort_by_key(|e| e.0);
-    let mut held = initial.to_vec();
-    let mut total = 0;
-    let mut windows = 0;
-    let mut since: Option<u64> = None;
-    for (t, i, added) in all {
-        held[i] = added;
-        let n = held.iter().filter(|h| **h).count();
-        match (n >= 2, since) {
-            (true, None) => {
-                since = Some(t);
-                windows += 1;
-            }
-            (false, Some(s)) => {
-                total += t - s;
-                since = None;
-            }
-            _ => {}
-        }
-    }
-    if let Some(s) = since {
-        total += now_us() - s;
-    }
-    (total, windows)
 }
 
 // ---------------------------------------------------------------- tests
@@ -702,18 +601,7 @@ fn one_second_adverts_v3_sigkill_failover() {
     lb1.reap(Duration::from_secs(2));
 }
 
-/// Time of day (µs) of the last "vrrp instance starting" in a node's log.
+/// Unix time (µs) of the last "vrrp instance starting" in a node's log.
 fn instance_start_us(log: &str) -> Option<u64> {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("vrrp instance starting"))?;
-    // "<ansi>2026-11-25T15:10:31.275255Z<ansi> INFO ...": HH:MM:SS.ffffff.
-    let t = line.find('T')?;
-    let hms = line.get(t + 1..t + 16)?;
-    let (h, rest) = hms.split_once(':')?;
-    let (m, sec) = rest.split_once(':')?;
-    let (s, us) = sec.split_once('.')?;
-    let n = |x: &str| x.parse::<u64>().ok();
-    Some(((n(h)? * 60 + n(m)?) * 60 + n(s)?) * 1_000_000 + n(us)?)
+    log_times_us(log, "vrrp instance starting").last().copied()
 }

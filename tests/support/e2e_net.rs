@@ -16,13 +16,12 @@
 //! port.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::Command;
 
 pub use crate::support::netns::require_root;
-use crate::support::netns::{must, run};
+use crate::support::netns::{Janitor, must, run};
 
 pub struct Host {
     pub name: String,
@@ -39,14 +38,10 @@ pub struct Bed {
     pub hosts: Vec<Host>,
     /// The root namespace's end of the client veth, once attached.
     root_if: Option<String>,
-    /// A shell in its own session that waits for EOF on its stdin (held
-    /// here), then kills every process in this bed's namespaces, deletes
-    /// them and the root veth, and removes the paths it was given. Drop
-    /// cleans up itself; the janitor covers the exits where no destructor
-    /// runs: the test process SIGKILLed, or SIGTERMed by a runner's timeout
-    /// (nextest's terminate-after), which signals the test's process group
-    /// (the janitor is not in it).
-    janitor: Option<(Child, ChildStdin)>,
+    /// Kills the processes in this bed's namespaces, deletes them and the
+    /// root veth, and removes the scratch paths, if the test dies without
+    /// unwinding (see [`Janitor`]).
+    janitor: Option<Janitor>,
 }
 
 impl Bed {
@@ -67,21 +62,7 @@ impl Bed {
         let switch_ns = format!("{tag}-sw");
         let _ = run(&["ip", "netns", "del", &switch_ns]);
         must(&["ip", "netns", "add", &switch_ns]);
-        let script = format!(
-            "paths=''; while read -r p; do paths=\"$paths $p\"; done; \
-             for ns in $(ip netns list | awk '{{print $1}}' | grep '^{tag}-'); do \
-               ip netns pids \"$ns\" | xargs -r kill -9; ip netns del \"$ns\"; done; \
-             ip link del {tag}0a 2>/dev/null; \
-             [ -n \"$paths\" ] && rm -rf $paths; exit 0"
-        );
-        let janitor = Command::new("setsid")
-            .args(["sh", "-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok()
-            .and_then(|mut c| c.stdin.take().map(|i| (c, i)));
+        let janitor = Janitor::spawn(&tag, &format!("ip link del {tag}0a 2>/dev/null"));
         let bed = Bed {
             tag,
             switch_ns,
@@ -172,8 +153,8 @@ impl Bed {
     /// Has the janitor remove `path` (recursively) if this process dies
     /// without dropping the bed. No spaces in `path`.
     pub fn remove_on_crash(&mut self, path: &Path) {
-        if let Some((_, stdin)) = self.janitor.as_mut() {
-            let _ = writeln!(stdin, "{}", path.display());
+        if let Some(j) = self.janitor.as_mut() {
+            j.remove_on_crash(path);
         }
     }
 
@@ -221,11 +202,6 @@ impl Drop for Bed {
             let _ = run(&["ip", "netns", "del", &h.ns]);
         }
         let _ = run(&["ip", "netns", "del", &self.switch_ns]);
-        // EOF: the janitor finds nothing left but the paths, removes them
-        // (their owners ignore a missing directory) and exits.
-        if let Some((mut child, stdin)) = self.janitor.take() {
-            drop(stdin);
-            let _ = child.wait();
-        }
+        drop(self.janitor.take());
     }
 }

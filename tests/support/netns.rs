@@ -8,11 +8,14 @@
 //! Layout: a "switch" namespace holds a bridge; each host namespace gets a
 //! veth pair whose far end is enslaved to the bridge. Cutting a host's link
 //! (`set_link(host, false)`) downs the far end, so the host sees carrier loss.
+//!
+//! A [`Janitor`] covers the exits where no destructor runs.
 #![allow(dead_code)]
 
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Fails (under CI=true) or skips (otherwise) when not root. Returns false to skip.
@@ -52,6 +55,57 @@ pub fn must(args: &[&str]) {
     );
 }
 
+/// A shell in its own session that waits for EOF on its stdin (held here),
+/// then kills every process in the namespaces named `{prefix}-*`, deletes
+/// those namespaces, runs `extra` (more shell) and removes the paths it was
+/// given. A bed's Drop cleans up itself and then drops the janitor, which
+/// finds nothing left; the janitor covers the exits where no destructor
+/// runs: the test process SIGKILLed, or SIGTERMed by a runner's timeout
+/// (nextest's terminate-after), which signals the test's process group
+/// (the janitor is not in it).
+pub struct Janitor {
+    child: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl Janitor {
+    /// None if `setsid` or `sh` cannot be run (the bed still cleans up on drop).
+    pub fn spawn(prefix: &str, extra: &str) -> Option<Janitor> {
+        let script = format!(
+            "paths=''; while read -r p; do paths=\"$paths $p\"; done; \
+             for ns in $(ip netns list | awk '{{print $1}}' | grep '^{prefix}-'); do \
+               ip netns pids \"$ns\" | xargs -r kill -9; ip netns del \"$ns\"; done; \
+             {extra}; [ -n \"$paths\" ] && rm -rf $paths; exit 0"
+        );
+        let mut child = Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let stdin = child.stdin.take();
+        Some(Janitor { child, stdin })
+    }
+
+    /// Has the janitor remove `path` (recursively) if this process dies
+    /// without dropping the bed. No spaces in `path`.
+    pub fn remove_on_crash(&mut self, path: &Path) {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "{}", path.display());
+        }
+    }
+}
+
+impl Drop for Janitor {
+    fn drop(&mut self) {
+        // EOF: the janitor runs its cleanup (nothing is left after a clean
+        // drop; owners of the paths ignore a missing directory) and exits.
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub struct Host {
@@ -70,6 +124,9 @@ pub struct Topology {
     /// Third octet of 198.18.X.0/24 (or 198.19.X.0/24): this topology's subnet.
     pub net: [u8; 3],
     pub hosts: Vec<Host>,
+    /// Removes the namespaces (and the processes in them) if the test dies
+    /// without unwinding; dropped after them in [`Drop`].
+    janitor: Option<Janitor>,
 }
 
 impl Topology {
@@ -86,11 +143,13 @@ impl Topology {
         // A leftover from a crashed run of the same pid is removed first.
         let _ = run(&["ip", "netns", "del", &switch_ns]);
         must(&["ip", "netns", "add", &switch_ns]);
+        let janitor = Janitor::spawn(&prefix, "true");
         let t = Topology {
             switch_ns,
             prefix,
             net,
             hosts: Vec::new(),
+            janitor,
         };
         t.sw(&["ip", "link", "add", "br0", "type", "bridge"]);
         // No STP, no forwarding delay: ports forward the moment they are up.
@@ -218,5 +277,6 @@ impl Drop for Topology {
             let _ = run(&["ip", "netns", "del", &h.ns]);
         }
         let _ = run(&["ip", "netns", "del", &self.switch_ns]);
+        drop(self.janitor.take());
     }
 }

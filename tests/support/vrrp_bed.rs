@@ -1,6 +1,7 @@
-//! The VRRP test bed shared by tests/vrrp.rs and tests/vrrp_more.rs: the
-//! namespace layout ([`bed`]), `tandem lb run` nodes ([`Node`], configured by
-//! a [`Spec`]), and helper processes ([`Helper`]).
+//! The VRRP test bed shared by tests/vrrp.rs, tests/vrrp_more.rs and
+//! tests/vrrp_soak.rs: the namespace layout ([`bed`]), `tandem lb run` nodes
+//! ([`Node`], configured by a [`Spec`]), helper processes ([`Helper`]), and
+//! what the tests observe of VIPs, adverts and logs ([`watch`]).
 //!
 //! Helpers are the test executable itself re-run inside a namespace: libtest
 //! is asked to run only the ignored `helper_process` test, which each test
@@ -21,6 +22,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::support::netns::Topology;
+
+#[path = "vrrp_watch.rs"]
+pub mod watch;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tandem");
 pub const ADVERT: Duration = Duration::from_millis(100);
@@ -71,6 +75,7 @@ pub fn helper_main() {
         ),
         ["get", addr, path] => get(addr.parse().unwrap(), path),
         ["gate", path] => gate(Path::new(path)),
+        ["adverts"] => watch::adverts_main(),
         _ => panic!("bad TANDEM_VRRP_HELPER {spec:?}"),
     }
 }
@@ -340,10 +345,15 @@ pub struct Spec {
     pub advert: &'static str,
     /// The backend of the node's one service.
     pub backend: Ipv4Addr,
-    /// The body of `[service.health]`.
+    /// The body of `[service.health]`; empty: no such table (no active
+    /// probes, so readiness does not wait for a first result).
     pub health: String,
     /// Extra lines in the `[[vrrp]]` table.
     pub vrrp_extra: String,
+    /// Extra lines in the `[node]` table.
+    pub node_extra: String,
+    /// `node.workers`: data-plane threads (0 = one per core, the default).
+    pub workers: usize,
     /// Serve metrics on 127.0.0.1:METRICS_PORT.
     pub metrics: bool,
 }
@@ -362,6 +372,8 @@ impl Spec {
             backend,
             health: TCP_HEALTH.into(),
             vrrp_extra: String::new(),
+            node_extra: String::new(),
+            workers: 1,
             metrics: false,
         }
     }
@@ -375,14 +387,14 @@ impl Spec {
         format!(
             r#"[node]
 name = "{host}"
-workers = 1
+workers = {workers}
 shutdown_grace = "1s"
+{node_extra}
 [admin]
 socket = "{sock}"
 {metrics}[[service]]
 name = "web"
 listen = "0.0.0.0:{LB_PORT}"
-[service.health]
 {health}
 [[service.backend]]
 name = "b"
@@ -399,7 +411,11 @@ virtual_ips = ["{vip}/24"]
 {extra}
 "#,
             sock = dir.join("lb.sock").display(),
-            health = self.health,
+            health = if self.health.is_empty() {
+                String::new()
+            } else {
+                format!("[service.health]\n{}", self.health)
+            },
             backend = self.backend,
             prio = self.priority,
             version = self.version,
@@ -407,6 +423,8 @@ virtual_ips = ["{vip}/24"]
             preempt = self.preempt,
             vip = topo.addr(VIP_OCTET),
             extra = self.vrrp_extra,
+            node_extra = self.node_extra,
+            workers = self.workers,
         )
     }
 }
