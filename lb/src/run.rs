@@ -28,8 +28,7 @@ use tandem_healthcheck::checker::TargetId;
 
 // The VRRP runtime. Declared here until lib.rs lists it as a top-level module.
 
-/// Longest wait for health checks to settle before VRRP may claim the VIPs.
-pub const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+pub use crate::failover::SETTLE_MAX;
 
 /// Size of each splice pipe. 256 KiB moves bulk at about a third less CPU
 /// per byte than 64 KiB copies (measured on loopback); 1 MiB is faster still

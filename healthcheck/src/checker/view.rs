@@ -122,7 +122,9 @@ impl HealthView {
         self.services.iter().map(|(k, v)| (&**k, *v))
     }
 
-    pub(crate) fn set(&mut self, id: TargetId, health: BackendHealth) {
+    /// Sets one backend's health (the checker's publishing, and views built
+    /// by hand in other crates' tests).
+    pub fn set(&mut self, id: TargetId, health: BackendHealth) {
         let up = health.up;
         let old = self.backends.insert(id.clone(), health);
         let counts = self.services.entry(id.service.clone()).or_default();

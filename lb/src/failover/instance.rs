@@ -28,7 +28,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tandem_healthcheck::checker::HealthView;
 use tokio::sync::{mpsc, watch};
@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::edge::{Edge, Opened};
 use super::notify::{Job, Queue};
+use super::settle;
 use super::track::{TrackState, Verdict, verdict};
 use super::{FailoverError, names};
 use crate::config::{TrackTarget, VrrpConfig};
@@ -78,6 +79,11 @@ pub struct Instance<E> {
     /// clamping), to log changes once.
     priority: u8,
     tracks_down: Vec<String>,
+    /// When the current (or last) fault began, wall clock (probe times are).
+    fault_began: SystemTime,
+    /// A fault cleared: wall-clock time, and the latest instant to wait
+    /// for health to settle before readiness returns (see [`settle`]).
+    settling: Option<(SystemTime, Instant)>,
 }
 
 fn v2_auth(pass: &Option<String>) -> V2Auth {
@@ -141,6 +147,8 @@ impl<E: Edge> Instance<E> {
             machine,
             advert,
             tracks_down: Vec::new(),
+            fault_began: SystemTime::UNIX_EPOCH,
+            settling: None,
         })
     }
 
@@ -211,6 +219,13 @@ impl<E: Edge> Instance<E> {
                 }
             };
             let waiting_ready = ready_open && !self.machine.is_ready();
+            let settle_by = self.settling.map(|(_, by)| by);
+            let settle_deadline = async move {
+                match settle_by {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 _ = ctx.stop.cancelled() => break,
@@ -235,12 +250,13 @@ impl<E: Edge> Instance<E> {
                         health_open = false;
                     }
                 }
-                // Only a wake-up: `sync_ready` at the top of the loop acts.
+                // Only wake-ups: `sync_ready` at the top of the loop acts.
                 r = ctx.ready.changed(), if waiting_ready => {
                     if r.is_err() {
                         ready_open = false;
                     }
                 }
+                _ = settle_deadline => {}
             }
         }
         self.feed(Event::Shutdown, &ctx).await;
@@ -263,10 +279,23 @@ impl<E: Edge> Instance<E> {
     /// start-up and at the top of every turn of the loop, it reads the value
     /// there and then — never a copy taken earlier, never "seen" state of the
     /// receiver (a value sent before the receiver was made counts too).
+    ///
+    /// After a fault, readiness also waits for the health view to settle
+    /// again ([`settle`]), at most [`super::SETTLE_MAX`].
     async fn sync_ready(&mut self, ctx: &mut Ctx) {
-        if !self.machine.is_ready() && *ctx.ready.borrow_and_update() {
-            self.feed(Event::Ready, ctx).await;
+        if self.machine.is_ready() || !*ctx.ready.borrow_and_update() {
+            return;
         }
+        if let Some((cleared, by)) = self.settling {
+            let done = settle::settled(&ctx.health.borrow(), self.fault_began, cleared);
+            if !done && now() < by {
+                return;
+            }
+            self.settling = None;
+            tracing::info!(instance = %self.cfg.name, settled = done,
+                "health checks caught up after the fault: VRRP may claim the VIPs");
+        }
+        self.feed(Event::Ready, ctx).await;
     }
 
     fn verdict(&mut self, ctx: &Ctx) -> Verdict {
@@ -319,6 +348,8 @@ impl<E: Edge> Instance<E> {
         let name = self.cfg.name.clone();
         if v.fault && !self.machine.in_fault() {
             tracing::info!(instance = %name, down = ?self.tracks_down, "fault: releasing the VIPs");
+            self.fault_began = SystemTime::now();
+            self.settling = None;
             // Over a working link a master resigns first (the machine sends
             // priority 0 on TrackFault); over a dead one nothing could arrive.
             let ev = if *self.link.borrow() {
@@ -336,7 +367,12 @@ impl<E: Edge> Instance<E> {
                 .await;
         }
         if !v.fault && self.machine.in_fault() {
-            tracing::info!(instance = %name, "fault cleared");
+            tracing::info!(instance = %name, "fault cleared: waiting for health checks to catch up");
+            // Not ready until the health view has caught up (`settle`); the
+            // machine re-enters Backup as at start-up, and the loop's
+            // `sync_ready` gives readiness back.
+            self.settling = Some((SystemTime::now(), now() + super::SETTLE_MAX));
+            self.feed(Event::Unready, ctx).await;
             self.feed(Event::LinkUp, ctx).await;
         }
         self.publish(ctx);

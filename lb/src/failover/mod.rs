@@ -46,6 +46,7 @@
 pub mod edge;
 mod instance;
 pub mod notify;
+pub mod settle;
 #[cfg(test)]
 mod tests;
 pub mod track;
@@ -87,6 +88,10 @@ const STATES: [State; 4] = [
     State::Master,
     State::Fault,
 ];
+
+/// Longest wait for health checks to settle before VRRP may claim the VIPs,
+/// at start-up (`run::wait_settled`) and after a fault ([`settle`]).
+pub const SETTLE_MAX: Duration = Duration::from_secs(5);
 
 /// How long [`Failover::shutdown`] and a reload wait for one instance to
 /// resign before giving up on it.

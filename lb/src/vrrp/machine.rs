@@ -46,8 +46,9 @@
 //!   would have claimed in the meantime (owner at start-up, or the
 //!   Master_Down_Timer expired with no master heard) it claims at once on
 //!   `Ready`; otherwise `Ready` changes nothing and the normal rules apply.
-//!   Readiness is one-way: losing health later is expressed through
-//!   [`Event::PriorityChanged`] (tracking).
+//!   [`Event::Unready`] withdraws it outside Master (the runtime sends it as
+//!   a fault clears, until the health view has caught up); losing health
+//!   while Master is expressed through [`Event::PriorityChanged`] (tracking).
 //! - **No two-master window at start-up**: a non-owner always waits a full
 //!   Master_Down_Interval in Backup first (RFC §6.4.1), whatever `preempt`
 //!   says; keepalived with `state MASTER` does not. On entering Backup at
@@ -236,6 +237,11 @@ impl Machine {
             }
             Event::LinkUp => self.on_link_up(now, &mut out),
             Event::Ready => self.on_ready(now, &mut out),
+            Event::Unready => {
+                if self.state != State::Master {
+                    self.ready = false;
+                }
+            }
         }
         out
     }

@@ -96,6 +96,12 @@ pub enum Event {
     /// The fault ([`Event::LinkDown`] or [`Event::TrackFault`]) is over:
     /// start again as at start-up (§6.4.1).
     LinkUp,
+    /// Readiness withdrawn until the next [`Event::Ready`]: a fault has just
+    /// cleared and the health view is stale (backends marked down while the
+    /// link was cut are still coming back), so a claim now would attract
+    /// clients to a node that cannot serve them yet. Ignored in Master
+    /// (losing health there is tracking's job).
+    Unready,
     /// Listeners bound and health checks settled: Master is now allowed.
     Ready,
 }
