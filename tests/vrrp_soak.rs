@@ -183,7 +183,9 @@ impl Soak {
         }
         let phase = self.after_advert(LB2);
         let at = now_us();
-        let ev = self.rec.begin(Kind::LinkRestore, at, LB1, Ref::At(at));
+        let ev = self
+            .rec
+            .begin(Kind::LinkRestore, at, LB1, Ref::Settled(LB1));
         let note = format!(
             "lb1 with {} restored {phase:?} µs after an advert of lb2",
             self.mode(LB1)

@@ -99,8 +99,9 @@ impl Kind {
             Kind::SigKill | Kind::LinkCut => Some(mdi(PRIORITIES[1]) + ADVERT + SLACK),
             // Skew time (61 ms at priority 100) < one interval.
             Kind::SigTerm => Some(ADVERT + SLACK),
-            // Counted from lb1's "vrrp instance starting": a full MDI in
-            // Backup (RFC 5798 §6.4.1), then it claims.
+            // Counted from lb1's "vrrp instance starting" (link restore:
+            // from its health view catching up, see Ref::Settled): a full
+            // MDI in Backup (RFC 5798 §6.4.1), then it claims.
             Kind::Preempt | Kind::Start | Kind::LinkRestore => {
                 Some(mdi(PRIORITIES[0]) + ADVERT + SLACK)
             }
@@ -129,6 +130,10 @@ pub enum Ref {
     /// At this node's first "vrrp instance starting" log line after the
     /// event began (its Master_Down_Timer starts there).
     InstanceStart(usize),
+    /// At this node's first "health checks caught up after the fault" log
+    /// line after the event began: leaving Fault, a node claims only once
+    /// its health view has caught up (lb/src/failover/settle.rs).
+    Settled(usize),
 }
 
 /// One event as driven.
@@ -268,12 +273,14 @@ impl Outcome {
 }
 
 /// Judges every event. `starts[n]` are node n's "vrrp instance starting"
-/// times, `now_us` the end of the run.
+/// times, `settles[n]` its "health checks caught up after the fault" times,
+/// `now_us` the end of the run.
 pub fn analyse(
     rec: &Recorder,
     holders: &Holders,
     attempts: &Attempts,
     starts: [&[u64]; 2],
+    settles: [&[u64]; 2],
     now_us: u64,
 ) -> Vec<Outcome> {
     let windows = holders.two_holder_windows(now_us);
@@ -289,9 +296,15 @@ pub fn analyse(
                     .iter()
                     .copied()
                     .find(|&s| s >= e.started_us && s < end),
+                Ref::Settled(n) => settles[n]
+                    .iter()
+                    .copied()
+                    .find(|&s| s >= e.at_us && s < end),
             };
             let startup = match e.reference {
-                Ref::InstanceStart(_) => reference.map(|r| Duration::from_micros(r - e.started_us)),
+                Ref::InstanceStart(_) | Ref::Settled(_) => {
+                    reference.map(|r| Duration::from_micros(r - e.started_us))
+                }
                 Ref::At(_) => None,
             };
             let r = reference.unwrap_or(e.at_us);

@@ -31,6 +31,7 @@ pub const MAX_DELAY_MS: u64 = 300;
 /// How long the client may take to be served again once the VIP moved.
 pub const SERVICE_WAIT: Duration = Duration::from_secs(1);
 pub const INSTANCE_STARTING: &str = "vrrp instance starting";
+pub const HEALTH_CAUGHT_UP: &str = "health checks caught up after the fault";
 
 /// The pair, its observers, and the record of the run.
 pub struct Soak {
@@ -329,11 +330,16 @@ impl Soak {
             .nodes
             .each_ref()
             .map(|n| log_times_us(&n.log(), INSTANCE_STARTING));
+        let settles = self
+            .nodes
+            .each_ref()
+            .map(|n| log_times_us(&n.log(), HEALTH_CAUGHT_UP));
         super::analyse(
             &self.rec,
             &self.holders(),
             &attempts,
             [&starts[0], &starts[1]],
+            [&settles[0], &settles[1]],
             end,
         )
     }

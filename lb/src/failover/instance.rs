@@ -79,8 +79,10 @@ pub struct Instance<E> {
     /// clamping), to log changes once.
     priority: u8,
     tracks_down: Vec<String>,
-    /// When the current (or last) fault began, wall clock (probe times are).
+    /// When the current (or last) fault began, wall clock (probe times are),
+    /// and the backends up then.
     fault_began: SystemTime,
+    up_before_fault: Vec<tandem_healthcheck::checker::TargetId>,
     /// A fault cleared: wall-clock time, and the latest instant to wait
     /// for health to settle before readiness returns (see [`settle`]).
     settling: Option<(SystemTime, Instant)>,
@@ -148,6 +150,7 @@ impl<E: Edge> Instance<E> {
             advert,
             tracks_down: Vec::new(),
             fault_began: SystemTime::UNIX_EPOCH,
+            up_before_fault: Vec::new(),
             settling: None,
         })
     }
@@ -287,7 +290,12 @@ impl<E: Edge> Instance<E> {
             return;
         }
         if let Some((cleared, by)) = self.settling {
-            let done = settle::settled(&ctx.health.borrow(), self.fault_began, cleared);
+            let done = settle::settled(
+                &ctx.health.borrow(),
+                self.fault_began,
+                cleared,
+                &self.up_before_fault,
+            );
             if !done && now() < by {
                 return;
             }
@@ -349,6 +357,7 @@ impl<E: Edge> Instance<E> {
         if v.fault && !self.machine.in_fault() {
             tracing::info!(instance = %name, down = ?self.tracks_down, "fault: releasing the VIPs");
             self.fault_began = SystemTime::now();
+            self.up_before_fault = settle::up_now(&ctx.health.borrow());
             self.settling = None;
             // Over a working link a master resigns first (the machine sends
             // priority 0 on TrackFault); over a dead one nothing could arrive.
