@@ -26,8 +26,6 @@ use crate::runtime::{Balancer, Options};
 use crate::{admin, telemetry};
 use tandem_healthcheck::checker::TargetId;
 
-// The VRRP runtime. Declared here until lib.rs lists it as a top-level module.
-
 pub use crate::failover::SETTLE_MAX;
 
 /// Size of each splice pipe. 256 KiB moves bulk at about a third less CPU

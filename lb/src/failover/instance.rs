@@ -3,13 +3,14 @@
 //! health view.
 //!
 //! The loop decides nothing the machine could: state, timers, the start-up
-//! announcement, resigning on a tracking fault and readiness all live in
-//! the machine, and the loop only turns the world into events and actions
-//! into I/O. Readiness in particular is read where it is used: at the top
-//! of every turn, the channel's *current* value is compared with
-//! [`Machine::is_ready`] (issue 11: the flag the loop once copied at start
-//! could say "delivered" while the machine had been built not ready, and a
-//! priority-150 node waited in Backup forever).
+//! announcement and resigning on a tracking fault live in the machine, and
+//! the loop turns the world into events and actions into I/O. Readiness is
+//! read where it is used: at the top of every turn, the channel's *current*
+//! value (held back while the health view catches up after a fault, see
+//! [`super::settle`]) is compared with [`Machine::is_ready`] (issue 11: the
+//! flag the loop once copied at start could say "delivered" while the
+//! machine had been built not ready, and a priority-150 node waited in
+//! Backup forever).
 //!
 //! The task is a single `select!` loop, so the machine is only ever touched
 //! from one place and the actions of one event run to completion, in order,
@@ -61,6 +62,14 @@ pub struct Ctx {
 /// The machine's clock: tokio's, so tests can pause it.
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
+}
+
+/// Sleeps until `at`, or forever when there is none.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// An instance with its kernel resources open, ready to run.
@@ -205,6 +214,7 @@ impl<E: Edge> Instance<E> {
                 .await;
         }
         if v.fault {
+            self.begin_fault(&ctx);
             self.feed(Event::LinkDown, &ctx).await;
         }
         self.feed(Event::Startup, &ctx).await;
@@ -214,21 +224,11 @@ impl<E: Edge> Instance<E> {
         let mut buf = vec![0u8; 2048];
         loop {
             self.sync_ready(&mut ctx).await;
-            let deadline = self.machine.next_deadline();
-            let sleep = async move {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = sleep_until(self.machine.next_deadline());
             let waiting_ready = ready_open && !self.machine.is_ready();
-            let settle_by = self.settling.map(|(_, by)| by);
-            let settle_deadline = async move {
-                match settle_by {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
-                }
-            };
+            // `sync_ready` clears `settling` once its deadline has passed, so
+            // this never fires twice for one deadline.
+            let settle_deadline = sleep_until(self.settling.map(|(_, by)| by));
             tokio::select! {
                 biased;
                 _ = ctx.stop.cancelled() => break,
@@ -286,9 +286,8 @@ impl<E: Edge> Instance<E> {
     /// After a fault, readiness also waits for the health view to settle
     /// again ([`settle`]), at most [`super::SETTLE_MAX`].
     async fn sync_ready(&mut self, ctx: &mut Ctx) {
-        if self.machine.is_ready() || !*ctx.ready.borrow_and_update() {
-            return;
-        }
+        // The settle wait ends on its own terms (caught up, or deadline),
+        // whatever the balancer's readiness says meanwhile.
         if let Some((cleared, by)) = self.settling {
             let done = settle::settled(
                 &ctx.health.borrow(),
@@ -296,14 +295,34 @@ impl<E: Edge> Instance<E> {
                 cleared,
                 &self.up_before_fault,
             );
-            if !done && now() < by {
-                return;
+            if done || now() >= by {
+                self.settling = None;
+                tracing::info!(instance = %self.cfg.name, settled = done,
+                    "health checks caught up after the fault: VRRP may claim the VIPs");
             }
-            self.settling = None;
-            tracing::info!(instance = %self.cfg.name, settled = done,
-                "health checks caught up after the fault: VRRP may claim the VIPs");
+        }
+        if self.settling.is_some() || self.machine.is_ready() || !*ctx.ready.borrow_and_update() {
+            return;
         }
         self.feed(Event::Ready, ctx).await;
+    }
+
+    /// Notes what the settle gate needs when a fault begins: when, and which
+    /// backends were up. A fault that begins while the last one's settle
+    /// wait is still running keeps that fault's start and adds to its set:
+    /// the backends it took down are still coming back.
+    fn begin_fault(&mut self, ctx: &Ctx) {
+        let up = settle::up_now(&ctx.health.borrow());
+        if self.settling.take().is_some() {
+            for id in up {
+                if !self.up_before_fault.contains(&id) {
+                    self.up_before_fault.push(id);
+                }
+            }
+        } else {
+            self.fault_began = SystemTime::now();
+            self.up_before_fault = up;
+        }
     }
 
     fn verdict(&mut self, ctx: &Ctx) -> Verdict {
@@ -356,9 +375,7 @@ impl<E: Edge> Instance<E> {
         let name = self.cfg.name.clone();
         if v.fault && !self.machine.in_fault() {
             tracing::info!(instance = %name, down = ?self.tracks_down, "fault: releasing the VIPs");
-            self.fault_began = SystemTime::now();
-            self.up_before_fault = settle::up_now(&ctx.health.borrow());
-            self.settling = None;
+            self.begin_fault(ctx);
             // Over a working link a master resigns first (the machine sends
             // priority 0 on TrackFault); over a dead one nothing could arrive.
             let ev = if *self.link.borrow() {

@@ -3,6 +3,7 @@
 //!
 //! - [`instance`]: the per-instance task (socket, timers, link, tracking,
 //!   actions).
+//! - [`settle`]: when the health view has caught up after a fault (pure).
 //! - [`edge`]: what an instance touches outside the process (the kernel, or
 //!   a simulated segment in tests).
 //! - [`track`]: tracked targets to effective priority / fault (pure).
@@ -15,7 +16,9 @@
 //!    owner, until [`Failover::set_ready`] (issue 4 item 7: keepalived at
 //!    priority 255 took the VIP before its service listened, so clients got
 //!    resets).
-//! 2. [`Failover::set_ready`] once health checks have settled.
+//! 2. [`Failover::set_ready`] once health checks have settled. After a
+//!    fault clears, each instance is also held back until its health view
+//!    has caught up again ([`settle`]).
 //! 3. [`Failover::apply`] on reload: an unchanged instance is untouched (its
 //!    state and VIPs stay), a changed one is stopped (resigning) and started
 //!    again, a removed one resigns, a new one starts.

@@ -79,6 +79,8 @@ struct FakeOpener {
     opened: Arc<Notify>,
     /// The carrier of the simulated interface, for the test to cut.
     link: Arc<Mutex<Option<watch::Sender<bool>>>>,
+    /// The carrier when the instance opens.
+    link_at_open: bool,
 }
 
 impl Opener for FakeOpener {
@@ -94,7 +96,7 @@ impl Opener for FakeOpener {
             .unwrap()
             .take()
             .expect("one instance per test");
-        let (link_tx, link) = watch::channel(true);
+        let (link_tx, link) = watch::channel(self.link_at_open);
         *self.link.lock().unwrap() = Some(link_tx);
         Ok(Opened {
             edge: FakeEdge {
@@ -140,6 +142,7 @@ impl Bed {
                 gate: gated.then(|| gate.clone()),
                 opened: opened.clone(),
                 link: link.clone(),
+                link_at_open: true,
             }),
             link,
             seen,
@@ -288,9 +291,12 @@ fn ready_during_the_open_is_not_lost() {
 fn ready_before_start_claims_after_master_down_interval() {
     paused(async || {
         let mut bed = Bed::new(150, false);
-        let f = bed.start().await;
+        let opener = bed.opener.take().unwrap();
+        let f = Failover::start_with(opener, &[], bed.health.clone())
+            .await
+            .unwrap();
         f.set_ready();
-        tokio::task::yield_now().await;
+        f.apply(std::slice::from_ref(&bed.cfg)).await.unwrap();
         tokio::time::sleep(CLAIM_BOUND - Duration::from_millis(150)).await;
         assert_eq!(state(&f), "backup", "waits a full Master_Down_Interval");
         assert!(!bed.holds_vip());
@@ -398,6 +404,89 @@ fn after_a_link_fault_the_health_wait_is_bounded() {
         tokio::time::sleep(SETTLE_MAX - Duration::from_millis(20)).await;
         assert_eq!(state(&f), "backup");
         tokio::time::sleep_until(up + SETTLE_MAX + Duration::from_millis(20)).await;
+        assert_eq!(state(&f), "master");
+        f.shutdown().await;
+    });
+}
+
+/// A fault that clears before the balancer is ready, and a settle deadline
+/// that passes before it is: the loop must not spin on the passed deadline
+/// (under paused time a spinning task never lets the clock advance, so this
+/// test would hang), and readiness then claims at once.
+#[test]
+fn a_settle_deadline_that_passes_before_ready_ends_the_wait() {
+    paused(async || {
+        let mut bed = Bed::new(150, false);
+        let f = bed.start().await;
+        bed.probed_now(true, false);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        bed.set_link(false);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        bed.probed_now(false, false);
+        bed.set_link(true);
+        tokio::time::sleep(SETTLE_MAX + Duration::from_secs(1)).await;
+        assert_eq!(state(&f), "backup", "not ready yet");
+        f.set_ready();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(state(&f), "master");
+        f.shutdown().await;
+    });
+}
+
+/// A second cut while the first one's backends are still coming back: the
+/// wait covers the backends up before the first cut.
+#[test]
+fn a_fault_during_the_settle_wait_keeps_waiting_for_the_first_ones_backends() {
+    paused(async || {
+        let mut bed = Bed::new(150, false);
+        let f = bed.start().await;
+        f.set_ready();
+        bed.probed_now(true, false);
+        tokio::time::sleep(CLAIM_BOUND).await;
+        assert_eq!(state(&f), "master");
+        bed.set_link(false);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        bed.probed_now(false, false);
+        bed.set_link(true);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        bed.set_link(false);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        bed.probed_now(false, false);
+        bed.set_link(true);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Fresh and steady, but down: the backend up before the first cut
+        // is not back.
+        bed.probed_now(false, false);
+        tokio::time::sleep(CLAIM_BOUND).await;
+        assert_eq!(state(&f), "backup");
+        bed.probed_now(true, false);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(state(&f), "master");
+        f.shutdown().await;
+    });
+}
+
+/// An interface already down when the instance starts is a fault like any
+/// other: when it comes up, the claim waits for the backends that were up.
+#[test]
+fn a_fault_present_at_start_up_waits_for_health_too() {
+    paused(async || {
+        let mut bed = Bed::new(150, false);
+        bed.opener.as_mut().unwrap().link_at_open = false;
+        bed.probed_now(true, false);
+        let f = bed.start().await;
+        f.set_ready();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(state(&f), "fault");
+        bed.probed_now(false, false);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        bed.set_link(true);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        bed.probed_now(false, false);
+        tokio::time::sleep(CLAIM_BOUND).await;
+        assert_eq!(state(&f), "backup");
+        bed.probed_now(true, false);
+        tokio::time::sleep(Duration::from_millis(1)).await;
         assert_eq!(state(&f), "master");
         f.shutdown().await;
     });

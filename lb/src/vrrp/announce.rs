@@ -106,14 +106,19 @@ impl Announce {
     }
 
     /// True once, when the deadline has passed and nothing called it off.
+    /// The caller says [`Announce::sent`] if it did send.
     pub fn fire(&mut self, now: Instant) -> bool {
         if self.at.is_some_and(|t| now >= t) {
             self.at = None;
-            self.fired_at = Some(now);
             true
         } else {
             false
         }
+    }
+
+    /// The announcement went out at `now` (opens the collision window).
+    pub fn sent(&mut self, now: Instant) {
+        self.fired_at = Some(now);
     }
 }
 
@@ -134,6 +139,7 @@ mod tests {
         assert!(a.fire(t0 + Duration::from_millis(250)));
         assert!(!a.fire(t0 + Duration::from_millis(500)));
         assert_eq!(a.deadline(), None);
+        a.sent(t0 + Duration::from_millis(250));
         assert!(a.collides(150, 150, t0 + Duration::from_millis(260)));
         a.cancel();
         assert!(!a.collides(150, 150, t0 + Duration::from_millis(260)));
@@ -186,6 +192,11 @@ mod tests {
         assert!(!a.collides(150, 150, t0), "not announced yet");
         let fired = t0 + 5 * I / 2;
         assert!(a.fire(fired));
+        assert!(
+            !a.collides(150, 150, fired),
+            "not sent: no collision window"
+        );
+        a.sent(fired);
         assert!(a.collides(150, 150, fired + I - Duration::from_millis(1)));
         assert!(!a.collides(150, 150, fired + I));
         assert!(!a.collides(151, 150, fired), "higher: a master");

@@ -25,17 +25,20 @@
 //!   armed, or the machine is not ready and owes a claim
 //!   (`claim_on_ready`), which the first [`Event::Ready`] pays at once.
 //!   Only an advert that §6.4.2 says resets the timer (priority ≥ ours, or
-//!   preempt off, or preempt_delay running) re-arms it; a priority-0 advert
-//!   shortens it to Skew_Time; nothing else touches it;
+//!   preempt off, or preempt_delay running) re-arms it — except an equal
+//!   one crossing our own start-up announcement (below); a priority-0
+//!   advert shortens it to Skew_Time (or, not ready, turns it into an owed
+//!   claim); nothing else touches it;
 //! - in **Master**, the Adver_Timer is armed, and the machine is ready with
 //!   its link up;
-//! - in **Initialize** and **Fault**, no timer is armed and no VIP is held.
+//! - in **Initialize** and **Fault**, no timer is armed and no VIP is held;
+//! - a claim is owed only in Backup, and only while not ready.
 //!
-//! The machine is the one owner of readiness: the runtime delivers
-//! [`Event::Ready`] whenever its readiness source says ready and
-//! [`Machine::is_ready`] says not (failover/instance.rs), so a readiness
-//! change can never be lost between the two. `Machine::invariant_violation`
-//! checks the rules above in the tests after every event.
+//! Readiness is the machine's own bit, set by [`Event::Ready`] and cleared
+//! by [`Event::Unready`]; the runtime compares it with its readiness source
+//! at every turn of its loop (failover/instance.rs), so a change can never
+//! be lost between the two. `invariant_violation` (tests) checks the rules
+//! above after every simulated event.
 //!
 //! ## Beyond the RFC, on purpose (issue 4 item 7, issue 11, keepalived habits)
 //! - **Fault**: [`Event::LinkDown`] from any running state releases the VIPs
@@ -43,16 +46,25 @@
 //!   Master's priority-0 advert; [`Event::LinkUp`] re-enters as at start-up.
 //! - **Readiness**: a machine created with `ready: false` never becomes
 //!   Master — not even the address owner — until [`Event::Ready`]. If it
-//!   would have claimed in the meantime (owner at start-up, or the
-//!   Master_Down_Timer expired with no master heard) it claims at once on
-//!   `Ready`; otherwise `Ready` changes nothing and the normal rules apply.
+//!   would have claimed in the meantime (owner at start-up, the
+//!   Master_Down_Timer expired with no master heard, or a master resigned
+//!   with priority 0) it claims at once on `Ready`; otherwise `Ready`
+//!   changes nothing and the normal rules apply.
 //!   [`Event::Unready`] withdraws it outside Master (the runtime sends it as
 //!   a fault clears, until the health view has caught up); losing health
 //!   while Master is expressed through [`Event::PriorityChanged`] (tracking).
 //! - **No two-master window at start-up**: a non-owner always waits a full
 //!   Master_Down_Interval in Backup first (RFC §6.4.1), whatever `preempt`
 //!   says; keepalived with `state MASTER` does not. On entering Backup at
-//!   start-up or on leaving Fault it arms the start-up announcement.
+//!   start-up or on leaving Fault, a preempting non-owner arms the start-up
+//!   announcement ([`crate::vrrp::announce`]): one advert after 2.5
+//!   intervals if no master was heard, sent only when ready. §6.4.2 says a
+//!   Backup MUST NOT send adverts; this one does, once, so that a lower
+//!   node starting with it defers instead of claiming and being preempted.
+//!   An equal-priority advert less than an interval after our announcement
+//!   is taken for an equal starter's crossing it and does not re-arm the
+//!   timer (otherwise equal starters all wait 2.5 intervals more); §6.4.3's
+//!   tie-break settles the equal claims.
 //! - **Split brain**: a Master that hears another master it outranks reports
 //!   [`Action::OtherMasterSeen`] (the alarm counter), answers with an advert
 //!   at once so the other steps down without waiting an interval
@@ -63,14 +75,14 @@
 //!   VRRPv3 has no authentication, so anyone on the segment can send an
 //!   advert. (a) A Backup adopts an advertised interval only up to its own:
 //!   one forged advert with 40.95 s would otherwise keep it from claiming for
-//!   two minutes after a real master loss. keepalived likewise warns and
-//!   keeps its own. (b) A Master answers lower-priority and priority-0
+//!   two minutes after a real master loss. The price: a peer configured
+//!   with a longer interval than ours is a misconfiguration we warn about
+//!   (once per value), and against which we would time out between its
+//!   adverts and flap. (b) A Master answers lower-priority and priority-0
 //!   adverts at once at most once per advert interval; more of them wait for
 //!   its regular advert, so a flood is not amplified.
-//! - **preempt_delay** (keepalived semantics): until `preempt_delay` has passed
-//!   since start-up (or link up), a Backup treats a lower-priority master's
-//!   adverts as if preemption were off, then takes over exactly when the delay
-//!   ends.
+//! - **preempt_delay** (keepalived's): until it has passed since start-up or
+//!   link up, a lower master's adverts count as if preempt were off.
 
 mod vocab;
 
@@ -162,11 +174,13 @@ impl Machine {
 
     /// The RFC timer alone: Master_Down_Timer in Backup, Adver_Timer in
     /// Master.
-    pub fn rfc_timer(&self) -> Option<Instant> {
+    #[cfg(test)]
+    pub(crate) fn rfc_timer(&self) -> Option<Instant> {
         self.timer
     }
 
-    /// Whether [`Event::Ready`] has been received (or `Params::ready`).
+    /// Whether ready: `Params::ready` or [`Event::Ready`], until
+    /// [`Event::Unready`].
     pub fn is_ready(&self) -> bool {
         self.ready
     }
@@ -253,8 +267,10 @@ impl Machine {
             self.on_timer(now, out);
         }
         if self.announce.fire(now) && self.state == State::Backup && self.ready {
-            // See `announce`: only a ready Backup announces; a running
-            // master has cancelled the announcement by advertising twice.
+            // See `announce`: only a ready Backup announces; a master heard
+            // (a higher or equal one once, a lower one twice) has called
+            // the announcement off.
+            self.announce.sent(now);
             out.push(self.advert());
         }
     }
@@ -577,27 +593,6 @@ impl Machine {
             self.state = to;
             out.push(Action::Notify(to));
         }
-    }
-
-    /// The invariant of the module doc, or what breaks it (for tests).
-    #[cfg(test)]
-    pub(crate) fn invariant_violation(&self) -> Option<String> {
-        let bad = match self.state {
-            State::Backup if self.timer.is_some() == (self.claim_on_ready && !self.ready) => {
-                "Backup needs exactly one of: a Master_Down_Timer, an owed claim while not ready"
-            }
-            State::Backup if self.claim_on_ready && self.ready => "ready Backup still owes a claim",
-            State::Master if self.timer.is_none() => "Master without an Adver_Timer",
-            State::Master if !self.ready || !self.link_up => "Master while not ready or faulted",
-            State::Initialize | State::Fault if self.timer.is_some() => "timer armed while idle",
-            State::Initialize | State::Fault | State::Master
-                if self.announce.deadline().is_some() =>
-            {
-                "announcement armed outside Backup"
-            }
-            _ => return None,
-        };
-        Some(format!("{bad}: {self:?}"))
     }
 }
 

@@ -7,6 +7,32 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::vrrp::Vrid;
 
+impl Machine {
+    /// The invariant of the module doc, or what breaks it (for tests).
+    pub(crate) fn invariant_violation(&self) -> Option<String> {
+        let bad = match self.state {
+            State::Backup if self.timer.is_some() == (self.claim_on_ready && !self.ready) => {
+                "Backup needs exactly one of: a Master_Down_Timer, an owed claim while not ready"
+            }
+            State::Backup if self.claim_on_ready && self.ready => "ready Backup still owes a claim",
+            State::Backup | State::Master if !self.link_up => "running while faulted",
+            State::Initialize | State::Fault | State::Master if self.claim_on_ready => {
+                "a claim owed outside Backup"
+            }
+            State::Master if self.timer.is_none() => "Master without an Adver_Timer",
+            State::Master if !self.ready || !self.link_up => "Master while not ready or faulted",
+            State::Initialize | State::Fault if self.timer.is_some() => "timer armed while idle",
+            State::Initialize | State::Fault | State::Master
+                if self.announce.deadline().is_some() =>
+            {
+                "announcement armed outside Backup"
+            }
+            _ => return None,
+        };
+        Some(format!("{bad}: {self:?}"))
+    }
+}
+
 mod announce;
 mod forged;
 mod sim;

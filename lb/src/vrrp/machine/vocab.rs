@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::vrrp::types::{AdvertInterval, Priority, Version, Vrid};
 
-/// The protocol state (RFC 5798 §6.4) plus Fault (link down).
+/// The protocol state (RFC 5798 §6.4) plus Fault (link down, or a tracked
+/// weight-0 target down).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     /// Not started, or stopped. Holds no VIPs, sends nothing.
@@ -15,7 +16,8 @@ pub enum State {
     Backup,
     /// Holds the VIPs and advertises every interval.
     Master,
-    /// The VRRP interface is down: holds no VIPs, sends nothing, until link up.
+    /// The VRRP interface, or a weight-0 tracked target, is down: holds no
+    /// VIPs, sends nothing, until [`Event::LinkUp`].
     Fault,
 }
 
