@@ -183,9 +183,12 @@ impl Soak {
         }
         let phase = self.after_advert(LB2);
         let at = now_us();
-        let ev = self
-            .rec
-            .begin(Kind::LinkRestore, at, LB1, Ref::Settled(LB1));
+        let kind = if self.probes[LB1] {
+            Kind::LinkRestore
+        } else {
+            Kind::LinkRestoreUnprobed
+        };
+        let ev = self.rec.begin(kind, at, LB1, Ref::Settled(LB1));
         let note = format!(
             "lb1 with {} restored {phase:?} µs after an advert of lb2",
             self.mode(LB1)
@@ -317,7 +320,10 @@ fn handover_soak() {
     for mode in ["with probes", "with no probes"] {
         let of: Vec<_> = outcomes
             .iter()
-            .filter(|o| o.kind == Kind::LinkRestore && o.note.contains(mode))
+            .filter(|o| {
+                matches!(o.kind, Kind::LinkRestore | Kind::LinkRestoreUnprobed)
+                    && o.note.contains(mode)
+            })
             .collect();
         println!(
             "link-restore, lb1 {mode}: {} events, outage med/p99/max {} ms, {} over the bound",

@@ -111,11 +111,14 @@ fn slow_http(port: u16, delay: Duration) {
                 }
             }
             std::thread::sleep(delay);
+            // Taken before the answer leaves: the balancer may act on it
+            // (and add a VIP) before this thread runs again.
+            let answered = now_us();
             let _ = s.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
             );
             let _ = s.flush();
-            println!("@answered {}", now_us());
+            println!("@answered {answered}");
         });
     }
 }
