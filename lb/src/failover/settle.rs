@@ -17,7 +17,7 @@
 
 use std::time::SystemTime;
 
-use tandem_healthcheck::checker::{HealthView, TargetId};
+use tandem_healthcheck::checker::{HealthView, ProbeRecord, TargetId};
 
 /// The backends up in `view`: what [`settled`] waits to see up again.
 pub fn up_now(view: &HealthView) -> Vec<TargetId> {
@@ -35,10 +35,14 @@ pub fn settled(
     cleared: SystemTime,
     up_before: &[TargetId],
 ) -> bool {
+    // A probe counts from when it started: one sent into the cut link that
+    // only timed out after the clear says nothing new.
+    let started_after =
+        |p: &ProbeRecord| p.at.checked_sub(p.duration).is_some_and(|s| s >= cleared);
     let fresh = view
         .iter()
         .filter(|(_, h)| h.last_probe.as_ref().is_some_and(|p| p.at >= began))
-        .all(|(_, h)| h.last_probe.as_ref().is_some_and(|p| p.at >= cleared) && !h.transitioning);
+        .all(|(_, h)| h.last_probe.as_ref().is_some_and(started_after) && !h.transitioning);
     // A backend removed by a reload meanwhile is not waited for.
     let back = up_before
         .iter()
@@ -104,6 +108,12 @@ mod tests {
         // Not probed since before the fault (passive only): not waited for.
         assert!(ok(view(&[("a", s(500), false, true)]), a_up));
         assert!(ok(view(&[("a", None, false, true)]), a_up));
+        // Sent into the cut, timed out after the clear: not fresh.
+        let mut v = view(&[("a", s(2050), false, true)]);
+        let mut h = v.get(&TargetId::new("web", "a")).unwrap().clone();
+        h.last_probe.as_mut().unwrap().duration = Duration::from_millis(100);
+        v.set(TargetId::new("web", "a"), h);
+        assert!(!ok(v, a_up));
         // One of two still stale: not settled.
         assert!(!ok(
             view(&[("a", s(2100), false, true), ("b", s(1900), false, true)]),

@@ -324,8 +324,9 @@ fn late_ready_claims_at_once_and_not_before() {
     });
 }
 
-/// A higher-priority peer stays master: ready or not, we never claim while
-/// it advertises, and we take over within the bound once it goes silent.
+/// A higher-priority peer stays master: ready, we never claim while it
+/// advertises (and do not announce to it), and we take over within the
+/// bound once it goes silent.
 #[test]
 fn higher_master_keeps_the_vip_until_it_goes_silent() {
     paused(async || {
