@@ -29,6 +29,9 @@ pub trait Edge: Send + Sync + 'static {
     fn send(&self, payload: &[u8], dst: Ipv4Addr) -> impl Future<Output = io::Result<()>> + Send;
     fn add_vip(&self, ip: Ipv4Addr, prefix: u8) -> impl Future<Output = io::Result<()>> + Send;
     fn del_vip(&self, ip: Ipv4Addr, prefix: u8) -> impl Future<Output = io::Result<()>> + Send;
+    /// Forgets the interface's learned neighbours (link back after a cut;
+    /// see `Netlink::flush_neighbours`). Returns how many went.
+    fn flush_neighbours(&self) -> impl Future<Output = io::Result<usize>> + Send;
     /// Whether [`Edge::garp`] can send at all (a packet socket and a MAC).
     fn can_garp(&self) -> bool;
     /// One gratuitous ARP for `vip` from this interface.
@@ -159,6 +162,10 @@ impl Edge for KernelEdge {
 
     async fn del_vip(&self, ip: Ipv4Addr, prefix: u8) -> io::Result<()> {
         self.nl.del_addr(self.ifindex, ip, prefix).await
+    }
+
+    async fn flush_neighbours(&self) -> io::Result<usize> {
+        self.nl.flush_neighbours(self.ifindex).await
     }
 
     fn can_garp(&self) -> bool {

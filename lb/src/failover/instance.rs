@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::edge::{Edge, Opened};
+use super::garp;
 use super::notify::{Job, Queue};
 use super::settle;
 use super::track::{TrackState, Verdict, verdict};
@@ -398,6 +399,19 @@ impl<E: Edge> Instance<E> {
             // machine re-enters Backup as at start-up, and the loop's
             // `sync_ready` gives readiness back.
             self.settling = Some((SystemTime::now(), now() + super::SETTLE_MAX));
+            if *self.link.borrow() {
+                // The link itself came back: drop the ARP entries the cut
+                // left half-resolved (see `Netlink::flush_neighbours`), or
+                // the first packets after our claim wait up to a second.
+                match self.edge.flush_neighbours().await {
+                    Ok(n) => {
+                        tracing::debug!(instance = %name, flushed = n, "neighbour entries flushed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %name, error = %e, "cannot flush neighbour entries")
+                    }
+                }
+            }
             self.feed(Event::Unready, ctx).await;
             self.feed(Event::LinkUp, ctx).await;
         }
@@ -493,50 +507,19 @@ impl<E: Edge> Instance<E> {
         }
     }
 
-    /// Starts a gratuitous ARP task: `repeat` ARPs per VIP spaced
-    /// `interval`, again after `delay`, then every `refresh` if set.
+    /// Starts the gratuitous ARP bursts of a new master (see [`garp`]),
+    /// cancelling any still running.
     fn start_garp(&mut self) {
         self.garp_stop.cancel();
         self.garp_stop = CancellationToken::new();
-        if !self.edge.can_garp() {
-            return;
-        }
-        let edge = self.edge.clone();
-        let stop = self.garp_stop.clone();
-        let g = self.cfg.garp.clone();
-        let vips: Vec<Ipv4Addr> = self.cfg.virtual_ips.iter().map(|(ip, _)| *ip).collect();
-        let name = self.cfg.name.clone();
-        tokio::spawn(async move {
-            let burst = || async {
-                for i in 0..g.repeat {
-                    for vip in &vips {
-                        if let Err(e) = edge.garp(*vip) {
-                            tracing::debug!(instance = %name, %vip, error = %e, "gratuitous ARP not sent");
-                        }
-                    }
-                    if i + 1 < g.repeat && !g.interval.is_zero() {
-                        tokio::time::sleep(g.interval).await;
-                    }
-                }
-            };
-            let all = async {
-                burst().await;
-                if !g.delay.is_zero() {
-                    tokio::time::sleep(g.delay).await;
-                    burst().await;
-                }
-                if !g.refresh.is_zero() {
-                    loop {
-                        tokio::time::sleep(g.refresh).await;
-                        burst().await;
-                    }
-                }
-            };
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = all => {}
-            }
-        });
+        let vips = self.cfg.virtual_ips.iter().map(|(ip, _)| *ip).collect();
+        garp::spawn(
+            self.edge.clone(),
+            self.cfg.garp.clone(),
+            vips,
+            self.cfg.name.clone(),
+            self.garp_stop.clone(),
+        );
     }
 
     async fn exec(&mut self, actions: Vec<Action>, ctx: &Ctx) {

@@ -4,6 +4,7 @@
 //! - [`instance`]: the per-instance task (socket, timers, link, tracking,
 //!   actions).
 //! - [`settle`]: when the health view has caught up after a fault (pure).
+//! - `garp`: a new master's gratuitous ARP bursts, in their own task.
 //! - [`edge`]: what an instance touches outside the process (the kernel, or
 //!   a simulated segment in tests).
 //! - [`track`]: tracked targets to effective priority / fault (pure).
@@ -47,6 +48,7 @@
 //! 1 s (its field is whole seconds).
 
 pub mod edge;
+mod garp;
 mod instance;
 pub mod notify;
 pub mod settle;

@@ -33,6 +33,8 @@ struct Seen {
     vips: BTreeSet<Ipv4Addr>,
     /// Priorities of the adverts it sent, in order.
     sent: Vec<u8>,
+    /// Neighbour flushes (one per link that came back).
+    flushes: usize,
 }
 
 struct FakeEdge {
@@ -62,6 +64,10 @@ impl Edge for FakeEdge {
     async fn del_vip(&self, ip: Ipv4Addr, _prefix: u8) -> std::io::Result<()> {
         self.seen.lock().unwrap().vips.remove(&ip);
         Ok(())
+    }
+    async fn flush_neighbours(&self) -> std::io::Result<usize> {
+        self.seen.lock().unwrap().flushes += 1;
+        Ok(0)
     }
     fn can_garp(&self) -> bool {
         false
@@ -378,6 +384,11 @@ fn after_a_link_fault_it_claims_only_once_health_has_caught_up() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(state(&f), "backup");
         assert!(!bed.holds_vip());
+        assert_eq!(
+            bed.seen.lock().unwrap().flushes,
+            1,
+            "neighbours flushed on link up"
+        );
         // Risen: claims at once.
         bed.probed_now(true, false);
         tokio::time::sleep(Duration::from_millis(1)).await;

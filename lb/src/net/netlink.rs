@@ -173,6 +173,52 @@ impl Netlink {
         }
     }
 
+    /// Deletes the interface's learned IPv4 neighbour entries (`ip -4 neigh
+    /// flush dev IF`): every entry but PERMANENT and NOARP ones. For a link
+    /// that comes back: on carrier loss the kernel evicts the ARP entries
+    /// (`arp_evict_nocarrier`), anything sent during the cut recreates one
+    /// as INCOMPLETE whose first request died on the dead link, and carrier
+    /// up does not retry it: packets to that neighbour then wait for the
+    /// next request, up to a second later (measured: 245–278 ms after a
+    /// claim). A flushed entry is resolved afresh by the first packet.
+    /// Returns how many entries went; an entry gone meanwhile is fine.
+    pub async fn flush_neighbours(&self, index: u32) -> io::Result<usize> {
+        use rtnetlink::packet_route::neighbour::NeighbourState;
+        let mut s = self
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(rtnetlink::packet_route::AddressFamily::Inet)
+            .execute();
+        let mut stale = Vec::new();
+        while let Some(m) = s
+            .try_next()
+            .await
+            .map_err(|e| nl_err("neighbour dump", e))?
+        {
+            let keep = matches!(
+                m.header.state,
+                NeighbourState::Permanent | NeighbourState::Noarp
+            );
+            if m.header.ifindex == index && !keep {
+                stale.push(m);
+            }
+        }
+        let mut n = 0;
+        for m in stale {
+            match self.handle.neighbours().del(m).execute().await {
+                Ok(()) => n += 1,
+                Err(e) => {
+                    let e = nl_err("neighbour delete", e);
+                    if e.raw_os_error() != Some(libc::ENOENT) {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Whether `ip` is on the interface now.
     pub async fn has_addr(&self, index: u32, ip: Ipv4Addr) -> io::Result<bool> {
         Ok(self.ipv4_addrs(index).await?.iter().any(|(a, _)| *a == ip))
