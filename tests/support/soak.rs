@@ -59,14 +59,11 @@ pub enum Kind {
     /// lb1's link back: it starts again in Backup and preempts once its
     /// health checks have caught up.
     LinkRestore,
-    /// The same with lb1 running no active health checks: it cannot tell
-    /// whether its paths are back, and preempts after its
-    /// Master_Down_Interval. In about one restore in ten clients then see up
-    /// to ~0.3 s of failed connects (not explained yet: the kernel's
-    /// neighbour and route state after the interface comes back is the
-    /// suspect), so this is held to the takeover bound, not the 150 ms of a
-    /// planned move. Run active checks (the Ansible default) to get the
-    /// tighter one.
+    /// The same with lb1 running no active health checks: nothing to wait
+    /// for, it preempts after its Master_Down_Interval. Before the balancer
+    /// flushed the interface's half-resolved ARP entries on link up, about
+    /// one such restore in ten cost clients ~0.3 s (an INCOMPLETE entry
+    /// created during the cut retries only a second later).
     LinkRestoreUnprobed,
     /// Bring-up, stops and resets between events: judged only for
     /// two-holder windows.
@@ -125,14 +122,12 @@ impl Kind {
     pub fn outage_bound(self) -> Option<Duration> {
         match self {
             // The VIP is gone until the backup claims.
-            Kind::SigKill
-            | Kind::SigTerm
-            | Kind::LinkCut
-            | Kind::Start
-            | Kind::LinkRestoreUnprobed => self.takeover_bound(),
+            Kind::SigKill | Kind::SigTerm | Kind::LinkCut | Kind::Start => self.takeover_bound(),
             // Planned moves and restarts of the backup: the VIP moves at
             // most once, announced by gratuitous ARP.
-            Kind::Preempt | Kind::BackupRestart | Kind::LinkRestore => Some(ADVERT + SLACK),
+            Kind::Preempt | Kind::BackupRestart | Kind::LinkRestore | Kind::LinkRestoreUnprobed => {
+                Some(ADVERT + SLACK)
+            }
             Kind::Setup => None,
         }
     }
