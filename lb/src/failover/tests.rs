@@ -214,6 +214,22 @@ impl Bed {
         self.health_tx.send_replace(Arc::new(v));
     }
 
+    /// Started, ready, master over an up backend; then the link is cut and
+    /// the backend's probe fails during the cut.
+    async fn master_then_cut(&mut self) -> Arc<Failover<FakeOpener>> {
+        let f = self.start().await;
+        f.set_ready();
+        self.probed_now(true, false);
+        tokio::time::sleep(CLAIM_BOUND).await;
+        assert_eq!(state(&f), "master");
+        self.set_link(false);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(state(&f), "fault");
+        assert!(!self.holds_vip());
+        self.probed_now(false, false);
+        f
+    }
+
     fn holds_vip(&self) -> bool {
         self.seen.lock().unwrap().vips.contains(&VIP)
     }
@@ -364,17 +380,7 @@ fn higher_master_keeps_the_vip_until_it_goes_silent() {
 fn after_a_link_fault_it_claims_only_once_health_has_caught_up() {
     paused(async || {
         let mut bed = Bed::new(150, false);
-        let f = bed.start().await;
-        f.set_ready();
-        bed.probed_now(true, false);
-        tokio::time::sleep(CLAIM_BOUND).await;
-        assert_eq!(state(&f), "master");
-        bed.set_link(false);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(state(&f), "fault");
-        assert!(!bed.holds_vip());
-        // Probes fail during the cut: the backend goes down.
-        bed.probed_now(false, false);
+        let f = bed.master_then_cut().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         bed.set_link(true);
         // Well past Master_Down_Interval; the first good probe is half-way
@@ -404,13 +410,7 @@ fn after_a_link_fault_it_claims_only_once_health_has_caught_up() {
 fn after_a_link_fault_the_health_wait_is_bounded() {
     paused(async || {
         let mut bed = Bed::new(150, false);
-        let f = bed.start().await;
-        f.set_ready();
-        bed.probed_now(true, false);
-        tokio::time::sleep(CLAIM_BOUND).await;
-        bed.set_link(false);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        bed.probed_now(false, false);
+        let f = bed.master_then_cut().await;
         bed.set_link(true);
         let up = tokio::time::Instant::now();
         tokio::time::sleep(SETTLE_MAX - Duration::from_millis(20)).await;
@@ -451,14 +451,7 @@ fn a_settle_deadline_that_passes_before_ready_ends_the_wait() {
 fn a_fault_during_the_settle_wait_keeps_waiting_for_the_first_ones_backends() {
     paused(async || {
         let mut bed = Bed::new(150, false);
-        let f = bed.start().await;
-        f.set_ready();
-        bed.probed_now(true, false);
-        tokio::time::sleep(CLAIM_BOUND).await;
-        assert_eq!(state(&f), "master");
-        bed.set_link(false);
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        bed.probed_now(false, false);
+        let f = bed.master_then_cut().await;
         bed.set_link(true);
         tokio::time::sleep(Duration::from_millis(100)).await;
         bed.set_link(false);
