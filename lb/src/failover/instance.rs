@@ -101,8 +101,7 @@ pub struct Instance<E> {
 fn v2_auth(pass: &Option<String>) -> V2Auth {
     match pass {
         Some(p) => {
-            let mut data = [0u8; 8];
-            let b = p.as_bytes();
+            let (mut data, b) = ([0u8; 8], p.as_bytes());
             let n = b.len().min(8);
             data[..n].copy_from_slice(&b[..n]);
             V2Auth { auth_type: 1, data }
@@ -296,10 +295,14 @@ impl<E: Edge> Instance<E> {
                 cleared,
                 &self.up_before_fault,
             );
-            if done || now() >= by {
+            if done {
                 self.settling = None;
-                tracing::info!(instance = %self.cfg.name, settled = done,
+                tracing::info!(instance = %self.cfg.name,
                     "health checks caught up after the fault: VRRP may claim the VIPs");
+            } else if now() >= by {
+                self.settling = None;
+                tracing::warn!(instance = %self.cfg.name, wait_ms = super::SETTLE_MAX.as_millis() as u64,
+                    "health checks did not catch up after the fault in time: VRRP may claim the VIPs anyway");
             }
         }
         if self.settling.is_some() || self.machine.is_ready() || !*ctx.ready.borrow_and_update() {
@@ -395,14 +398,12 @@ impl<E: Edge> Instance<E> {
         }
         if !v.fault && self.machine.in_fault() {
             tracing::info!(instance = %name, "fault cleared: waiting for health checks to catch up");
-            // Not ready until the health view has caught up (`settle`); the
-            // machine re-enters Backup as at start-up, and the loop's
+            // Not ready until the health view has caught up (`settle`);
             // `sync_ready` gives readiness back.
             self.settling = Some((SystemTime::now(), now() + super::SETTLE_MAX));
             if *self.link.borrow() {
-                // The link itself came back: drop the ARP entries the cut
-                // left half-resolved (see `Netlink::flush_neighbours`), or
-                // the first packets after our claim wait up to a second.
+                // The link came back: drop the ARP entries the cut left
+                // half-resolved (`Netlink::flush_neighbours`).
                 match self.edge.flush_neighbours().await {
                     Ok(n) => {
                         tracing::debug!(instance = %name, flushed = n, "neighbour entries flushed")

@@ -10,9 +10,9 @@
 //! often claims first and is preempted a moment later: two VIP holders.
 //! Backups are silent, so neither knows the other is there.
 //!
-//! The rule: a node that entered Backup at start-up (or on leaving Fault)
-//! sends one advert with its priority after 2.5 advert intervals, unless it
-//! has heard by then
+//! The rule: a preempting non-owner that entered Backup at start-up (or on
+//! leaving Fault) sends one advert with its priority after 2.5 advert
+//! intervals, if it is ready then, unless it has heard by then
 //! - any advert with a priority >= its own (a master or a higher starter it
 //!   will defer to anyway), or a priority-0 advert (a master resigning);
 //! - two adverts from the same lower-priority source: that is a running
@@ -26,9 +26,12 @@
 //! have claimed: 2.5 intervals is less than our Master_Down_Interval (3
 //! intervals + skew). A higher starter discards it (lower priority, preempt).
 //! The start-skew tolerated is about half an advert interval plus the skew
-//! difference, against the skew difference alone without it. Equal
-//! priorities stay a race, as in the RFC. The announcement is ordinary VRRP,
-//! so keepalived peers read it the same way.
+//! difference, against the skew difference alone without it. A nopreempt
+//! node does not announce (see [`Announce::after_start`]). Equal starters
+//! whose announcements cross do not defer to each other
+//! ([`Announce::collides`]): they claim at their Master_Down_Interval and
+//! the RFC's address tie-break leaves one. The announcement is ordinary
+//! VRRP, so keepalived peers read it the same way.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
