@@ -103,9 +103,16 @@ impl Page {
         }
     }
 
-    /// Adds a response header (e.g. a Content-Security-Policy).
-    pub fn header(mut self, name: HeaderName, value: &'static str) -> Self {
-        self.headers.push((name, HeaderValue::from_static(value)));
+    /// Adds a response header (e.g. `content-security-policy`).
+    ///
+    /// # Panics
+    /// If `name` is not a lowercase header name or `value` not a visible
+    /// ASCII header value: both are constants of the caller's.
+    pub fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.push((
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        ));
         self
     }
 }
@@ -118,8 +125,8 @@ pub trait Pages: Send + Sync + 'static {
 }
 
 /// Serves the endpoint on `listener` until `stop` is cancelled; then open
-/// connections finish the request they are answering and close, and it
-/// returns.
+/// connections finish the request they are answering and close (for at
+/// most [`REQUEST_TIMEOUT`]), and it returns.
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
@@ -137,7 +144,10 @@ pub async fn serve(
         ));
     }
     conns.close();
-    conns.wait().await;
+    // A client that stopped reading its response must not hold up the
+    // process's exit: past the request timeout its connection is left to
+    // be dropped with the runtime.
+    let _ = tokio::time::timeout(REQUEST_TIMEOUT, conns.wait()).await;
 }
 
 /// Serves HTTP/1.1 on one connection until the client is done, the request

@@ -19,7 +19,7 @@ impl Pages for Status {
     fn get(&self, path: &str) -> Option<Page> {
         (path == "/status").then(|| {
             Page::new("text/html; charset=utf-8", "<p>hi</p>")
-                .header(header::CONTENT_SECURITY_POLICY, "default-src 'self'")
+                .header("content-security-policy", "default-src 'self'")
         })
     }
 }
