@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tandem_service::runner::{Runner, Stop, no_reload};
+use tandem_service::runner::{Runner, Served};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -213,7 +213,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let shutdown = CancellationToken::new();
-        let mut server = tokio::spawn(crate::run::serve(
+        let server = tokio::spawn(crate::run::serve(
             listener,
             Arc::clone(&config),
             db,
@@ -222,26 +222,18 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         ));
         // systemd Type=notify: ready once the database is open, migrations
         // applied and the listener bound.
-        runner.ready(None);
-        if let Stop::Ended(ended) = runner.wait(&mut server, no_reload, None).await {
-            ended
-                .context("server task panicked")?
-                .context("server failed")?;
-            return Ok(ExitCode::FAILURE);
-        }
-        shutdown.cancel();
-        match runner.drain(server).await {
-            Some(ended) => {
-                ended
-                    .context("server task panicked")?
-                    .context("server failed")?;
-                Ok(ExitCode::SUCCESS)
-            }
-            None => {
+        let (ended, code) = match runner.serve(server, &shutdown).await {
+            Served::Unasked(ended) => (ended, ExitCode::FAILURE),
+            Served::Drained(ended) => (ended, ExitCode::SUCCESS),
+            Served::GraceRanOut => {
                 tracing::warn!(grace = ?runner.grace(), "shutdown grace ran out");
-                Ok::<_, anyhow::Error>(ExitCode::FAILURE)
+                return Ok(ExitCode::FAILURE);
             }
-        }
+        };
+        ended
+            .context("server task panicked")?
+            .context("server failed")?;
+        Ok::<_, anyhow::Error>(code)
     })
 }
 

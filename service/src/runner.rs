@@ -9,7 +9,8 @@
 //! restarts the service); waits in [`Runner::wait`] until SIGTERM or SIGINT
 //! (`STOPPING=1`, pings stop), meanwhile handing each SIGHUP to the
 //! caller's reload (`RELOADING=1` before, `READY=1` after); and then drains
-//! within its grace period ([`Runner::drain`]).
+//! within its grace period ([`Runner::drain`]). A service that does not
+//! reload and runs as one server task does all of that in [`Runner::serve`].
 //!
 //! Without `NOTIFY_SOCKET` (not under systemd) notifications are no-ops. A
 //! failed notification (the manager's socket gone) is logged once at warn,
@@ -278,6 +279,38 @@ impl<S: Signals, N: Notify> Runner<S, N> {
     pub fn grace(&self) -> Duration {
         self.grace
     }
+
+    /// The whole life of a service that does not reload, around its spawned
+    /// `server` task: [`Runner::ready`], [`Runner::wait`] for SIGTERM or
+    /// SIGINT (or for the server to end unasked), then cancel `shutdown` and
+    /// give the server the grace period ([`Runner::drain`]).
+    pub async fn serve<T>(
+        &mut self,
+        mut server: JoinHandle<T>,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Served<T> {
+        self.ready(None);
+        if let Stop::Ended(ended) = self.wait(&mut server, no_reload, None).await {
+            return Served::Unasked(ended);
+        }
+        shutdown.cancel();
+        match self.drain(server).await {
+            Some(ended) => Served::Drained(ended),
+            None => Served::GraceRanOut,
+        }
+    }
+}
+
+/// How [`Runner::serve`] ended.
+#[derive(Debug)]
+pub enum Served<T> {
+    /// The server task ended before any stop signal (it failed on its own).
+    Unasked(Result<T, tokio::task::JoinError>),
+    /// A stop signal came and the server finished within the grace period.
+    Drained(Result<T, tokio::task::JoinError>),
+    /// A stop signal came and the grace period ran out first; the server
+    /// task is left to end with the runtime.
+    GraceRanOut,
 }
 
 impl<S, N> Drop for Runner<S, N> {

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use tandem_service::runner::{Runner, Stop, no_reload};
+use tandem_service::runner::{Runner, Served};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -129,29 +129,23 @@ fn run(path: &Path, kind: Kind) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {listen}"))?;
 
         let shutdown = CancellationToken::new();
-        let mut server = tokio::spawn(serve(listener, state, shutdown.clone()));
-        runner.ready(None);
-        if let Stop::Ended(ended) = runner.wait(&mut server, no_reload, None).await {
+        let server = tokio::spawn(serve(listener, state, shutdown.clone()));
+        let (ended, code) = match runner.serve(server, &shutdown).await {
             // The server stopped without being asked: an accept error.
-            ended
-                .context("server task panicked")?
-                .context("server failed")?;
-            return Ok(ExitCode::FAILURE);
-        }
-        shutdown.cancel();
-        match runner.drain(server).await {
-            Some(ended) => {
-                ended
-                    .context("server task panicked")?
-                    .context("server failed")?;
-                tracing::info!("all in-flight runs finished; exiting");
-                Ok(ExitCode::SUCCESS)
-            }
-            None => {
+            Served::Unasked(ended) => (ended, ExitCode::FAILURE),
+            Served::Drained(ended) => (ended, ExitCode::SUCCESS),
+            Served::GraceRanOut => {
                 tracing::warn!(?grace, "shutdown grace ran out with runs still in flight");
-                Ok::<_, anyhow::Error>(ExitCode::FAILURE)
+                return Ok(ExitCode::FAILURE);
             }
+        };
+        ended
+            .context("server task panicked")?
+            .context("server failed")?;
+        if code == ExitCode::SUCCESS {
+            tracing::info!("all in-flight runs finished; exiting");
         }
+        Ok::<_, anyhow::Error>(code)
     })?;
     // A decode that outlived its timeout is a blocking thread tokio cannot
     // cancel; do not let it hold the exit.

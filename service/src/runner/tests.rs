@@ -196,3 +196,47 @@ async fn drain_is_cut_short_when_the_grace_runs_out() {
     assert_eq!(r.drain(quick).await, Some(7));
     assert_eq!(t0.elapsed(), ms(1_500));
 }
+
+#[tokio::test(start_paused = true)]
+async fn serve_cancels_the_server_on_sigterm_and_cuts_it_at_the_grace() {
+    let (mut r, rec, tx) = runner(None);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    // A server that ignores its token: the grace runs out.
+    let stubborn = tokio::spawn(std::future::pending::<u8>());
+    tx.send(Signal::Terminate).unwrap();
+    let t0 = Instant::now();
+    let served = r.serve(stubborn, &shutdown).await;
+    assert!(matches!(served, Served::GraceRanOut), "{served:?}");
+    assert!(shutdown.is_cancelled());
+    assert_eq!(t0.elapsed(), r.grace());
+    assert_eq!(rec.texts(), ["Ready", "Stopping"]);
+
+    // One that stops 100 ms after its token: drained in time.
+    let (mut r, _, tx) = runner(None);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let token = shutdown.clone();
+    let polite = tokio::spawn(async move {
+        token.cancelled().await;
+        tokio::time::sleep(ms(100)).await;
+        7
+    });
+    tx.send(Signal::Interrupt).unwrap();
+    let t0 = Instant::now();
+    let served = r.serve(polite, &shutdown).await;
+    assert!(matches!(served, Served::Drained(Ok(7))), "{served:?}");
+    assert_eq!(t0.elapsed(), ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn serve_reports_a_server_that_ends_unasked() {
+    let (mut r, rec, _tx) = runner(None);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let failing = tokio::spawn(async { "accept failed" });
+    let served = r.serve(failing, &shutdown).await;
+    assert!(
+        matches!(served, Served::Unasked(Ok("accept failed"))),
+        "{served:?}"
+    );
+    assert!(!shutdown.is_cancelled());
+    assert_eq!(rec.texts(), ["Ready"]);
+}
