@@ -262,7 +262,7 @@ fn metrics_endpoint_serves_prometheus_text() {
     drop(c);
     let body = || {
         let mut s = TcpStream::connect(lb.metrics).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();

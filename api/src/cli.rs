@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tandem_service::runner::{Runner, Served};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -194,6 +194,10 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Arc::new(Config::load(path)?);
     runtime()?.block_on(async move {
+        // Before the database and the listener: a SIGTERM during start-up
+        // is not lost to the default action.
+        let mut runner =
+            Runner::systemd(false, config.shutdown_grace).context("hooking SIGTERM and SIGINT")?;
         let handle = match crate::metrics::install() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -208,11 +212,8 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
         let shutdown = CancellationToken::new();
-        let grace = config.shutdown_grace;
-        let mut server = tokio::spawn(crate::run::serve(
+        let server = tokio::spawn(crate::run::serve(
             listener,
             Arc::clone(&config),
             db,
@@ -220,49 +221,20 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             shutdown.clone(),
         ));
         // systemd Type=notify: ready once the database is open, migrations
-        // applied and the listener bound; a watchdog ping from the runtime.
-        notify(&[sd_notify::NotifyState::Ready]);
-        let watchdog = sd_notify::watchdog_enabled().map(|every| {
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every / 2);
-                loop {
-                    tick.tick().await;
-                    notify(&[sd_notify::NotifyState::Watchdog]);
-                }
-            })
-        });
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            ended = &mut server => {
-                ended.context("server task panicked")?.context("server failed")?;
+        // applied and the listener bound.
+        let (ended, code) = match runner.serve(server, &shutdown).await {
+            Served::Unasked(ended) => (ended, ExitCode::FAILURE),
+            Served::Drained(ended) => (ended, ExitCode::SUCCESS),
+            Served::GraceRanOut => {
+                tracing::warn!(grace = ?runner.grace(), "shutdown grace ran out");
                 return Ok(ExitCode::FAILURE);
             }
-        }
-        notify(&[sd_notify::NotifyState::Stopping]);
-        if let Some(w) = watchdog {
-            w.abort();
-        }
-        shutdown.cancel();
-        match tokio::time::timeout(grace, server).await {
-            Ok(ended) => {
-                ended
-                    .context("server task panicked")?
-                    .context("server failed")?;
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(_) => {
-                tracing::warn!(?grace, "shutdown grace ran out");
-                Ok::<_, anyhow::Error>(ExitCode::FAILURE)
-            }
-        }
+        };
+        ended
+            .context("server task panicked")?
+            .context("server failed")?;
+        Ok::<_, anyhow::Error>(code)
     })
-}
-
-fn notify(states: &[sd_notify::NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::debug!(error = %e, "sd_notify failed");
-    }
 }
 
 #[cfg(test)]

@@ -3,13 +3,12 @@
 //! Label values come from fixed sets (route templates, status codes,
 //! configured kinds, job states, outcome names), never from request data.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
-use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusHandle};
 
 /// Counter, labels `route`, `method`, `status`: every HTTP request.
 pub const REQUESTS: &str = "tandem_api_requests_total";
@@ -35,20 +34,10 @@ const BUCKETS: &[f64] = &[
 /// Installs the global Prometheus recorder once per process and returns its
 /// handle (the same handle on later calls, so tests may call it freely).
 pub fn install() -> Result<PrometheusHandle, BuildError> {
-    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
-    let mut slot = HANDLE
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(handle) = slot.as_ref() {
-        return Ok(handle.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .with_recommended_naming(true)
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)?
-        .install_recorder()?;
-    describe();
-    *slot = Some(handle.clone());
-    Ok(handle)
+    tandem_service::metrics::install(
+        |b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS),
+        describe,
+    )
 }
 
 /// Registers HELP text and units for every metric.

@@ -7,14 +7,20 @@
 //! the leases it holds (so another replica runs those jobs at once instead
 //! of after the lease); the request log writes what it holds; then
 //! [`serve`] returns.
+//!
+//! Connections are accepted by `tandem_service::accept::Acceptor`: running
+//! out of descriptors backs off and accepts again, it never ends the server.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::net::TcpListener;
+use tandem_service::accept::Acceptor;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -57,76 +63,67 @@ pub async fn serve(
     tracing::info!(addr = %listener.local_addr()?, owner, kinds = config.kinds.len(), "api listening");
 
     let conns = TaskTracker::new();
-    let result = loop {
-        let (mut stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) if is_transient(&e) => {
-                    tracing::warn!(error = %e, "accept failed; continuing");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-                Err(e) => break Err(e),
-            },
-            () = shutdown.cancelled() => break Ok(()),
-        };
-        let app = app.clone();
-        let config = Arc::clone(&config);
-        let shutdown = shutdown.clone();
-        conns.spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let (client, rest) = match read_header(
-                &mut stream,
-                peer,
-                config.proxy_protocol,
-                config.proxy_header_timeout,
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "connection closed before HTTP");
-                    return;
-                }
-            };
-            let service = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ClientAddr(client));
-                req
-            });
-            let io = TokioIo::new(Prefixed::new(rest, stream));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, TowerToHyperService::new(service));
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%client, error = %e, "connection ended with an error");
-                    }
-                }
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
-    };
-    drop(listener);
+    let mut acceptor = Acceptor::new(listener, shutdown.clone(), "api");
+    while let Some((stream, peer)) = acceptor.next().await {
+        conns.spawn(connection(
+            stream,
+            peer,
+            app.clone(),
+            Arc::clone(&config),
+            shutdown.clone(),
+        ));
+    }
+    drop(acceptor);
     conns.close();
     conns.wait().await;
     let _ = dispatcher.await;
     drop(app);
     let _ = log_writer.await;
     tracing::info!("api stopped");
-    result
+    Ok(())
 }
 
-/// Errors after which accepting again makes sense (the OS ran out of
-/// descriptors or the peer gave up during the handshake).
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-    ) || e.raw_os_error().is_some_and(|c| c == 24 || c == 23)
+/// One client connection: the PROXY header if configured, then HTTP/1.1
+/// until the client is done or, on `shutdown`, after its in-flight request.
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let (client, rest) = match read_header(
+        &mut stream,
+        peer,
+        config.proxy_protocol,
+        config.proxy_header_timeout,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "connection closed before HTTP");
+            return;
+        }
+    };
+    let service = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ClientAddr(client));
+        req
+    });
+    let io = TokioIo::new(Prefixed::new(rest, stream));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, TowerToHyperService::new(service));
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%client, error = %e, "connection ended with an error");
+            }
+        }
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }

@@ -584,7 +584,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         Err(e) => tracing::warn!(error = %e, "cannot sample job counts"),
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, tandem_service::metrics::CONTENT_TYPE)],
         handle.render(),
     )
         .into_response()

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tandem_service::accept::Acceptor;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
@@ -119,18 +120,8 @@ pub async fn serve(
     bal: Arc<Balancer>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
+    let mut acceptor = Acceptor::new(listener, shutdown, "admin");
+    while let Some((stream, _)) = acceptor.next().await {
         let bal = bal.clone();
         tokio::spawn(async move {
             if let Err(e) =

@@ -60,90 +60,107 @@ pub enum LbCommand {
 
 pub fn main(cmd: LbCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        LbCommand::Run { config } => {
-            let cfg = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    eprintln!("{}: {} error(s); not started", config.display(), e.len());
-                    return Ok(ExitCode::FAILURE);
-                }
-            };
-            crate::run::run(cfg)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        LbCommand::Check { config } => match Config::load(&config) {
-            Ok(c) => {
-                let backends: usize = c.services.iter().map(|s| s.backends.len()).sum();
-                println!(
-                    "{}: ok ({} services, {} backends)",
-                    config.display(),
-                    c.services.len(),
-                    backends
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                eprintln!("{}: {} error(s)", config.display(), e.len());
-                Ok(ExitCode::FAILURE)
-            }
-        },
-        LbCommand::Status { config, json } => {
-            let resp = call(&config, &Request::Status)?;
-            let status = resp
-                .status
-                .context("the balancer answered without a status")?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
-            } else {
-                print!("{}", status.render());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        LbCommand::Reload { config } => {
-            let resp = call(&config, &Request::Reload)?;
-            let s = resp.reload.unwrap_or_default();
-            println!(
-                "reloaded: {} services; listeners kept {}, added {}, removed {}",
-                s.services, s.listeners_kept, s.listeners_added, s.listeners_removed
-            );
-            for what in s.restart_needed {
-                println!("note: {what} changed; it takes effect after a restart");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        LbCommand::Run { config } => run(&config),
+        LbCommand::Check { config } => Ok(check(&config)),
+        LbCommand::Status { config, json } => status(&config, json),
+        LbCommand::Reload { config } => reload(&config),
         LbCommand::Drain {
             config,
             service,
             backend,
-        } => {
-            call(
-                &config,
-                &Request::Drain {
-                    service: service.clone(),
-                    backend: backend.clone(),
-                },
-            )?;
-            println!("{service}/{backend}: drained (no new connections; open ones finish)");
-            Ok(ExitCode::SUCCESS)
-        }
+        } => set_drain(&config, service, backend, true),
         LbCommand::Enable {
             config,
             service,
             backend,
-        } => {
-            call(
-                &config,
-                &Request::Enable {
-                    service: service.clone(),
-                    backend: backend.clone(),
-                },
-            )?;
-            println!("{service}/{backend}: enabled");
-            Ok(ExitCode::SUCCESS)
+        } => set_drain(&config, service, backend, false),
+    }
+}
+
+/// `tandem lb run`: a config with errors is reported and not started.
+fn run(config: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = match Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{}: {} error(s); not started", config.display(), e.len());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    crate::run::run(cfg)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tandem lb check`: every error, or a one-line summary.
+fn check(config: &Path) -> ExitCode {
+    match Config::load(config) {
+        Ok(c) => {
+            let backends: usize = c.services.iter().map(|s| s.backends.len()).sum();
+            println!(
+                "{}: ok ({} services, {} backends)",
+                config.display(),
+                c.services.len(),
+                backends
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("{}: {} error(s)", config.display(), e.len());
+            ExitCode::FAILURE
         }
     }
+}
+
+/// `tandem lb status [--json]`.
+fn status(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let resp = call(config, &Request::Status)?;
+    let status = resp
+        .status
+        .context("the balancer answered without a status")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tandem lb drain|enable SERVICE BACKEND`.
+fn set_drain(
+    config: &Path,
+    service: String,
+    backend: String,
+    drain: bool,
+) -> anyhow::Result<ExitCode> {
+    let done = if drain {
+        "drained (no new connections; open ones finish)"
+    } else {
+        "enabled"
+    };
+    let line = format!("{service}/{backend}: {done}");
+    let req = if drain {
+        Request::Drain { service, backend }
+    } else {
+        Request::Enable { service, backend }
+    };
+    call(config, &req)?;
+    println!("{line}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tandem lb reload`: what changed, and what needs a restart.
+fn reload(config: &Path) -> anyhow::Result<ExitCode> {
+    let resp = call(config, &Request::Reload)?;
+    let s = resp.reload.unwrap_or_default();
+    println!(
+        "reloaded: {} services; listeners kept {}, added {}, removed {}",
+        s.services, s.listeners_kept, s.listeners_added, s.listeners_removed
+    );
+    for what in s.restart_needed {
+        println!("note: {what} changed; it takes effect after a restart");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Sends one admin request to the balancer that `config` describes; an

@@ -17,9 +17,10 @@
 //!   state machine over the raw socket, VIPs, gratuitous ARPs, tracking, notify.
 //! - [`vrrp`]: VRRP packets and the RFC 5798 state machine (sans-I/O), and the raw-socket edge.
 //! - [`statuspage`]: the read-only HTML status page on the metrics listener.
-//! - [`telemetry`]: Prometheus exporter and metric descriptions.
+//! - [`telemetry`]: metric names and descriptions, the recorder, and the status
+//!   page's routes on `tandem_service`'s `/metrics` endpoint.
 //! - [`run`]: `tandem lb run`: wires all of the above into a process with
-//!   signals (SIGHUP reload, SIGTERM graceful stop).
+//!   `tandem_service`'s runner (SIGHUP reload, SIGTERM graceful stop, systemd).
 
 pub mod admin;
 pub mod cli;

@@ -16,8 +16,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use sd_notify::NotifyState;
-use tokio::signal::unix::{SignalKind, signal};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tandem_service::runner::Runner;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -74,29 +75,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     let handle = telemetry::install().context("installing the metrics recorder")?;
     let shutdown = CancellationToken::new();
-    let grace = config.node.shutdown_grace;
     let admin_path = config.admin.socket.clone();
     let metrics_listen = config.metrics.listen;
     let source = config.source.clone();
 
     // Signals are hooked before anything binds, so a SIGTERM that arrives
     // during start-up is not lost to the default action.
-    let mut hup = signal(SignalKind::hangup()).context("hooking SIGHUP")?;
-    let mut term = signal(SignalKind::terminate()).context("hooking SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("hooking SIGINT")?;
+    let mut runner = Runner::systemd(true, config.node.shutdown_grace)
+        .context("hooking SIGHUP, SIGTERM and SIGINT")?;
 
     let vrrp = config.vrrp.clone();
-    // Backends with active probes; the others have no first probe to wait for.
-    let probed: Vec<TargetId> = config
-        .services
-        .iter()
-        .flat_map(|s| {
-            s.backends
-                .iter()
-                .filter(|b| b.health.is_some())
-                .map(|b| crate::runtime::health::target_id(&s.name, b))
-        })
-        .collect();
+    let probed = probed_targets(&config);
     let opts = Options {
         drain_file: Some(drain_file(&admin_path)),
         ..Options::default()
@@ -104,52 +93,8 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     // Before anything binds or probes: a VIP left by a crashed run goes.
     crate::failover::remove_stale_vips(&config.vrrp).await;
     let bal = Balancer::start(config, opts).await?;
-    let failover = if vrrp.is_empty() {
-        None
-    } else {
-        let f = Failover::start(&vrrp, bal.health().subscribe()).await?;
-        bal.attach_failover(f.clone());
-        let (f2, bal2) = (f.clone(), bal.clone());
-        tokio::spawn(async move {
-            let t0 = std::time::Instant::now();
-            let settled = wait_settled(&bal2, &probed).await;
-            let ms = t0.elapsed().as_millis() as u64;
-            if settled {
-                tracing::info!(
-                    probed = probed.len(),
-                    wait_ms = ms,
-                    "health checks settled: VRRP may claim the VIPs"
-                );
-            } else {
-                tracing::warn!(
-                    probed = probed.len(),
-                    wait_ms = ms,
-                    "health checks not settled in time: VRRP may claim the VIPs anyway"
-                );
-            }
-            f2.set_ready();
-        });
-        Some(f)
-    };
-    let metrics_task = match metrics_listen {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("metrics.listen = {addr}: cannot listen"))?;
-            tracing::info!(listen = %addr, "metrics listening");
-            let status: telemetry::StatusFn = {
-                let bal = bal.clone();
-                Arc::new(move || serde_json::to_string(&bal.status()).unwrap_or_default())
-            };
-            Some(tokio::spawn(telemetry::serve_with_status(
-                l,
-                handle,
-                Some(status),
-                shutdown.clone(),
-            )))
-        }
-        None => None,
-    };
+    let failover = start_failover(&vrrp, &bal, probed).await?;
+    let metrics_task = start_metrics(metrics_listen, handle, &bal, &shutdown).await?;
     // The admin socket last: its appearance means everything else is bound.
     let admin_listener = admin::bind(&admin_path).await?;
     let admin_task = tokio::spawn(admin::serve(
@@ -167,50 +112,33 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     );
 
     // systemd (Type=notify): ready only now, with every listener and the
-    // admin socket bound. Outside systemd NOTIFY_SOCKET is unset and these
-    // are no-ops.
-    notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
-    let watchdog = sd_notify::watchdog_enabled().map(|every| {
-        // Pinged from a task on the data-plane runtime, so a wedged runtime
-        // stops the pings and systemd restarts us.
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every / 2);
-            loop {
-                tick.tick().await;
-                notify(&[NotifyState::Watchdog]);
+    // admin socket bound; the watchdog pings run on the data-plane runtime.
+    runner.ready(Some("serving"));
+    let reload = || {
+        let (bal, source) = (Arc::clone(&bal), source.clone());
+        async move {
+            tracing::info!("SIGHUP: reloading {}", source.display());
+            // Applies [[vrrp]] changes too (see Balancer::attach_failover).
+            match bal.reload().await {
+                Ok(_) => "serving",
+                Err(_) => "serving; last reload refused",
             }
-        })
-    });
-
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading {}", source.display());
-                notify_reloading();
-                // Applies [[vrrp]] changes too (see Balancer::attach_failover).
-                let r = Arc::clone(&bal).reload().await;
-                notify(&[
-                    NotifyState::Ready,
-                    NotifyState::Status(if r.is_ok() { "serving" } else { "serving; last reload refused" }),
-                ]);
-            }
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
         }
-    }
-    notify(&[
-        NotifyState::Stopping,
-        NotifyState::Status("draining connections"),
-    ]);
-    if let Some(w) = watchdog {
-        w.abort();
-    }
+    };
+    runner
+        .wait(
+            std::future::pending::<()>(),
+            reload,
+            Some("draining connections"),
+        )
+        .await;
+
     // Hand the VIPs over before draining: the peer takes new connections
     // while ours finish.
     if let Some(f) = &failover {
         f.shutdown().await;
     }
-    let cut = bal.shutdown(grace).await;
+    let cut = bal.shutdown(runner.grace()).await;
     shutdown.cancel();
     let _ = admin_task.await;
     if let Some(t) = metrics_task {
@@ -218,6 +146,82 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     }
     tracing::info!(cut, "balancer stopped");
     Ok(())
+}
+
+/// Backends with active probes; the others have no first probe to wait for.
+fn probed_targets(config: &Config) -> Vec<TargetId> {
+    config
+        .services
+        .iter()
+        .flat_map(|s| {
+            s.backends
+                .iter()
+                .filter(|b| b.health.is_some())
+                .map(|b| crate::runtime::health::target_id(&s.name, b))
+        })
+        .collect()
+}
+
+/// Starts VRRP (if configured), attached to the balancer, and lets it claim
+/// the VIPs once the `probed` backends have settled.
+async fn start_failover(
+    vrrp: &[crate::config::VrrpConfig],
+    bal: &Arc<Balancer>,
+    probed: Vec<TargetId>,
+) -> anyhow::Result<Option<Arc<Failover>>> {
+    if vrrp.is_empty() {
+        return Ok(None);
+    }
+    let f = Failover::start(vrrp, bal.health().subscribe()).await?;
+    bal.attach_failover(f.clone());
+    let (f2, bal2) = (f.clone(), bal.clone());
+    tokio::spawn(async move {
+        let t0 = std::time::Instant::now();
+        let settled = wait_settled(&bal2, &probed).await;
+        let ms = t0.elapsed().as_millis() as u64;
+        if settled {
+            tracing::info!(
+                probed = probed.len(),
+                wait_ms = ms,
+                "health checks settled: VRRP may claim the VIPs"
+            );
+        } else {
+            tracing::warn!(
+                probed = probed.len(),
+                wait_ms = ms,
+                "health checks not settled in time: VRRP may claim the VIPs anyway"
+            );
+        }
+        f2.set_ready();
+    });
+    Ok(Some(f))
+}
+
+/// Binds `[metrics] listen` (if set) and serves `/metrics` and the status
+/// page there until `shutdown`.
+async fn start_metrics(
+    listen: Option<std::net::SocketAddr>,
+    handle: PrometheusHandle,
+    bal: &Arc<Balancer>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let Some(addr) = listen else {
+        return Ok(None);
+    };
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("metrics.listen = {addr}: cannot listen"))?;
+    tracing::info!(listen = %addr, "metrics listening");
+    let status: telemetry::StatusFn = {
+        let bal = bal.clone();
+        Arc::new(move || serde_json::to_string(&bal.status()).unwrap_or_default())
+    };
+    Ok(Some(tokio::spawn(telemetry::serve_with_status(
+        l,
+        handle,
+        Some(status),
+        shutdown.clone(),
+    ))))
 }
 
 /// True once every id in `probed` has a first probe result; false after
@@ -243,20 +247,6 @@ async fn wait_settled(bal: &Balancer, probed: &[TargetId]) -> bool {
     tokio::time::timeout(SETTLE_MAX, wait)
         .await
         .unwrap_or(false)
-}
-
-fn notify(states: &[NotifyState<'_>]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::debug!(error = %e, "sd_notify failed");
-    }
-}
-
-/// RELOADING=1 must carry MONOTONIC_USEC for systemd >= 253 (Type=notify-reload).
-fn notify_reloading() {
-    match NotifyState::monotonic_usec_now() {
-        Ok(now) => notify(&[NotifyState::Reloading, now]),
-        Err(_) => notify(&[NotifyState::Reloading]),
-    }
 }
 
 /// Where drain flags survive restarts: systemd's `StateDirectory` when the

@@ -3,8 +3,14 @@
 //!
 //! - [`accept`]: the accept loop, with backoff when the OS runs out of
 //!   descriptors, that stops when its token is cancelled.
+//! - [`metrics`]: the Prometheus recorder (recommended naming, upkeep) and
+//!   the `/metrics` endpoint over hyper, with a hook for other pages.
+//! - [`runner`]: sd-notify readiness, watchdog pings, SIGTERM/SIGINT stop,
+//!   SIGHUP reload and the shutdown grace period.
 //!
 //! This crate knows nothing of the balancer, the API or the workers; they
 //! depend on it, never the other way (docs/architecture.md, "Crates").
 
 pub mod accept;
+pub mod metrics;
+pub mod runner;

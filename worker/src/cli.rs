@@ -8,9 +8,9 @@
 //!
 //! Under systemd (`Type=notify`, see systemd/tandem-worker@.service) it
 //! reports `READY=1` once the listener is bound, `WATCHDOG=1` at half the
-//! `WatchdogSec` the manager passes in `WATCHDOG_USEC` (sd_watchdog_enabled(3)
-//! recommends pinging at half the interval), and `STOPPING=1` when a signal
-//! starts the shutdown. Without `NOTIFY_SOCKET` these are no-ops.
+//! `WatchdogSec` the manager passes in `WATCHDOG_USEC`, and `STOPPING=1`
+//! when a signal starts the shutdown (`tandem_service::runner`). Without
+//! `NOTIFY_SOCKET` these are no-ops.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,9 +18,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use sd_notify::NotifyState;
+use tandem_service::runner::{Runner, Served};
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Kind};
@@ -114,6 +113,9 @@ fn run(path: &Path, kind: Kind) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the tokio runtime")?;
     let code = runtime.block_on(async move {
+        // Before binding: a SIGTERM during start-up is not lost to the
+        // default action.
+        let mut runner = Runner::systemd(false, grace).context("hooking SIGTERM and SIGINT")?;
         let handle = match crate::metrics::install() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -125,67 +127,30 @@ fn run(path: &Path, kind: Kind) -> anyhow::Result<ExitCode> {
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
 
         let shutdown = CancellationToken::new();
-        let mut server = tokio::spawn(serve(listener, state, shutdown.clone()));
-        notify(NotifyState::Ready);
-        if let Some(period) = sd_notify::watchdog_enabled() {
-            // interval() panics on zero; WatchdogSec is at least 1 ms anyway.
-            let every = (period / 2).max(Duration::from_millis(1));
-            tokio::spawn(watchdog(every, shutdown.clone()));
-        }
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            ended = &mut server => {
-                // The server stopped without being asked: an accept error.
-                ended.context("server task panicked")?.context("server failed")?;
+        let server = tokio::spawn(serve(listener, state, shutdown.clone()));
+        let (ended, code) = match runner.serve(server, &shutdown).await {
+            // The server stopped without being asked: an accept error.
+            Served::Unasked(ended) => (ended, ExitCode::FAILURE),
+            Served::Drained(ended) => (ended, ExitCode::SUCCESS),
+            Served::GraceRanOut => {
+                tracing::warn!(?grace, "shutdown grace ran out with runs still in flight");
                 return Ok(ExitCode::FAILURE);
             }
+        };
+        ended
+            .context("server task panicked")?
+            .context("server failed")?;
+        if code == ExitCode::SUCCESS {
+            tracing::info!("all in-flight runs finished; exiting");
         }
-        notify(NotifyState::Stopping);
-        shutdown.cancel();
-        match tokio::time::timeout(grace, server).await {
-            Ok(ended) => {
-                ended
-                    .context("server task panicked")?
-                    .context("server failed")?;
-                tracing::info!("all in-flight runs finished; exiting");
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(_) => {
-                tracing::warn!(?grace, "shutdown grace ran out with runs still in flight");
-                Ok::<_, anyhow::Error>(ExitCode::FAILURE)
-            }
-        }
+        Ok::<_, anyhow::Error>(code)
     })?;
     // A decode that outlived its timeout is a blocking thread tokio cannot
     // cancel; do not let it hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(code)
-}
-
-/// Tells the service manager about a state change. A failure (the manager's
-/// socket gone) is logged and otherwise ignored: serving matters more.
-fn notify(state: NotifyState<'_>) {
-    if let Err(e) = sd_notify::notify(&[state]) {
-        tracing::warn!(error = %e, "sd_notify failed");
-    }
-}
-
-/// Pings the systemd watchdog every `every` until `shutdown`. It runs on the
-/// same runtime as the server, so a wedged runtime stops the pings and
-/// systemd restarts the worker.
-async fn watchdog(every: Duration, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => notify(NotifyState::Watchdog),
-            _ = shutdown.cancelled() => break,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -136,10 +136,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics(State(s): State<AppState>) -> Response {
     match &s.0.metrics {
         Some(h) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
+            [(header::CONTENT_TYPE, tandem_service::metrics::CONTENT_TYPE)],
             h.render(),
         )
             .into_response(),
