@@ -36,7 +36,7 @@ const PIPE_SIZE: usize = 256 * 1024;
 
 /// Runs the balancer until SIGTERM/SIGINT. Blocks the calling thread.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let nofile = match crate::runtime::listener::raise_nofile_limit() {
+    let nofile = match crate::proxy::listener::raise_nofile_limit() {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(error = %e, "could not raise the descriptor limit");

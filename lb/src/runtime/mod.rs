@@ -1,5 +1,7 @@
-//! The running balancer: listeners, the current [`Snapshot`], reload,
-//! drain and shutdown.
+//! The running balancer: the current [`Snapshot`], reload, drain and
+//! shutdown. The connection path itself (listeners, accept, pick → connect
+//! → forward) is [`crate::proxy`]'s; reload tells it which addresses to
+//! listen on.
 //!
 //! Rules this module keeps:
 //! - A reload is all or nothing: the new file is parsed and validated and
@@ -11,19 +13,16 @@
 //! - Drain, health and counters live in the [`state::Registry`] and carry
 //!   across reloads.
 
-pub mod conn;
 pub mod drainfile;
 pub mod health;
-pub mod listener;
 pub mod passive;
 pub mod snapshot;
 pub mod state;
 pub mod status;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -34,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use tandem_healthcheck::checker::{Checker, HealthHandle};
 
 use crate::config::{Config, ConfigErrors};
+use crate::proxy::accept::{Dispatch, Listeners};
 use crate::telemetry::names;
 
 pub use passive::ConnectFailure;
@@ -80,12 +80,6 @@ pub struct ReloadSummary {
     pub restart_needed: Vec<String>,
 }
 
-struct ListenerHandle {
-    stop: CancellationToken,
-    /// The address actually bound (differs from the config's for port 0).
-    local: SocketAddr,
-}
-
 /// Options fixed for the life of the process.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -107,17 +101,14 @@ impl Default for Options {
 }
 
 pub struct Balancer {
-    snapshot: ArcSwap<Snapshot>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
     registry: Registry,
-    listeners: Mutex<HashMap<SocketAddr, ListenerHandle>>,
+    listeners: Listeners,
     /// Serialises reloads so two cannot interleave their listener changes.
     reload_lock: tokio::sync::Mutex<()>,
     conns: TaskTracker,
-    accepts: TaskTracker,
     /// Cancelled when the shutdown grace period is over: open connections close.
     hard_stop: CancellationToken,
-    /// Cancelled when shutdown begins: listeners stop accepting.
-    stop_accepting: CancellationToken,
     /// The health checker: one target per backend.
     checker: HealthHandle,
     /// Cancelled when the balancer has stopped: probes end.
@@ -142,14 +133,12 @@ impl Balancer {
         let checker = Checker::spawn(targets, checks_stop.clone());
         let snapshot = Snapshot::build(config.clone(), &registry, Some(&checker));
         let bal = Arc::new(Balancer {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             registry,
-            listeners: Mutex::new(HashMap::new()),
+            listeners: Listeners::default(),
             reload_lock: tokio::sync::Mutex::new(()),
             conns: TaskTracker::new(),
-            accepts: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
-            stop_accepting: CancellationToken::new(),
             checker,
             checks_stop,
             failover: std::sync::OnceLock::new(),
@@ -172,68 +161,17 @@ impl Balancer {
     /// The address actually bound for a service (port 0 in the config resolved).
     pub fn bound_addr(&self, service: &str) -> Option<SocketAddr> {
         let listen = self.snapshot.load().service(service)?.cfg.listen;
-        self.listeners
-            .lock()
-            .expect("listeners lock poisoned")
-            .get(&listen)
-            .map(|h| h.local)
+        self.listeners.local(&listen)
     }
 
-    fn spawn_accept(self: &Arc<Self>, addr: SocketAddr, listener: TcpListener) {
-        let stop = self.stop_accepting.child_token();
-        let local = listener.local_addr().unwrap_or(addr);
-        self.listeners
-            .lock()
-            .expect("listeners lock poisoned")
-            .insert(
-                addr,
-                ListenerHandle {
-                    stop: stop.clone(),
-                    local,
-                },
-            );
-        let bal = self.clone();
-        self.accepts
-            .spawn(async move { bal.accept_loop(addr, listener, stop).await });
-    }
-
-    async fn accept_loop(
-        self: Arc<Self>,
-        addr: SocketAddr,
-        listener: TcpListener,
-        stop: CancellationToken,
-    ) {
-        tracing::info!(listen = %addr, "listening");
-        let ctx = Arc::new(conn::ConnCtx {
+    fn spawn_accept(&self, addr: SocketAddr, listener: TcpListener) {
+        let d = Dispatch {
+            snapshot: self.snapshot.clone(),
+            conns: self.conns.clone(),
             splice: self.opts.splice,
             hard_stop: self.hard_stop.clone(),
-            log_level: self.snapshot.load().config.node.connection_log,
-        });
-        loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE/ENFILE/ENOBUFS: the connection stays in the
-                        // backlog; back off briefly rather than spin.
-                        tracing::warn!(listen = %addr, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-            };
-            let snap = self.snapshot.load();
-            let Some(svc) = snap.service_for(&addr) else {
-                // Removed by a reload racing with this accept.
-                continue;
-            };
-            let svc = svc.clone();
-            self.conns
-                .spawn(conn::handle(stream, peer, svc, ctx.clone()));
-        }
-        tracing::info!(listen = %addr, "stopped listening");
+        };
+        self.listeners.spawn(addr, listener, d);
     }
 
     /// Reads the config file the running config came from and applies it.
@@ -279,13 +217,7 @@ impl Balancer {
     pub async fn apply(self: &Arc<Self>, config: Config) -> Result<ReloadSummary, ReloadError> {
         let _guard = self.reload_lock.lock().await;
         let old = self.snapshot.load_full();
-        let existing: Vec<SocketAddr> = self
-            .listeners
-            .lock()
-            .expect("listeners lock poisoned")
-            .keys()
-            .copied()
-            .collect();
+        let existing = self.listeners.addrs();
         let mut summary = ReloadSummary {
             services: config.services.len(),
             ..Default::default()
@@ -332,17 +264,9 @@ impl Balancer {
         for (addr, l) in fresh {
             self.spawn_accept(addr, l);
         }
-        {
-            let mut listeners = self.listeners.lock().expect("listeners lock poisoned");
-            listeners.retain(|addr, h| {
-                let keep = config.services.iter().any(|s| s.listen == *addr);
-                if !keep {
-                    h.stop.cancel();
-                    summary.listeners_removed += 1;
-                }
-                keep
-            });
-        }
+        summary.listeners_removed = self
+            .listeners
+            .retain(|addr| config.services.iter().any(|s| s.listen == *addr));
         let svc_names: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
         let backend_keys: Vec<(String, SocketAddr)> = config
             .services
@@ -455,9 +379,7 @@ impl Balancer {
     /// Stops accepting, waits up to `grace` for open connections to finish,
     /// then closes the rest. Returns how many were cut by the deadline.
     pub async fn shutdown(&self, grace: Duration) -> usize {
-        self.stop_accepting.cancel();
-        self.accepts.close();
-        self.accepts.wait().await;
+        self.listeners.stop().await;
         self.conns.close();
         let open = self.conns.len();
         tracing::info!(
@@ -489,7 +411,7 @@ impl Balancer {
 }
 
 fn bind(service: &str, addr: SocketAddr) -> Result<TcpListener, ReloadError> {
-    listener::bind(addr).map_err(|source| ReloadError::Bind {
+    crate::proxy::listener::bind(addr).map_err(|source| ReloadError::Bind {
         service: service.to_string(),
         addr,
         source,

@@ -14,14 +14,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::forward::{ByteMeter, ForwardOpts, Outcome, forward};
+use super::proxy_protocol;
 use crate::config::{AllDown, ProxyProtocol};
-use crate::proxy::forward::{ByteMeter, ForwardOpts, Outcome, forward};
-use crate::proxy::proxy_protocol;
 use crate::sched::{BackendView, Pick};
 
-use super::passive::ConnectFailure;
-use super::snapshot::{BackendRt, ServiceRt};
-use super::state::BackendState;
+use crate::runtime::passive::ConnectFailure;
+use crate::runtime::snapshot::{BackendRt, ServiceRt};
+use crate::runtime::state::BackendState;
 
 /// How a connection ended, for the per-connection log line.
 #[derive(Debug)]
