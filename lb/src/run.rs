@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::failover::Failover;
-use crate::runtime::{Balancer, Options};
+use crate::runtime::{Balancer, Options, VrrpLink, VrrpReload};
 use crate::{admin, telemetry};
 use tandem_healthcheck::checker::TargetId;
 
@@ -97,8 +97,14 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
                 .map(|b| crate::runtime::health::target_id(&s.name, b))
         })
         .collect();
+    let (vrrp_status, vrrp_status_rx) = tokio::sync::watch::channel(Vec::new());
+    let (vrrp_reload, vrrp_reloads) = tokio::sync::mpsc::channel(1);
     let opts = Options {
         drain_file: Some(drain_file(&admin_path)),
+        vrrp: (!vrrp.is_empty()).then_some(VrrpLink {
+            status: vrrp_status_rx,
+            reload: vrrp_reload,
+        }),
         ..Options::default()
     };
     // Before anything binds or probes: a VIP left by a crashed run goes.
@@ -107,8 +113,8 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     let failover = if vrrp.is_empty() {
         None
     } else {
-        let f = Failover::start(&vrrp, bal.health().subscribe()).await?;
-        bal.attach_failover(f.clone());
+        let f = Failover::start(&vrrp, bal.health().subscribe(), vrrp_status).await?;
+        tokio::spawn(apply_vrrp_reloads(f.clone(), vrrp_reloads));
         let (f2, bal2) = (f.clone(), bal.clone());
         tokio::spawn(async move {
             let t0 = std::time::Instant::now();
@@ -187,7 +193,7 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading {}", source.display());
                 notify_reloading();
-                // Applies [[vrrp]] changes too (see Balancer::attach_failover).
+                // Applies [[vrrp]] changes too (see apply_vrrp_reloads).
                 let r = Arc::clone(&bal).reload().await;
                 notify(&[
                     NotifyState::Ready,
@@ -218,6 +224,22 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     }
     tracing::info!(cut, "balancer stopped");
     Ok(())
+}
+
+/// Applies each reload's `[[vrrp]]` instances (SIGHUP and the admin socket
+/// alike), until the balancer is gone.
+async fn apply_vrrp_reloads(
+    f: Arc<Failover>,
+    mut reloads: tokio::sync::mpsc::Receiver<VrrpReload>,
+) {
+    while let Some(r) = reloads.recv().await {
+        if let Err(e) = f.apply(&r.configs).await {
+            // The services were reloaded; the VRRP instances that could not
+            // be (re)started keep their previous state where they have one.
+            tracing::error!(error = %e, "reload: VRRP change not applied");
+        }
+        let _ = r.done.send(());
+    }
 }
 
 /// True once every id in `probed` has a first probe result; false after

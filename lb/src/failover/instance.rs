@@ -28,7 +28,7 @@
 //! mismatch means two routers disagree about what they protect).
 
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tandem_healthcheck::checker::HealthView;
@@ -42,9 +42,9 @@ use super::settle;
 use super::track::{TrackState, Verdict, verdict};
 use super::{FailoverError, names};
 use crate::config::{TrackTarget, VrrpConfig};
-use crate::runtime::status::VrrpStatus;
 use crate::vrrp::machine::{Action, Event, Machine, Params, State};
 use crate::vrrp::packet::{self, Advert, V2Auth};
+use crate::vrrp::status::VrrpStatus;
 use crate::vrrp::{AdvertInterval, Priority, Version, Vrid};
 
 /// Extra rejection labels for checks against the configuration, beside
@@ -57,7 +57,8 @@ pub struct Ctx {
     pub ready: watch::Receiver<bool>,
     pub stop: CancellationToken,
     pub notify: Queue,
-    pub status: Arc<Mutex<VrrpStatus>>,
+    /// Every instance's status; this one updates only its own entry.
+    pub status: watch::Sender<Vec<VrrpStatus>>,
 }
 
 /// The machine's clock: tokio's, so tests can pause it.
@@ -591,10 +592,23 @@ impl<E: Edge> Instance<E> {
         let prio = self.machine.priority().get();
         metrics::gauge!(names::PRIORITY, "vrrp_instance" => self.cfg.name.clone())
             .set(f64::from(prio));
-        let mut st = ctx.status.lock().unwrap_or_else(|e| e.into_inner());
-        st.state = self.machine.state().as_str().into();
-        st.priority = prio;
-        st.master = self.machine.master().map(|m| m.to_string());
-        st.tracks_down.clone_from(&self.tracks_down);
+        let state = self.machine.state().as_str();
+        let master = self.machine.master().map(|m| m.to_string());
+        ctx.status.send_if_modified(|all| {
+            let Some(st) = all.iter_mut().find(|s| s.instance == self.cfg.name) else {
+                return false;
+            };
+            let changed = st.state != state
+                || st.priority != prio
+                || st.master != master
+                || st.tracks_down != self.tracks_down;
+            if changed {
+                st.state = state.into();
+                st.priority = prio;
+                st.master = master;
+                st.tracks_down.clone_from(&self.tracks_down);
+            }
+            changed
+        });
     }
 }

@@ -12,6 +12,10 @@
 //!   services stop accepting; established connections are never touched.
 //! - Drain, health and counters live in the [`state::Registry`] and carry
 //!   across reloads.
+//! - VRRP is not this module's: with `[[vrrp]]` instances, [`Options::vrrp`]
+//!   carries the two channels `run` wires to the failover runtime: its
+//!   published states (shown by [`Balancer::status`]) and the requests by
+//!   which a reload applies `[[vrrp]]` changes.
 
 pub mod drainfile;
 pub mod health;
@@ -32,9 +36,10 @@ use tokio_util::task::TaskTracker;
 
 use tandem_healthcheck::checker::{Checker, HealthHandle};
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigErrors, VrrpConfig};
 use crate::proxy::accept::{Dispatch, Listeners};
 use crate::telemetry::names;
+use crate::vrrp::status::VrrpStatus;
 
 pub use passive::ConnectFailure;
 pub use snapshot::{BackendRt, ServiceRt, Snapshot};
@@ -80,6 +85,24 @@ pub struct ReloadSummary {
     pub restart_needed: Vec<String>,
 }
 
+/// A reload's request to VRRP: apply these `[[vrrp]]` instances, and say
+/// when that is done (failures are logged by the side that applies them).
+#[derive(Debug)]
+pub struct VrrpReload {
+    pub configs: Vec<VrrpConfig>,
+    pub done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The balancer's two channels to the VRRP runtime, wired by `run`.
+#[derive(Clone, Debug)]
+pub struct VrrpLink {
+    /// Every instance's state, in configuration order, as VRRP publishes it.
+    pub status: tokio::sync::watch::Receiver<Vec<VrrpStatus>>,
+    /// Where a successful reload sends the new `[[vrrp]]` instances; the
+    /// reload returns once they are applied.
+    pub reload: tokio::sync::mpsc::Sender<VrrpReload>,
+}
+
 /// Options fixed for the life of the process.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -88,6 +111,9 @@ pub struct Options {
     /// Where drain flags are kept across restarts (see [`drainfile`]);
     /// None: in memory only.
     pub drain_file: Option<std::path::PathBuf>,
+    /// VRRP, when the config has `[[vrrp]]` instances: reloads apply to it
+    /// and status shows it.
+    pub vrrp: Option<VrrpLink>,
 }
 
 impl Default for Options {
@@ -96,6 +122,7 @@ impl Default for Options {
             // TANDEM_NO_SPLICE=1 forces the copy path (benchmarks, debugging).
             splice: std::env::var_os("TANDEM_NO_SPLICE").is_none_or(|v| v.is_empty() || v == "0"),
             drain_file: None,
+            vrrp: None,
         }
     }
 }
@@ -113,9 +140,6 @@ pub struct Balancer {
     checker: HealthHandle,
     /// Cancelled when the balancer has stopped: probes end.
     checks_stop: CancellationToken,
-    /// VRRP, when the config has `[[vrrp]]` instances: reloads apply to it
-    /// and status shows it.
-    failover: std::sync::OnceLock<Arc<crate::failover::Failover>>,
     opts: Options,
 }
 
@@ -141,7 +165,6 @@ impl Balancer {
             hard_stop: CancellationToken::new(),
             checker,
             checks_stop,
-            failover: std::sync::OnceLock::new(),
             opts,
         });
         // Before the first accept, so a drained backend never sees a client.
@@ -182,12 +205,14 @@ impl Balancer {
             Err(e) => Err(e.into()),
         };
         if result.is_ok()
-            && let Some(f) = self.failover.get()
-            && let Err(e) = f.apply(&self.snapshot().config.vrrp).await
+            && let Some(link) = &self.opts.vrrp
         {
-            // The services were reloaded; the VRRP instances that could not
-            // be (re)started keep their previous state where they have one.
-            tracing::error!(error = %e, "reload: VRRP change not applied");
+            let (done, applied) = tokio::sync::oneshot::channel();
+            let configs = self.snapshot().config.vrrp.clone();
+            // Gone only when VRRP has shut down: nothing left to apply.
+            if link.reload.send(VrrpReload { configs, done }).await.is_ok() {
+                let _ = applied.await;
+            }
         }
         match &result {
             Ok(s) => {
@@ -360,15 +385,13 @@ impl Balancer {
     }
 
     pub fn status(&self) -> status::Status {
-        let vrrp = self.failover.get().map(|f| f.status()).unwrap_or_default();
+        let vrrp = self
+            .opts
+            .vrrp
+            .as_ref()
+            .map(|l| l.status.borrow().clone())
+            .unwrap_or_default();
         status::Status::of(&self.snapshot.load(), &self.checker.view(), vrrp)
-    }
-
-    /// Hands the balancer the running VRRP instances, so that a reload (SIGHUP
-    /// or the admin socket alike) applies `[[vrrp]]` changes too and status
-    /// shows VRRP state. Set once.
-    pub fn attach_failover(&self, f: Arc<crate::failover::Failover>) {
-        let _ = self.failover.set(f);
     }
 
     /// The health checker: subscribe to its view for VRRP tracking.

@@ -11,6 +11,7 @@ use tandem_healthcheck::checker::HealthView;
 
 use super::health::target_id;
 use super::snapshot::Snapshot;
+pub use crate::vrrp::status::VrrpStatus;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -20,27 +21,6 @@ pub struct Status {
     /// newer client reads an older server's answer.
     #[serde(default)]
     pub vrrp: Vec<VrrpStatus>,
-}
-
-/// One VRRP instance as `tandem lb status` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct VrrpStatus {
-    pub instance: String,
-    pub interface: String,
-    pub vrid: u8,
-    pub version: u8,
-    /// "initialize", "backup", "master" or "fault".
-    pub state: String,
-    /// Effective priority: configured, adjusted by tracking.
-    pub priority: u8,
-    pub configured_priority: u8,
-    /// The master as far as this node knows (itself when master); None
-    /// while no advert has been heard.
-    pub master: Option<String>,
-    /// The virtual addresses, `ip/prefix`.
-    pub vips: Vec<String>,
-    /// Tracked targets that are down now (`service:NAME`, `interface:IF`).
-    pub tracks_down: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
