@@ -415,17 +415,7 @@ pub async fn remove_stale_vips(configs: &[VrrpConfig]) {
         let Ok(addrs) = nl.ipv4_addrs(link.index).await else {
             continue;
         };
-        for (ip, prefix) in &cfg.virtual_ips {
-            if addrs.iter().any(|(a, _)| a == ip) {
-                match nl.del_addr(link.index, *ip, *prefix).await {
-                    Ok(()) => {
-                        tracing::warn!(instance = %cfg.name, interface = %cfg.interface, vip = %ip,
-                        "removed a VIP left on the interface by a previous run")
-                    }
-                    Err(e) => tracing::error!(instance = %cfg.name, vip = %ip, error = %e,
-                        "cannot remove a VIP left by a previous run"),
-                }
-            }
-        }
+        // Each failure is logged there; the instance's own start retries.
+        let _ = edge::remove_stale_vips(&nl, link.index, &addrs, cfg).await;
     }
 }
