@@ -19,6 +19,7 @@
 
 pub mod drainfile;
 pub mod health;
+pub mod key;
 pub mod passive;
 pub mod snapshot;
 pub mod state;
@@ -41,6 +42,7 @@ use crate::proxy::accept::{Dispatch, Listeners};
 use crate::telemetry::names;
 use crate::vrrp::status::VrrpStatus;
 
+pub use key::BackendKey;
 pub use passive::ConnectFailure;
 pub use snapshot::{BackendRt, ServiceRt, Snapshot};
 pub use state::{BackendState, Registry, ServiceState};
@@ -293,10 +295,10 @@ impl Balancer {
             .listeners
             .retain(|addr| config.services.iter().any(|s| s.listen == *addr));
         let svc_names: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
-        let backend_keys: Vec<(String, SocketAddr)> = config
+        let backend_keys: Vec<BackendKey> = config
             .services
             .iter()
-            .flat_map(|s| s.backends.iter().map(|b| (s.name.clone(), b.address)))
+            .flat_map(|s| s.backends.iter().map(|b| BackendKey::of(&s.name, b)))
             .collect();
         self.registry.retain(&svc_names, &backend_keys);
         Ok(summary)

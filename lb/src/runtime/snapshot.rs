@@ -14,6 +14,7 @@ use crate::config::{AllDown, BackendConfig, Config, ServiceConfig};
 use crate::sched::{BackendView, Scheduler, new_scheduler};
 
 use super::health::Health;
+use super::key::BackendKey;
 use super::state::{BackendState, Registry, ServiceState};
 
 #[derive(Debug)]
@@ -97,12 +98,13 @@ impl Snapshot {
             let backends = svc
                 .backends
                 .iter()
-                .map(|b| BackendRt {
-                    cfg: b.clone(),
-                    state: registry.backend(&svc.name, &b.name, b.address),
-                    health: Health(
-                        checker.and_then(|c| c.target(&super::health::target_id(&svc.name, b))),
-                    ),
+                .map(|b| {
+                    let key = BackendKey::of(&svc.name, b);
+                    BackendRt {
+                        cfg: b.clone(),
+                        state: registry.backend(&key),
+                        health: Health(checker.and_then(|c| c.target(&key.target_id()))),
+                    }
                 })
                 .collect();
             let sorry = match svc.all_down {
@@ -116,7 +118,7 @@ impl Snapshot {
                         passive_fall: 0,
                     };
                     Some(BackendRt {
-                        state: registry.backend(&svc.name, &cfg.name, addr),
+                        state: registry.backend(&BackendKey::of(&svc.name, &cfg)),
                         cfg,
                         health: Health(None),
                     })

@@ -2,17 +2,17 @@
 //!
 //! A reload builds a new [`super::Snapshot`], but counters, drain and
 //! health state belong to the *backend*, not to the config text: they are
-//! kept in a [`Registry`] keyed by (service name, backend address) and the new
-//! snapshot picks up the same `Arc`s. A backend that disappears from the
+//! kept in a [`Registry`] keyed by [`BackendKey`] (service name, backend
+//! address) and the new snapshot picks up the same `Arc`s. A backend that disappears from the
 //! config and comes back later starts fresh.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use metrics::{Counter, Gauge};
 
+use super::key::BackendKey;
 use crate::telemetry::names;
 
 /// Counters of one service (all its listeners' clients).
@@ -86,8 +86,8 @@ impl ServiceState {
 /// Counters and runtime flags of one backend of one service.
 #[derive(Debug)]
 pub struct BackendState {
-    pub service: String,
-    pub addr: SocketAddr,
+    /// Whose state this is; its metric series carry the key's labels.
+    pub key: BackendKey,
     /// Connections currently open to this backend.
     pub active: AtomicU32,
     /// Connections established to this backend since start.
@@ -117,12 +117,8 @@ pub struct BackendMetrics {
 }
 
 impl BackendState {
-    pub fn new(service: &str, name: &str, addr: SocketAddr) -> Self {
-        let labels = [
-            ("service", service.to_string()),
-            ("backend", name.to_string()),
-            ("address", addr.to_string()),
-        ];
+    pub fn new(key: BackendKey) -> Self {
+        let labels = key.labels();
         let m = BackendMetrics {
             active: metrics::gauge!(names::BACKEND_ACTIVE, &labels),
             total: metrics::counter!(names::BACKEND_CONNECTIONS, &labels),
@@ -133,8 +129,7 @@ impl BackendState {
             refused_max_conns: metrics::counter!(names::BACKEND_REFUSED, &labels),
         };
         BackendState {
-            service: service.to_string(),
-            addr,
+            key,
             active: AtomicU32::new(0),
             total: AtomicU64::new(0),
             bytes_to_backend: AtomicU64::new(0),
@@ -179,7 +174,7 @@ impl BackendState {
 #[derive(Debug, Default)]
 pub struct Registry {
     services: Mutex<HashMap<String, Arc<ServiceState>>>,
-    backends: Mutex<HashMap<(String, SocketAddr), Arc<BackendState>>>,
+    backends: Mutex<HashMap<BackendKey, Arc<BackendState>>>,
 }
 
 impl Registry {
@@ -190,10 +185,10 @@ impl Registry {
             .clone()
     }
 
-    pub fn backend(&self, service: &str, name: &str, addr: SocketAddr) -> Arc<BackendState> {
+    pub fn backend(&self, key: &BackendKey) -> Arc<BackendState> {
         let mut map = self.backends.lock().expect("registry lock poisoned");
-        map.entry((service.to_string(), addr))
-            .or_insert_with(|| Arc::new(BackendState::new(service, name, addr)))
+        map.entry(key.clone())
+            .or_insert_with(|| Arc::new(BackendState::new(key.clone())))
             .clone()
     }
 
@@ -201,7 +196,7 @@ impl Registry {
     /// services or backends), so a long-lived process does not accumulate it.
     /// Entries still referenced by live connections survive until those end
     /// only through their own `Arc`s.
-    pub fn retain(&self, services: &[String], backends: &[(String, SocketAddr)]) {
+    pub fn retain(&self, services: &[String], backends: &[BackendKey]) {
         self.services
             .lock()
             .expect("registry lock poisoned")
