@@ -152,94 +152,115 @@ impl Status {
         );
         let now = unix_ms(SystemTime::now());
         for s in &self.services {
-            let _ = writeln!(
-                out,
-                "TCP {} {} {} (max {}, pp {}){}",
-                s.listen,
-                s.name,
-                s.scheduler,
-                s.max_connections,
-                s.proxy_protocol,
-                if s.refused_max_connections + s.no_backend > 0 {
-                    format!(
-                        " refused {} no-backend {}",
-                        s.refused_max_connections, s.no_backend
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            for b in &s.backends {
-                let label = format!("  -> {} {}", b.address, b.name);
-                let weight = if b.effective_weight == b.weight {
-                    b.weight.to_string()
-                } else {
-                    format!("{}/{}", b.effective_weight, b.weight)
-                };
-                let check = match &b.last_probe {
-                    Some(p) => format!(
-                        "{} {} ({:.1}ms, {}s ago)",
-                        if p.ok { "ok" } else { "FAIL" },
-                        p.detail,
-                        p.duration_ms,
-                        now.saturating_sub(p.at_unix_ms) / 1000
-                    ),
-                    None => "no probe yet".to_string(),
-                };
-                let why = if b.state == "down" && !b.health_reason.is_empty() {
-                    format!(" [{}]", b.health_reason)
-                } else {
-                    String::new()
-                };
-                let _ = writeln!(
-                    out,
-                    "{:<34} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {}{} / {}",
-                    label,
-                    weight,
-                    b.active,
-                    b.total,
-                    human(b.bytes_to_backend),
-                    human(b.bytes_to_client),
-                    b.connect_failures,
-                    b.state,
-                    why,
-                    check
-                );
-            }
+            s.render(&mut out, now);
         }
-        if !self.vrrp.is_empty() {
-            let _ = writeln!(
-                out,
-                "{:<20} {:<10} {:>5} {:>3} {:<8} {:>9} {:<16} VIPs",
-                "VRRP instance", "Interface", "VRID", "v", "State", "Priority", "Master"
-            );
-        }
-        for v in &self.vrrp {
-            let prio = if v.priority == v.configured_priority {
-                v.priority.to_string()
-            } else {
-                format!("{}/{}", v.priority, v.configured_priority)
-            };
-            let down = if v.tracks_down.is_empty() {
-                String::new()
-            } else {
-                format!(" [down: {}]", v.tracks_down.join(", "))
-            };
-            let _ = writeln!(
-                out,
-                "{:<20} {:<10} {:>5} {:>3} {:<8} {:>9} {:<16} {}{}",
-                v.instance,
-                v.interface,
-                v.vrid,
-                v.version,
-                v.state.to_uppercase(),
-                prio,
-                v.master.as_deref().unwrap_or("-"),
-                v.vips.join(" "),
-                down
-            );
-        }
+        render_vrrp(&self.vrrp, &mut out);
         out
+    }
+}
+
+impl ServiceStatus {
+    /// The service's line, then one line per backend; `now` in Unix ms.
+    fn render(&self, out: &mut String, now: u64) {
+        let refused = if self.refused_max_connections + self.no_backend > 0 {
+            format!(
+                " refused {} no-backend {}",
+                self.refused_max_connections, self.no_backend
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "TCP {} {} {} (max {}, pp {}){}",
+            self.listen,
+            self.name,
+            self.scheduler,
+            self.max_connections,
+            self.proxy_protocol,
+            refused
+        );
+        for b in &self.backends {
+            b.render(out, now);
+        }
+    }
+}
+
+impl BackendStatus {
+    /// The backend's line of the table; `now` in Unix ms.
+    fn render(&self, out: &mut String, now: u64) {
+        let b = self;
+        let label = format!("  -> {} {}", b.address, b.name);
+        let weight = if b.effective_weight == b.weight {
+            b.weight.to_string()
+        } else {
+            format!("{}/{}", b.effective_weight, b.weight)
+        };
+        let check = match &b.last_probe {
+            Some(p) => format!(
+                "{} {} ({:.1}ms, {}s ago)",
+                if p.ok { "ok" } else { "FAIL" },
+                p.detail,
+                p.duration_ms,
+                now.saturating_sub(p.at_unix_ms) / 1000
+            ),
+            None => "no probe yet".to_string(),
+        };
+        let why = if b.state == "down" && !b.health_reason.is_empty() {
+            format!(" [{}]", b.health_reason)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:<34} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {}{} / {}",
+            label,
+            weight,
+            b.active,
+            b.total,
+            human(b.bytes_to_backend),
+            human(b.bytes_to_client),
+            b.connect_failures,
+            b.state,
+            why,
+            check
+        );
+    }
+}
+
+/// The VRRP table, when there are instances.
+fn render_vrrp(vrrp: &[VrrpStatus], out: &mut String) {
+    if !vrrp.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:>5} {:>3} {:<8} {:>9} {:<16} VIPs",
+            "VRRP instance", "Interface", "VRID", "v", "State", "Priority", "Master"
+        );
+    }
+    for v in vrrp {
+        let prio = if v.priority == v.configured_priority {
+            v.priority.to_string()
+        } else {
+            format!("{}/{}", v.priority, v.configured_priority)
+        };
+        let down = if v.tracks_down.is_empty() {
+            String::new()
+        } else {
+            format!(" [down: {}]", v.tracks_down.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:>5} {:>3} {:<8} {:>9} {:<16} {}{}",
+            v.instance,
+            v.interface,
+            v.vrid,
+            v.version,
+            v.state.to_uppercase(),
+            prio,
+            v.master.as_deref().unwrap_or("-"),
+            v.vips.join(" "),
+            down
+        );
     }
 }
 
