@@ -335,7 +335,7 @@ impl Balancer {
         tracing::info!(
             service,
             backend = %b.cfg.name,
-            active = b.state.active.load(Ordering::Relaxed),
+            active = b.state.active.get(),
             "{}",
             if drain { "backend drained" } else { "backend enabled" }
         );

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tandem_healthcheck::checker::HealthHandle;
 
@@ -80,7 +79,7 @@ impl BackendRt {
             } else {
                 self.effective_weight()
             },
-            active: self.state.active.load(Ordering::Relaxed),
+            active: self.state.active.get(),
         }
     }
 }

@@ -2,7 +2,6 @@
 //! the spirit of `ipvsadm -Ln --stats`, serialisable for `--json`.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -88,10 +87,10 @@ impl Status {
                 scheduler: s.cfg.scheduler.to_string(),
                 proxy_protocol: format!("{:?}", s.cfg.proxy_protocol).to_lowercase(),
                 max_connections: s.cfg.max_connections,
-                active: s.state.active.load(Ordering::Relaxed),
-                total: s.state.total.load(Ordering::Relaxed),
-                refused_max_connections: s.state.refused_max_conns.load(Ordering::Relaxed),
-                no_backend: s.state.no_backend.load(Ordering::Relaxed),
+                active: s.state.active.get(),
+                total: s.state.total.get(),
+                refused_max_connections: s.state.refused_max_conns.get(),
+                no_backend: s.state.no_backend.get(),
                 backends: s
                     .backends
                     .iter()
@@ -112,12 +111,12 @@ impl Status {
                             effective_weight: b.effective_weight(),
                             state: state.into(),
                             max_connections: b.cfg.max_connections,
-                            active: st.active.load(Ordering::Relaxed),
-                            total: st.total.load(Ordering::Relaxed),
-                            bytes_to_backend: st.bytes_to_backend.load(Ordering::Relaxed),
-                            bytes_to_client: st.bytes_to_client.load(Ordering::Relaxed),
-                            connect_failures: st.connect_failures.load(Ordering::Relaxed),
-                            refused_max_connections: st.refused_max_conns.load(Ordering::Relaxed),
+                            active: st.active.get(),
+                            total: st.total.get(),
+                            bytes_to_backend: st.bytes_to_backend.get(),
+                            bytes_to_client: st.bytes_to_client.get(),
+                            connect_failures: st.connect_failures.get(),
+                            refused_max_connections: st.refused_max_conns.get(),
                             health_reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
                             health_since_unix_ms: h.map(|h| unix_ms(h.since)).unwrap_or(0),
                             weight_permille: b.health.weight_permille(),
