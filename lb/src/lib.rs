@@ -15,8 +15,11 @@
 //! - [`admin`]: the Unix control socket (`status`, `reload`, `drain`) and its client.
 //! - [`net`]: the kernel edge of VRRP: netlink (links, VIPs), raw socket, gratuitous ARP.
 //! - [`failover`]: the VRRP runtime: one task per `[[vrrp]]` instance running the
-//!   state machine over the raw socket, VIPs, gratuitous ARPs, tracking, notify.
-//! - [`vrrp`]: VRRP packets and the RFC 5798 state machine (sans-I/O), and the raw-socket edge.
+//!   state machine over the raw socket, VIPs, gratuitous ARPs, tracking, notify;
+//!   publishes each instance's status on a watch channel. It and [`runtime`]
+//!   never import each other: [`run`] wires the channels between them.
+//! - [`vrrp`]: VRRP packets and the RFC 5798 state machine (sans-I/O), and the
+//!   status record an instance publishes.
 //! - [`statuspage`]: the read-only HTML status page on the metrics listener.
 //! - [`telemetry`]: Prometheus exporter and metric descriptions.
 //! - [`run`]: `tandem lb run`: wires all of the above into a process with
