@@ -24,6 +24,8 @@ pub mod passive;
 pub mod snapshot;
 pub mod state;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
