@@ -121,3 +121,60 @@ fn every_workspace_crate_is_in_the_architecture_table() {
         "the workspace's crates and docs/architecture.md's Crates table differ"
     );
 }
+
+/// The `.rs` files under `dir` (relative to the workspace), recursively.
+fn rust_files(dir: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// Lines of code (comments left out) in `dir` that name `crate::MODULE`,
+/// either as a path or inside a grouped `use crate::{...}`.
+fn uses_of(dir: &str, module: &str) -> Vec<String> {
+    let path = format!("crate::{module}");
+    let mut hits = Vec::new();
+    for file in rust_files(dir) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            let grouped = code.contains("crate::{") && code.contains(module);
+            if code.contains(&path) || grouped {
+                hits.push(format!("{}:{}: {}", file.display(), n + 1, code));
+            }
+        }
+    }
+    hits
+}
+
+/// failover publishes its status on a channel and reload reaches it through
+/// a channel wired in `run`, so neither module names the other (issue 12:
+/// the two used to import each other).
+#[test]
+fn failover_and_runtime_do_not_import_each_other() {
+    let f = uses_of("lb/src/failover", "runtime");
+    assert!(
+        f.is_empty(),
+        "lb/src/failover imports crate::runtime:\n{}",
+        f.join("\n")
+    );
+    let r = uses_of("lb/src/runtime", "failover");
+    assert!(
+        r.is_empty(),
+        "lb/src/runtime imports crate::failover:\n{}",
+        r.join("\n")
+    );
+}

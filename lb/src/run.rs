@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::failover::Failover;
-use crate::runtime::{Balancer, Options};
+use crate::runtime::{Balancer, Options, VrrpLink, VrrpReload};
 use crate::{admin, telemetry};
 use tandem_healthcheck::checker::TargetId;
 
@@ -37,7 +37,7 @@ const PIPE_SIZE: usize = 256 * 1024;
 
 /// Runs the balancer until SIGTERM/SIGINT. Blocks the calling thread.
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let nofile = match crate::runtime::listener::raise_nofile_limit() {
+    let nofile = match crate::proxy::listener::raise_nofile_limit() {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(error = %e, "could not raise the descriptor limit");
@@ -86,14 +86,20 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
 
     let vrrp = config.vrrp.clone();
     let probed = probed_targets(&config);
+    let (vrrp_status, vrrp_status_rx) = tokio::sync::watch::channel(Vec::new());
+    let (vrrp_reload, vrrp_reloads) = tokio::sync::mpsc::channel(1);
     let opts = Options {
         drain_file: Some(drain_file(&admin_path)),
+        vrrp: (!vrrp.is_empty()).then_some(VrrpLink {
+            status: vrrp_status_rx,
+            reload: vrrp_reload,
+        }),
         ..Options::default()
     };
     // Before anything binds or probes: a VIP left by a crashed run goes.
     crate::failover::remove_stale_vips(&config.vrrp).await;
     let bal = Balancer::start(config, opts).await?;
-    let failover = start_failover(&vrrp, &bal, probed).await?;
+    let failover = start_failover(&vrrp, &bal, probed, vrrp_status, vrrp_reloads).await?;
     let metrics_task = start_metrics(metrics_listen, handle, &bal, &shutdown).await?;
     // The admin socket last: its appearance means everything else is bound.
     let admin_listener = admin::bind(&admin_path).await?;
@@ -118,7 +124,7 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
         let (bal, source) = (Arc::clone(&bal), source.clone());
         async move {
             tracing::info!("SIGHUP: reloading {}", source.display());
-            // Applies [[vrrp]] changes too (see Balancer::attach_failover).
+            // Applies [[vrrp]] changes too (see apply_vrrp_reloads).
             match bal.reload().await {
                 Ok(_) => "serving",
                 Err(_) => "serving; last reload refused",
@@ -168,12 +174,14 @@ async fn start_failover(
     vrrp: &[crate::config::VrrpConfig],
     bal: &Arc<Balancer>,
     probed: Vec<TargetId>,
+    status: tokio::sync::watch::Sender<Vec<crate::vrrp::status::VrrpStatus>>,
+    reloads: tokio::sync::mpsc::Receiver<VrrpReload>,
 ) -> anyhow::Result<Option<Arc<Failover>>> {
     if vrrp.is_empty() {
         return Ok(None);
     }
-    let f = Failover::start(vrrp, bal.health().subscribe()).await?;
-    bal.attach_failover(f.clone());
+    let f = Failover::start(vrrp, bal.health().subscribe(), status).await?;
+    tokio::spawn(apply_vrrp_reloads(f.clone(), reloads));
     let (f2, bal2) = (f.clone(), bal.clone());
     tokio::spawn(async move {
         let t0 = std::time::Instant::now();
@@ -195,6 +203,22 @@ async fn start_failover(
         f2.set_ready();
     });
     Ok(Some(f))
+}
+
+/// Applies each reload's `[[vrrp]]` instances (SIGHUP and the admin socket
+/// alike), until the balancer is gone.
+async fn apply_vrrp_reloads(
+    f: Arc<Failover>,
+    mut reloads: tokio::sync::mpsc::Receiver<VrrpReload>,
+) {
+    while let Some(r) = reloads.recv().await {
+        if let Err(e) = f.apply(&r.configs).await {
+            // The services were reloaded; the VRRP instances that could not
+            // be (re)started keep their previous state where they have one.
+            tracing::error!(error = %e, "reload: VRRP change not applied");
+        }
+        let _ = r.done.send(());
+    }
 }
 
 /// Binds `[metrics] listen` (if set) and serves `/metrics` and the status

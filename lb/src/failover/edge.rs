@@ -93,19 +93,9 @@ impl Opener for Kernel {
                     interface: cfg.interface.clone(),
                 })?,
         };
-        let mut stale = 0;
-        for (ip, prefix) in &cfg.virtual_ips {
-            if addrs.iter().any(|(a, _)| a == ip) {
-                nl.del_addr(link.index, *ip, *prefix)
-                    .await
-                    .map_err(&iface_err)?;
-                stale += 1;
-            }
-        }
-        if stale > 0 {
-            tracing::warn!(instance = %name, interface = %cfg.interface, stale,
-                "removed VIPs left on the interface (a previous run did not exit cleanly)");
-        }
+        remove_stale_vips(&nl, link.index, &addrs, cfg)
+            .await
+            .map_err(&iface_err)?;
         let sock = VrrpSocket::open(&cfg.interface, link.index, primary, !cfg.is_unicast())
             .map_err(|source| FailoverError::Socket {
                 instance: name.clone(),
@@ -178,4 +168,32 @@ impl Edge for KernelEdge {
             None => Ok(()),
         }
     }
+}
+
+/// Removes every VIP of `cfg` that `addrs` (the interface's IPv4 addresses
+/// now) shows on interface `ifindex`: a node restarted after a crash must
+/// not answer for a VIP before VRRP says it may (issue 4 item 7). Logs each
+/// one removed and each that cannot be; returns the first failure.
+pub(super) async fn remove_stale_vips(
+    nl: &Netlink,
+    ifindex: u32,
+    addrs: &[(Ipv4Addr, u8)],
+    cfg: &VrrpConfig,
+) -> io::Result<()> {
+    let mut first_err = None;
+    for (ip, prefix) in &cfg.virtual_ips {
+        if !addrs.iter().any(|(a, _)| a == ip) {
+            continue;
+        }
+        match nl.del_addr(ifindex, *ip, *prefix).await {
+            Ok(()) => tracing::warn!(instance = %cfg.name, interface = %cfg.interface, vip = %ip,
+                "removed a VIP left on the interface by a previous run"),
+            Err(e) => {
+                tracing::error!(instance = %cfg.name, vip = %ip, error = %e,
+                    "cannot remove a VIP left by a previous run");
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
 }

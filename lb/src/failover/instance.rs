@@ -28,7 +28,7 @@
 //! mismatch means two routers disagree about what they protect).
 
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tandem_healthcheck::checker::HealthView;
@@ -37,15 +37,17 @@ use tokio_util::sync::CancellationToken;
 
 use super::edge::{Edge, Opened};
 use super::garp;
-use super::notify::{Job, Queue};
+use super::notify::Queue;
 use super::settle;
 use super::track::{TrackState, Verdict, verdict};
 use super::{FailoverError, names};
 use crate::config::{TrackTarget, VrrpConfig};
-use crate::runtime::status::VrrpStatus;
-use crate::vrrp::machine::{Action, Event, Machine, Params, State};
+use crate::vrrp::machine::{Action, Event, Machine, Params};
 use crate::vrrp::packet::{self, Advert, V2Auth};
+use crate::vrrp::status::VrrpStatus;
 use crate::vrrp::{AdvertInterval, Priority, Version, Vrid};
+
+mod publish;
 
 /// Extra rejection labels for checks against the configuration, beside
 /// [`packet::Reject::LABELS`].
@@ -57,7 +59,8 @@ pub struct Ctx {
     pub ready: watch::Receiver<bool>,
     pub stop: CancellationToken,
     pub notify: Queue,
-    pub status: Arc<Mutex<VrrpStatus>>,
+    /// Every instance's status; this one updates only its own entry.
+    pub status: watch::Sender<Vec<VrrpStatus>>,
 }
 
 /// The machine's clock: tokio's, so tests can pause it.
@@ -179,45 +182,8 @@ impl<E: Edge> Instance<E> {
             advert_ms = self.cfg.advert_interval.as_millis() as u64,
             "vrrp instance starting"
         );
-        // Link and interface-track changes all arrive on one channel; the
-        // forwarders end with `fwd_stop`.
-        let fwd_stop = CancellationToken::new();
-        let (changed_tx, mut changed) = mpsc::channel::<()>(8);
-        let mut watchers = vec![self.link.clone()];
-        watchers.extend(self.iface_tracks.iter().map(|(_, rx)| rx.clone()));
-        for mut rx in watchers {
-            let tx = changed_tx.clone();
-            let stop = fwd_stop.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        r = rx.changed() => {
-                            if r.is_err() || tx.send(()).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-        drop(changed_tx);
-
-        // Readiness and tracking before start-up, so the machine starts
-        // with the right priority, an owner that is ready goes straight to
-        // Master, and a down interface starts in Fault.
-        self.sync_ready(&mut ctx).await;
-        let v = self.verdict(&ctx);
-        if v.priority != self.cfg.priority {
-            self.priority = v.priority;
-            self.feed(Event::PriorityChanged(Priority(v.priority)), &ctx)
-                .await;
-        }
-        if v.fault {
-            self.begin_fault(&ctx);
-            self.feed(Event::LinkDown, &ctx).await;
-        }
-        self.feed(Event::Startup, &ctx).await;
+        let (fwd_stop, mut changed) = self.forward_link_changes();
+        self.start_up(&mut ctx).await;
         let mut health_open = true;
         let mut ready_open = true;
 
@@ -268,6 +234,50 @@ impl<E: Edge> Instance<E> {
         self.remove_vips().await;
         fwd_stop.cancel();
         tracing::info!(instance = %name, "vrrp instance stopped");
+    }
+
+    /// Link and interface-track changes, all on one channel; the forwarders
+    /// end when the returned token is cancelled.
+    fn forward_link_changes(&self) -> (CancellationToken, mpsc::Receiver<()>) {
+        let fwd_stop = CancellationToken::new();
+        let (changed_tx, changed) = mpsc::channel::<()>(8);
+        let mut watchers = vec![self.link.clone()];
+        watchers.extend(self.iface_tracks.iter().map(|(_, rx)| rx.clone()));
+        for mut rx in watchers {
+            let tx = changed_tx.clone();
+            let stop = fwd_stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        r = rx.changed() => {
+                            if r.is_err() || tx.send(()).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        (fwd_stop, changed)
+    }
+
+    /// Readiness and tracking before start-up, so the machine starts with
+    /// the right priority, an owner that is ready goes straight to Master,
+    /// and a down interface starts in Fault.
+    async fn start_up(&mut self, ctx: &mut Ctx) {
+        self.sync_ready(ctx).await;
+        let v = self.verdict(ctx);
+        if v.priority != self.cfg.priority {
+            self.priority = v.priority;
+            self.feed(Event::PriorityChanged(Priority(v.priority)), ctx)
+                .await;
+        }
+        if v.fault {
+            self.begin_fault(ctx);
+            self.feed(Event::LinkDown, ctx).await;
+        }
+        self.feed(Event::Startup, ctx).await;
     }
 
     /// One event to the machine at the current time, its actions executed.
@@ -557,44 +567,5 @@ impl<E: Edge> Instance<E> {
             }
         }
         self.publish(ctx);
-    }
-
-    fn on_transition(&self, state: State, ctx: &Ctx) {
-        let name = &self.cfg.name;
-        let prio = self.machine.priority().get();
-        tracing::info!(
-            instance = %name,
-            state = state.as_str(),
-            priority = prio,
-            master = ?self.machine.master(),
-            "vrrp transition"
-        );
-        metrics::counter!(names::TRANSITIONS, "vrrp_instance" => name.clone(), "to" => state.as_str())
-            .increment(1);
-        for s in super::STATES {
-            metrics::gauge!(names::STATE, "vrrp_instance" => name.clone(), "state" => s.as_str())
-                .set(if s == state { 1.0 } else { 0.0 });
-        }
-        if let Some(cmd) = &self.cfg.notify {
-            let _ = ctx.notify.send(Job {
-                command: cmd.clone(),
-                instance: name.clone(),
-                state: state.keepalived_name(),
-                priority: prio,
-                timeout: self.cfg.notify_timeout,
-            });
-        }
-    }
-
-    /// Copies the machine's state into the shared status and the gauges.
-    fn publish(&self, ctx: &Ctx) {
-        let prio = self.machine.priority().get();
-        metrics::gauge!(names::PRIORITY, "vrrp_instance" => self.cfg.name.clone())
-            .set(f64::from(prio));
-        let mut st = ctx.status.lock().unwrap_or_else(|e| e.into_inner());
-        st.state = self.machine.state().as_str().into();
-        st.priority = prio;
-        st.master = self.machine.master().map(|m| m.to_string());
-        st.tracks_down.clone_from(&self.tracks_down);
     }
 }

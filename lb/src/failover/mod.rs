@@ -68,10 +68,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::VrrpConfig;
-use crate::runtime::status::VrrpStatus;
 use crate::vrrp::RangeError;
 use crate::vrrp::machine::State;
 use crate::vrrp::packet::Reject;
+use crate::vrrp::status::VrrpStatus;
 use edge::{Kernel, Opener};
 use instance::{CONFIG_REJECT_LABELS, Ctx, Instance};
 
@@ -163,7 +163,6 @@ struct Running {
     cfg: VrrpConfig,
     stop: CancellationToken,
     task: JoinHandle<()>,
-    status: Arc<Mutex<VrrpStatus>>,
 }
 
 /// The running VRRP instances, opened by `O` (the kernel, but for tests).
@@ -174,6 +173,10 @@ pub struct Failover<O = Kernel> {
     changing: tokio::sync::Mutex<()>,
     health: watch::Receiver<Arc<HealthView>>,
     ready: watch::Sender<bool>,
+    /// Every running instance's state, in configuration order: each
+    /// instance updates its own entry, `launch`, `apply` and `shutdown` the
+    /// set. The balancer's status reads the receiving end.
+    status: watch::Sender<Vec<VrrpStatus>>,
     notify: Mutex<Option<notify::Queue>>,
     notify_task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -199,14 +202,15 @@ fn initial_status(cfg: &VrrpConfig) -> VrrpStatus {
 
 impl Failover {
     /// Starts every instance on the kernel's interfaces (not ready: none
-    /// becomes master before [`Failover::set_ready`]). Fails if any instance
-    /// cannot open its interface or sockets; those already started are
-    /// stopped again.
+    /// becomes master before [`Failover::set_ready`]), publishing their
+    /// states on `status`. Fails if any instance cannot open its interface
+    /// or sockets; those already started are stopped again.
     pub async fn start(
         configs: &[VrrpConfig],
         health: watch::Receiver<Arc<HealthView>>,
+        status: watch::Sender<Vec<VrrpStatus>>,
     ) -> Result<Arc<Failover>, FailoverError> {
-        Failover::start_with(Kernel, configs, health).await
+        Failover::start_with(Kernel, configs, health, status).await
     }
 }
 
@@ -216,6 +220,7 @@ impl<O: Opener> Failover<O> {
         opener: O,
         configs: &[VrrpConfig],
         health: watch::Receiver<Arc<HealthView>>,
+        status: watch::Sender<Vec<VrrpStatus>>,
     ) -> Result<Arc<Failover<O>>, FailoverError> {
         describe();
         let (q, task) = notify::spawn();
@@ -226,6 +231,7 @@ impl<O: Opener> Failover<O> {
             changing: tokio::sync::Mutex::new(()),
             health,
             ready,
+            status,
             notify: Mutex::new(Some(q)),
             notify_task: Mutex::new(Some(task)),
         });
@@ -267,22 +273,22 @@ impl<O: Opener> Failover<O> {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
             .expect("launch is never called after shutdown dropped the queue");
-        let status = Arc::new(Mutex::new(initial_status(&cfg)));
+        // A restarted instance's entry starts afresh, at the end until
+        // `apply` restores configuration order.
+        self.status.send_modify(|all| {
+            all.retain(|s| s.instance != cfg.name);
+            all.push(initial_status(&cfg));
+        });
         let stop = CancellationToken::new();
         let ctx = Ctx {
             health: self.health.clone(),
             ready: self.ready.subscribe(),
             stop: stop.clone(),
             notify: q,
-            status: status.clone(),
+            status: self.status.clone(),
         };
         let task = tokio::spawn(inst.run(ctx));
-        Ok(Running {
-            cfg,
-            stop,
-            task,
-            status,
-        })
+        Ok(Running { cfg, stop, task })
     }
 
     /// Listeners bound and health checks settled: instances may become master.
@@ -292,10 +298,7 @@ impl<O: Opener> Failover<O> {
 
     /// Every instance's state, in configuration order.
     pub fn status(&self) -> Vec<VrrpStatus> {
-        self.lock()
-            .iter()
-            .map(|r| r.status.lock().unwrap_or_else(|e| e.into_inner()).clone())
-            .collect()
+        self.status.borrow().clone()
     }
 
     /// Applies a reloaded configuration. Unchanged instances keep running
@@ -335,6 +338,10 @@ impl<O: Opener> Failover<O> {
         }
         // Configuration order for status.
         keep.sort_by_key(|r| configs.iter().position(|c| c.name == r.cfg.name));
+        self.status.send_modify(|all| {
+            all.retain(|s| keep.iter().any(|r| r.cfg.name == s.instance));
+            all.sort_by_key(|s| configs.iter().position(|c| c.name == s.instance));
+        });
         *self.lock() = keep;
         first_err.map_or(Ok(()), Err)
     }
@@ -356,6 +363,7 @@ impl<O: Opener> Failover<O> {
         for r in all {
             wait(r).await;
         }
+        self.status.send_modify(Vec::clear);
         self.notify.lock().unwrap_or_else(|e| e.into_inner()).take();
         let task = self
             .notify_task
@@ -407,17 +415,7 @@ pub async fn remove_stale_vips(configs: &[VrrpConfig]) {
         let Ok(addrs) = nl.ipv4_addrs(link.index).await else {
             continue;
         };
-        for (ip, prefix) in &cfg.virtual_ips {
-            if addrs.iter().any(|(a, _)| a == ip) {
-                match nl.del_addr(link.index, *ip, *prefix).await {
-                    Ok(()) => {
-                        tracing::warn!(instance = %cfg.name, interface = %cfg.interface, vip = %ip,
-                        "removed a VIP left on the interface by a previous run")
-                    }
-                    Err(e) => tracing::error!(instance = %cfg.name, vip = %ip, error = %e,
-                        "cannot remove a VIP left by a previous run"),
-                }
-            }
-        }
+        // Each failure is logged there; the instance's own start retries.
+        let _ = edge::remove_stale_vips(&nl, link.index, &addrs, cfg).await;
     }
 }

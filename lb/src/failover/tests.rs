@@ -162,8 +162,15 @@ impl Bed {
     }
 
     async fn start(&mut self) -> Arc<Failover<FakeOpener>> {
+        let cfgs = [self.cfg.clone()];
+        self.start_with(&cfgs).await
+    }
+
+    /// Starts the failover with `cfgs` (none: instances come by `apply`).
+    async fn start_with(&mut self, cfgs: &[VrrpConfig]) -> Arc<Failover<FakeOpener>> {
         let opener = self.opener.take().unwrap();
-        Failover::start_with(opener, std::slice::from_ref(&self.cfg), self.health.clone())
+        let status = watch::channel(Vec::new()).0;
+        Failover::start_with(opener, cfgs, self.health.clone(), status)
             .await
             .unwrap()
     }
@@ -286,10 +293,7 @@ fn ready_before_the_task_first_runs_is_not_lost() {
 fn ready_during_the_open_is_not_lost() {
     paused(async || {
         let mut bed = Bed::new(150, true);
-        let opener = bed.opener.take().unwrap();
-        let f = Failover::start_with(opener, &[], bed.health.clone())
-            .await
-            .unwrap();
+        let f = bed.start_with(&[]).await;
         let cfgs = [bed.cfg.clone()];
         let apply = f.apply(&cfgs);
         tokio::pin!(apply);
@@ -313,10 +317,7 @@ fn ready_during_the_open_is_not_lost() {
 fn ready_before_start_claims_after_master_down_interval() {
     paused(async || {
         let mut bed = Bed::new(150, false);
-        let opener = bed.opener.take().unwrap();
-        let f = Failover::start_with(opener, &[], bed.health.clone())
-            .await
-            .unwrap();
+        let f = bed.start_with(&[]).await;
         f.set_ready();
         f.apply(std::slice::from_ref(&bed.cfg)).await.unwrap();
         tokio::time::sleep(CLAIM_BOUND - Duration::from_millis(150)).await;

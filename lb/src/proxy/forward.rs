@@ -289,6 +289,14 @@ impl Connection<'_> {
     }
 }
 
+/// What one step of [`Half::poll`] did.
+enum Turn {
+    /// Whether bytes moved (or EOF was seen).
+    Moved(bool),
+    /// The path changed (splice refused by the kernel): start the turn again.
+    Again,
+}
+
 /// One direction, `from` → the other side.
 struct Half<'p> {
     /// The side bytes are read from.
@@ -348,6 +356,10 @@ impl<'p> Half<'p> {
     /// Moves what it can. `Ready(Ok)` once the direction is finished,
     /// `Ready(Err)` when a socket failed, `Pending` when blocked (waker armed)
     /// or out of budget (caller self-wakes).
+    ///
+    /// Each turn: deliver what is staged, read more, then finished or quiet.
+    /// The steps are small `#[inline]` functions of this module, so the
+    /// split costs the hot path nothing.
     fn poll(
         &mut self,
         cx: &mut Context<'_>,
@@ -357,108 +369,152 @@ impl<'p> Half<'p> {
         budget: &mut Budget,
         meter: &dyn ByteMeter,
     ) -> Poll<Result<(), EndReason>> {
-        let from = self.from;
-        let src_err = |e: io::Error| from.error(&e);
-        let dst_err = |e: io::Error| from.other().error(&e);
         loop {
             if budget.exhausted() {
                 return Poll::Pending;
             }
-            let mut progress = false;
-            // Switch to splice only once the buffer is drained, so its bytes
-            // go out before anything read through a pipe.
-            let use_splice = self.splice && !self.pool_fallback && self.bulk && self.buf_empty();
-
-            // 1. Deliver what is staged, oldest first: the pipe, then the
-            //    buffer (the buffer only ever holds bytes that left the pipe
-            //    or were read after the pipe emptied).
-            if use_splice {
-                if let Some(p) = self.pipe.as_mut().filter(|p| p.fill > 0) {
-                    budget.ops += 1;
-                    match splice::poll_splice_out(cx, dst, p).map_err(dst_err)? {
-                        Step::Moved(n) => {
-                            self.delivered(n, budget, meter);
-                            progress = true;
-                        }
-                        Step::Unsupported => {
-                            self.splice = false;
-                            continue;
-                        }
-                        Step::Blocked | Step::Eof => {}
-                    }
-                }
-            } else {
-                if !self.buf_empty() {
-                    let b = self.buf.as_mut().expect("not empty");
-                    budget.ops += 1;
-                    if let Step::Moved(n) = copy::poll_write_from(cx, dst, b).map_err(dst_err)? {
-                        self.delivered(n, budget, meter);
-                        progress = true;
-                    }
-                }
-                if self.buf_empty() && self.pipe_fill() > 0 {
-                    let p = self.pipe.as_mut().expect("fill > 0");
-                    let b = self.buf.get_or_insert_with(CopyBuf::new);
-                    // A local pipe read: failure here is ours, but the
-                    // bytes belong to the source side's stream.
-                    copy::drain_pipe_into(p, b).map_err(src_err)?;
-                    progress = true;
-                }
+            let mut progress = match self.deliver(cx, dst, budget, meter)? {
+                Turn::Again => continue,
+                Turn::Moved(p) => p,
+            };
+            match self.read_more(cx, src, pool, budget)? {
+                Turn::Again => continue,
+                Turn::Moved(p) => progress |= p,
             }
-
-            // 2. Read more, once everything staged on the other path is out.
-            //    (Re-evaluated: step 1 may have just emptied the buffer of a
-            //    bulk burst, and the next read should go through a pipe.)
-            let use_splice = self.splice && !self.pool_fallback && self.bulk && self.buf_empty();
-            if !self.eof {
-                let staged_elsewhere = if use_splice {
-                    !self.buf_empty()
-                } else {
-                    !self.buf_empty() || self.pipe_fill() > 0
-                };
-                if !staged_elsewhere {
-                    match self
-                        .fill(cx, src, pool, use_splice, budget)
-                        .map_err(src_err)?
-                    {
-                        Step::Moved(_) => progress = true,
-                        Step::Eof => {
-                            self.eof = true;
-                            progress = true;
-                        }
-                        Step::Unsupported => continue,
-                        Step::Blocked => {}
-                    }
-                }
-            }
-
-            // 3. Finished?
             if self.eof && self.pipe_fill() == 0 && self.buf_empty() {
-                self.pipe = None;
-                self.buf = None;
-                match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
-                    // The peer is already gone; the other direction reports
-                    // that if it matters.
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-                    r => r.map_err(dst_err)?,
-                }
-                self.done = true;
+                self.finish(dst)?;
                 return Poll::Ready(Ok(()));
             }
             if !progress {
-                // Quiet: hand back whatever holds no bytes.
-                if self.pipe_fill() == 0 {
-                    self.pipe = None;
-                }
-                if self.buf_empty() {
-                    self.buf = None;
-                }
-                if self.pipe.is_none() && self.buf.is_none() {
-                    self.pool_fallback = false;
-                    self.bulk = false;
-                }
+                self.go_quiet();
                 return Poll::Pending;
             }
+        }
+    }
+
+    /// Splice only in a bulk burst, and only once the buffer is drained, so
+    /// its bytes go out before anything read through a pipe.
+    #[inline]
+    fn use_splice(&self) -> bool {
+        self.splice && !self.pool_fallback && self.bulk && self.buf_empty()
+    }
+
+    /// Step 1: delivers what is staged, oldest first: the pipe, then the
+    /// buffer (the buffer only ever holds bytes that left the pipe or were
+    /// read after the pipe emptied).
+    #[inline]
+    fn deliver(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: &TcpStream,
+        budget: &mut Budget,
+        meter: &dyn ByteMeter,
+    ) -> Result<Turn, EndReason> {
+        let from = self.from;
+        let src_err = |e: io::Error| from.error(&e);
+        let dst_err = |e: io::Error| from.other().error(&e);
+        let mut progress = false;
+        if self.use_splice() {
+            if let Some(p) = self.pipe.as_mut().filter(|p| p.fill > 0) {
+                budget.ops += 1;
+                match splice::poll_splice_out(cx, dst, p).map_err(dst_err)? {
+                    Step::Moved(n) => {
+                        self.delivered(n, budget, meter);
+                        progress = true;
+                    }
+                    Step::Unsupported => {
+                        self.splice = false;
+                        return Ok(Turn::Again);
+                    }
+                    Step::Blocked | Step::Eof => {}
+                }
+            }
+        } else {
+            if !self.buf_empty() {
+                let b = self.buf.as_mut().expect("not empty");
+                budget.ops += 1;
+                if let Step::Moved(n) = copy::poll_write_from(cx, dst, b).map_err(dst_err)? {
+                    self.delivered(n, budget, meter);
+                    progress = true;
+                }
+            }
+            if self.buf_empty() && self.pipe_fill() > 0 {
+                let p = self.pipe.as_mut().expect("fill > 0");
+                let b = self.buf.get_or_insert_with(CopyBuf::new);
+                // A local pipe read: failure here is ours, but the
+                // bytes belong to the source side's stream.
+                copy::drain_pipe_into(p, b).map_err(src_err)?;
+                progress = true;
+            }
+        }
+        Ok(Turn::Moved(progress))
+    }
+
+    /// Step 2: reads more, once everything staged on the other path is out.
+    /// (Re-evaluates the path: step 1 may have just emptied the buffer of a
+    /// bulk burst, and the next read should go through a pipe.)
+    #[inline]
+    fn read_more(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &TcpStream,
+        pool: &'p PipePool,
+        budget: &mut Budget,
+    ) -> Result<Turn, EndReason> {
+        if self.eof {
+            return Ok(Turn::Moved(false));
+        }
+        let use_splice = self.use_splice();
+        let staged_elsewhere = if use_splice {
+            !self.buf_empty()
+        } else {
+            !self.buf_empty() || self.pipe_fill() > 0
+        };
+        if staged_elsewhere {
+            return Ok(Turn::Moved(false));
+        }
+        let from = self.from;
+        match self
+            .fill(cx, src, pool, use_splice, budget)
+            .map_err(|e| from.error(&e))?
+        {
+            Step::Moved(_) => Ok(Turn::Moved(true)),
+            Step::Eof => {
+                self.eof = true;
+                Ok(Turn::Moved(true))
+            }
+            Step::Unsupported => Ok(Turn::Again),
+            Step::Blocked => Ok(Turn::Moved(false)),
+        }
+    }
+
+    /// Step 3: the source's FIN and every staged byte delivered: returns the
+    /// leases and shuts the destination for writing.
+    fn finish(&mut self, dst: &TcpStream) -> Result<(), EndReason> {
+        self.pipe = None;
+        self.buf = None;
+        match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
+            // The peer is already gone; the other direction reports
+            // that if it matters.
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            r => r.map_err(|e| self.from.other().error(&e))?,
+        }
+        self.done = true;
+        Ok(())
+    }
+
+    /// No progress this turn: hands back whatever holds no bytes.
+    #[inline]
+    fn go_quiet(&mut self) {
+        if self.pipe_fill() == 0 {
+            self.pipe = None;
+        }
+        if self.buf_empty() {
+            self.buf = None;
+        }
+        if self.pipe.is_none() && self.buf.is_none() {
+            self.pool_fallback = false;
+            self.bulk = false;
         }
     }
 

@@ -1,5 +1,11 @@
-//! Byte moving and wire formats at the edge of the balancer.
+//! A connection's whole path, from the listening socket to the last byte.
 //!
+//! - [`listener`]: the VIP listening sockets (`IP_FREEBIND`, backlog) and the
+//!   descriptor limit.
+//! - [`accept`]: the set of listeners and their accept loops (the shared
+//!   [`tandem_service::accept::Acceptor`]), handing each client to `conn`.
+//! - [`conn`]: one client: admit → pick → connect (retrying) → PROXY header →
+//!   forward → log line.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers (the
 //!   `tandem-proxy-protocol` crate, shared with the API, re-exported here).
 //! - [`forward`]: moves bytes both ways between a client and a backend, with
@@ -8,8 +14,11 @@
 //!   `copy` (a small userspace buffer).
 //! - [`pipe_pool`]: the bounded, process-wide pool of pipes splice(2) moves
 //!   bytes through; connections lease pipes only while data flows.
+pub mod accept;
+pub mod conn;
 mod copy;
 pub mod forward;
+pub mod listener;
 pub mod pipe_pool;
 pub use tandem_proxy_protocol as proxy_protocol;
 mod splice;

@@ -18,6 +18,7 @@ use tandem_healthcheck::checker::{Target, TargetError, TargetHandle, TargetId};
 use tandem_healthcheck::machine::{InitialState, Jitter, Params};
 use tandem_healthcheck::probe::{ExecProbe, HttpProbe, Probe, StatusRange};
 
+use super::key::BackendKey;
 use crate::config::{BackendConfig, Config, HealthCheck, HealthConfig};
 
 /// Probe period of a backend without a health table while it is down.
@@ -26,8 +27,9 @@ pub const PASSIVE_ONLY_RECHECK: Duration = Duration::from_secs(2);
 /// that it is never probed while up in practice.
 const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// The health target of `backend` of `service` (see [`BackendKey::target_id`]).
 pub fn target_id(service: &str, backend: &BackendConfig) -> TargetId {
-    TargetId::new(service, &backend.name)
+    BackendKey::of(service, backend).target_id()
 }
 
 /// The probe and timings for one backend.

@@ -1,5 +1,7 @@
-//! The running balancer: listeners, the current [`Snapshot`], reload,
-//! drain and shutdown.
+//! The running balancer: the current [`Snapshot`], reload, drain and
+//! shutdown. The connection path itself (listeners, accept, pick → connect
+//! → forward) is [`crate::proxy`]'s; reload tells it which addresses to
+//! listen on.
 //!
 //! Rules this module keeps:
 //! - A reload is all or nothing: the new file is parsed and validated and
@@ -10,20 +12,24 @@
 //!   services stop accepting; established connections are never touched.
 //! - Drain, health and counters live in the [`state::Registry`] and carry
 //!   across reloads.
+//! - VRRP is not this module's: with `[[vrrp]]` instances, [`Options::vrrp`]
+//!   carries the two channels `run` wires to the failover runtime: its
+//!   published states (shown by [`Balancer::status`]) and the requests by
+//!   which a reload applies `[[vrrp]]` changes.
 
-pub mod conn;
 pub mod drainfile;
 pub mod health;
-pub mod listener;
+pub mod key;
 pub mod passive;
 pub mod snapshot;
 pub mod state;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -33,9 +39,12 @@ use tokio_util::task::TaskTracker;
 
 use tandem_healthcheck::checker::{Checker, HealthHandle};
 
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigErrors, VrrpConfig};
+use crate::proxy::accept::{Dispatch, Listeners};
 use crate::telemetry::names;
+use crate::vrrp::status::VrrpStatus;
 
+pub use key::BackendKey;
 pub use passive::ConnectFailure;
 pub use snapshot::{BackendRt, ServiceRt, Snapshot};
 pub use state::{BackendState, Registry, ServiceState};
@@ -80,10 +89,22 @@ pub struct ReloadSummary {
     pub restart_needed: Vec<String>,
 }
 
-struct ListenerHandle {
-    stop: CancellationToken,
-    /// The address actually bound (differs from the config's for port 0).
-    local: SocketAddr,
+/// A reload's request to VRRP: apply these `[[vrrp]]` instances, and say
+/// when that is done (failures are logged by the side that applies them).
+#[derive(Debug)]
+pub struct VrrpReload {
+    pub configs: Vec<VrrpConfig>,
+    pub done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The balancer's two channels to the VRRP runtime, wired by `run`.
+#[derive(Clone, Debug)]
+pub struct VrrpLink {
+    /// Every instance's state, in configuration order, as VRRP publishes it.
+    pub status: tokio::sync::watch::Receiver<Vec<VrrpStatus>>,
+    /// Where a successful reload sends the new `[[vrrp]]` instances; the
+    /// reload returns once they are applied.
+    pub reload: tokio::sync::mpsc::Sender<VrrpReload>,
 }
 
 /// Options fixed for the life of the process.
@@ -94,6 +115,9 @@ pub struct Options {
     /// Where drain flags are kept across restarts (see [`drainfile`]);
     /// None: in memory only.
     pub drain_file: Option<std::path::PathBuf>,
+    /// VRRP, when the config has `[[vrrp]]` instances: reloads apply to it
+    /// and status shows it.
+    pub vrrp: Option<VrrpLink>,
 }
 
 impl Default for Options {
@@ -102,29 +126,24 @@ impl Default for Options {
             // TANDEM_NO_SPLICE=1 forces the copy path (benchmarks, debugging).
             splice: std::env::var_os("TANDEM_NO_SPLICE").is_none_or(|v| v.is_empty() || v == "0"),
             drain_file: None,
+            vrrp: None,
         }
     }
 }
 
 pub struct Balancer {
-    snapshot: ArcSwap<Snapshot>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
     registry: Registry,
-    listeners: Mutex<HashMap<SocketAddr, ListenerHandle>>,
+    listeners: Listeners,
     /// Serialises reloads so two cannot interleave their listener changes.
     reload_lock: tokio::sync::Mutex<()>,
     conns: TaskTracker,
-    accepts: TaskTracker,
     /// Cancelled when the shutdown grace period is over: open connections close.
     hard_stop: CancellationToken,
-    /// Cancelled when shutdown begins: listeners stop accepting.
-    stop_accepting: CancellationToken,
     /// The health checker: one target per backend.
     checker: HealthHandle,
     /// Cancelled when the balancer has stopped: probes end.
     checks_stop: CancellationToken,
-    /// VRRP, when the config has `[[vrrp]]` instances: reloads apply to it
-    /// and status shows it.
-    failover: std::sync::OnceLock<Arc<crate::failover::Failover>>,
     opts: Options,
 }
 
@@ -142,17 +161,14 @@ impl Balancer {
         let checker = Checker::spawn(targets, checks_stop.clone());
         let snapshot = Snapshot::build(config.clone(), &registry, Some(&checker));
         let bal = Arc::new(Balancer {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             registry,
-            listeners: Mutex::new(HashMap::new()),
+            listeners: Listeners::default(),
             reload_lock: tokio::sync::Mutex::new(()),
             conns: TaskTracker::new(),
-            accepts: TaskTracker::new(),
             hard_stop: CancellationToken::new(),
-            stop_accepting: CancellationToken::new(),
             checker,
             checks_stop,
-            failover: std::sync::OnceLock::new(),
             opts,
         });
         // Before the first accept, so a drained backend never sees a client.
@@ -172,68 +188,17 @@ impl Balancer {
     /// The address actually bound for a service (port 0 in the config resolved).
     pub fn bound_addr(&self, service: &str) -> Option<SocketAddr> {
         let listen = self.snapshot.load().service(service)?.cfg.listen;
-        self.listeners
-            .lock()
-            .expect("listeners lock poisoned")
-            .get(&listen)
-            .map(|h| h.local)
+        self.listeners.local(&listen)
     }
 
-    fn spawn_accept(self: &Arc<Self>, addr: SocketAddr, listener: TcpListener) {
-        let stop = self.stop_accepting.child_token();
-        let local = listener.local_addr().unwrap_or(addr);
-        self.listeners
-            .lock()
-            .expect("listeners lock poisoned")
-            .insert(
-                addr,
-                ListenerHandle {
-                    stop: stop.clone(),
-                    local,
-                },
-            );
-        let bal = self.clone();
-        self.accepts
-            .spawn(async move { bal.accept_loop(addr, listener, stop).await });
-    }
-
-    async fn accept_loop(
-        self: Arc<Self>,
-        addr: SocketAddr,
-        listener: TcpListener,
-        stop: CancellationToken,
-    ) {
-        tracing::info!(listen = %addr, "listening");
-        let ctx = Arc::new(conn::ConnCtx {
+    fn spawn_accept(&self, addr: SocketAddr, listener: TcpListener) {
+        let d = Dispatch {
+            snapshot: self.snapshot.clone(),
+            conns: self.conns.clone(),
             splice: self.opts.splice,
             hard_stop: self.hard_stop.clone(),
-            log_level: self.snapshot.load().config.node.connection_log,
-        });
-        loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // EMFILE/ENFILE/ENOBUFS: the connection stays in the
-                        // backlog; back off briefly rather than spin.
-                        tracing::warn!(listen = %addr, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-            };
-            let snap = self.snapshot.load();
-            let Some(svc) = snap.service_for(&addr) else {
-                // Removed by a reload racing with this accept.
-                continue;
-            };
-            let svc = svc.clone();
-            self.conns
-                .spawn(conn::handle(stream, peer, svc, ctx.clone()));
-        }
-        tracing::info!(listen = %addr, "stopped listening");
+        };
+        self.listeners.spawn(addr, listener, d);
     }
 
     /// Reads the config file the running config came from and applies it.
@@ -244,12 +209,14 @@ impl Balancer {
             Err(e) => Err(e.into()),
         };
         if result.is_ok()
-            && let Some(f) = self.failover.get()
-            && let Err(e) = f.apply(&self.snapshot().config.vrrp).await
+            && let Some(link) = &self.opts.vrrp
         {
-            // The services were reloaded; the VRRP instances that could not
-            // be (re)started keep their previous state where they have one.
-            tracing::error!(error = %e, "reload: VRRP change not applied");
+            let (done, applied) = tokio::sync::oneshot::channel();
+            let configs = self.snapshot().config.vrrp.clone();
+            // Gone only when VRRP has shut down: nothing left to apply.
+            if link.reload.send(VrrpReload { configs, done }).await.is_ok() {
+                let _ = applied.await;
+            }
         }
         match &result {
             Ok(s) => {
@@ -279,13 +246,7 @@ impl Balancer {
     pub async fn apply(self: &Arc<Self>, config: Config) -> Result<ReloadSummary, ReloadError> {
         let _guard = self.reload_lock.lock().await;
         let old = self.snapshot.load_full();
-        let existing: Vec<SocketAddr> = self
-            .listeners
-            .lock()
-            .expect("listeners lock poisoned")
-            .keys()
-            .copied()
-            .collect();
+        let existing = self.listeners.addrs();
         let mut summary = ReloadSummary {
             services: config.services.len(),
             ..Default::default()
@@ -332,22 +293,14 @@ impl Balancer {
         for (addr, l) in fresh {
             self.spawn_accept(addr, l);
         }
-        {
-            let mut listeners = self.listeners.lock().expect("listeners lock poisoned");
-            listeners.retain(|addr, h| {
-                let keep = config.services.iter().any(|s| s.listen == *addr);
-                if !keep {
-                    h.stop.cancel();
-                    summary.listeners_removed += 1;
-                }
-                keep
-            });
-        }
+        summary.listeners_removed = self
+            .listeners
+            .retain(|addr| config.services.iter().any(|s| s.listen == *addr));
         let svc_names: Vec<String> = config.services.iter().map(|s| s.name.clone()).collect();
-        let backend_keys: Vec<(String, SocketAddr)> = config
+        let backend_keys: Vec<BackendKey> = config
             .services
             .iter()
-            .flat_map(|s| s.backends.iter().map(|b| (s.name.clone(), b.address)))
+            .flat_map(|s| s.backends.iter().map(|b| BackendKey::of(&s.name, b)))
             .collect();
         self.registry.retain(&svc_names, &backend_keys);
         Ok(summary)
@@ -384,7 +337,7 @@ impl Balancer {
         tracing::info!(
             service,
             backend = %b.cfg.name,
-            active = b.state.active.load(Ordering::Relaxed),
+            active = b.state.active.get(),
             "{}",
             if drain { "backend drained" } else { "backend enabled" }
         );
@@ -436,15 +389,13 @@ impl Balancer {
     }
 
     pub fn status(&self) -> status::Status {
-        let vrrp = self.failover.get().map(|f| f.status()).unwrap_or_default();
+        let vrrp = self
+            .opts
+            .vrrp
+            .as_ref()
+            .map(|l| l.status.borrow().clone())
+            .unwrap_or_default();
         status::Status::of(&self.snapshot.load(), &self.checker.view(), vrrp)
-    }
-
-    /// Hands the balancer the running VRRP instances, so that a reload (SIGHUP
-    /// or the admin socket alike) applies `[[vrrp]]` changes too and status
-    /// shows VRRP state. Set once.
-    pub fn attach_failover(&self, f: Arc<crate::failover::Failover>) {
-        let _ = self.failover.set(f);
     }
 
     /// The health checker: subscribe to its view for VRRP tracking.
@@ -455,9 +406,7 @@ impl Balancer {
     /// Stops accepting, waits up to `grace` for open connections to finish,
     /// then closes the rest. Returns how many were cut by the deadline.
     pub async fn shutdown(&self, grace: Duration) -> usize {
-        self.stop_accepting.cancel();
-        self.accepts.close();
-        self.accepts.wait().await;
+        self.listeners.stop().await;
         self.conns.close();
         let open = self.conns.len();
         tracing::info!(
@@ -489,7 +438,7 @@ impl Balancer {
 }
 
 fn bind(service: &str, addr: SocketAddr) -> Result<TcpListener, ReloadError> {
-    listener::bind(addr).map_err(|source| ReloadError::Bind {
+    crate::proxy::listener::bind(addr).map_err(|source| ReloadError::Bind {
         service: service.to_string(),
         addr,
         source,

@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tandem_healthcheck::checker::HealthHandle;
 
@@ -14,6 +13,7 @@ use crate::config::{AllDown, BackendConfig, Config, ServiceConfig};
 use crate::sched::{BackendView, Scheduler, new_scheduler};
 
 use super::health::Health;
+use super::key::BackendKey;
 use super::state::{BackendState, Registry, ServiceState};
 
 #[derive(Debug)]
@@ -79,7 +79,7 @@ impl BackendRt {
             } else {
                 self.effective_weight()
             },
-            active: self.state.active.load(Ordering::Relaxed),
+            active: self.state.active.get(),
         }
     }
 }
@@ -97,12 +97,13 @@ impl Snapshot {
             let backends = svc
                 .backends
                 .iter()
-                .map(|b| BackendRt {
-                    cfg: b.clone(),
-                    state: registry.backend(&svc.name, &b.name, b.address),
-                    health: Health(
-                        checker.and_then(|c| c.target(&super::health::target_id(&svc.name, b))),
-                    ),
+                .map(|b| {
+                    let key = BackendKey::of(&svc.name, b);
+                    BackendRt {
+                        cfg: b.clone(),
+                        state: registry.backend(&key),
+                        health: Health(checker.and_then(|c| c.target(&key.target_id()))),
+                    }
                 })
                 .collect();
             let sorry = match svc.all_down {
@@ -116,7 +117,7 @@ impl Snapshot {
                         passive_fall: 0,
                     };
                     Some(BackendRt {
-                        state: registry.backend(&svc.name, &cfg.name, addr),
+                        state: registry.backend(&BackendKey::of(&svc.name, &cfg)),
                         cfg,
                         health: Health(None),
                     })

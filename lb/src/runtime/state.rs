@@ -2,41 +2,103 @@
 //!
 //! A reload builds a new [`super::Snapshot`], but counters, drain and
 //! health state belong to the *backend*, not to the config text: they are
-//! kept in a [`Registry`] keyed by (service name, backend address) and the new
-//! snapshot picks up the same `Arc`s. A backend that disappears from the
-//! config and comes back later starts fresh.
+//! kept in a [`Registry`] keyed by [`BackendKey`] (service name, backend
+//! address) and the new snapshot picks up the same `Arc`s. A backend that
+//! disappears from the config and comes back later starts fresh.
+//!
+//! Each counter is one [`Count`] (each open-connection level one
+//! [`Level`]): one field, registered with its metric labels once, and one
+//! call that updates what `tandem lb status` reads and the Prometheus series
+//! together, so the two cannot drift.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use metrics::{Counter, Gauge};
 
+use super::key::BackendKey;
 use crate::telemetry::names;
+
+/// A counter that status shows and Prometheus exports. The value is kept
+/// here as well as in the exporter because the exporter's handles cannot be
+/// read back; [`Count::add`] is the only way to change either.
+#[derive(Debug)]
+pub struct Count {
+    n: AtomicU64,
+    metric: Counter,
+}
+
+impl Count {
+    fn new(metric: Counter) -> Self {
+        Count {
+            n: AtomicU64::new(0),
+            metric,
+        }
+    }
+
+    pub fn add(&self, n: u64) {
+        self.n.fetch_add(n, Ordering::Relaxed);
+        self.metric.increment(n);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.n.load(Ordering::Relaxed)
+    }
+}
+
+/// Connections open now, with its gauge: taken up to a limit, released
+/// once per successful take.
+#[derive(Debug)]
+pub struct Level {
+    n: AtomicU32,
+    metric: Gauge,
+}
+
+impl Level {
+    fn new(metric: Gauge) -> Self {
+        Level {
+            n: AtomicU32::new(0),
+            metric,
+        }
+    }
+
+    /// Takes one unless `max` are open.
+    fn try_take(&self, max: u32) -> bool {
+        let ok = self
+            .n
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok();
+        if ok {
+            self.metric.increment(1.0);
+        }
+        ok
+    }
+
+    fn release(&self) {
+        self.n.fetch_sub(1, Ordering::AcqRel);
+        self.metric.decrement(1.0);
+    }
+
+    pub fn get(&self) -> u32 {
+        self.n.load(Ordering::Relaxed)
+    }
+}
 
 /// Counters of one service (all its listeners' clients).
 #[derive(Debug)]
 pub struct ServiceState {
     pub name: String,
     /// Client connections currently open.
-    pub active: AtomicU32,
+    pub active: Level,
     /// Client connections accepted since start (refused ones included).
-    pub total: AtomicU64,
+    pub total: Count,
     /// Client connections refused because `max_connections` was reached.
-    pub refused_max_conns: AtomicU64,
+    pub refused_max_conns: Count,
     /// Client connections closed because no backend could be reached.
-    pub no_backend: AtomicU64,
-    pub m: ServiceMetrics,
-}
-
-/// Metric handles, registered once so the hot path does no label lookups.
-#[derive(Debug)]
-pub struct ServiceMetrics {
-    pub active: Gauge,
-    pub total: Counter,
-    pub refused_max_conns: Counter,
-    pub no_backend: Counter,
+    pub no_backend: Count,
 }
 
 impl ServiceState {
@@ -44,130 +106,86 @@ impl ServiceState {
         let labels = [("service", name.to_string())];
         ServiceState {
             name: name.to_string(),
-            active: AtomicU32::new(0),
-            total: AtomicU64::new(0),
-            refused_max_conns: AtomicU64::new(0),
-            no_backend: AtomicU64::new(0),
-            m: ServiceMetrics {
-                active: metrics::gauge!(names::SERVICE_ACTIVE, &labels),
-                total: metrics::counter!(names::SERVICE_CONNECTIONS, &labels),
-                refused_max_conns: metrics::counter!(names::SERVICE_REFUSED, &labels),
-                no_backend: metrics::counter!(names::SERVICE_NO_BACKEND, &labels),
-            },
+            active: Level::new(metrics::gauge!(names::SERVICE_ACTIVE, &labels)),
+            total: Count::new(metrics::counter!(names::SERVICE_CONNECTIONS, &labels)),
+            refused_max_conns: Count::new(metrics::counter!(names::SERVICE_REFUSED, &labels)),
+            no_backend: Count::new(metrics::counter!(names::SERVICE_NO_BACKEND, &labels)),
         }
     }
 
     /// Admits one client unless `max` are already open. On success the
     /// caller owns one unit of `active` and must call [`ServiceState::release`].
     pub fn try_admit(&self, max: u32) -> bool {
-        self.total.fetch_add(1, Ordering::Relaxed);
-        self.m.total.increment(1);
-        let ok = self
-            .active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if ok {
-            self.m.active.increment(1.0);
-        } else {
-            self.refused_max_conns.fetch_add(1, Ordering::Relaxed);
-            self.m.refused_max_conns.increment(1);
+        self.total.add(1);
+        let ok = self.active.try_take(max);
+        if !ok {
+            self.refused_max_conns.add(1);
         }
         ok
     }
 
     pub fn release(&self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
-        self.m.active.decrement(1.0);
+        self.active.release();
     }
 }
 
 /// Counters and runtime flags of one backend of one service.
 #[derive(Debug)]
 pub struct BackendState {
-    pub service: String,
-    pub addr: SocketAddr,
+    /// Whose state this is; its metric series carry the key's labels.
+    pub key: BackendKey,
     /// Connections currently open to this backend.
-    pub active: AtomicU32,
+    pub active: Level,
     /// Connections established to this backend since start.
-    pub total: AtomicU64,
+    pub total: Count,
     /// Bytes sent to the backend (client → backend).
-    pub bytes_to_backend: AtomicU64,
+    pub bytes_to_backend: Count,
     /// Bytes sent to clients from this backend.
-    pub bytes_to_client: AtomicU64,
+    pub bytes_to_client: Count,
     /// Connect attempts refused, timed out or otherwise failed.
-    pub connect_failures: AtomicU64,
+    pub connect_failures: Count,
+    /// Connect attempts that were retries after this backend failed.
+    pub retries: Count,
     /// Times this backend was passed over because it was at `max_connections`.
-    pub refused_max_conns: AtomicU64,
+    pub refused_max_conns: Count,
     /// Set by `drain`: effective weight 0, existing connections finish.
     pub drained: AtomicBool,
-    pub m: BackendMetrics,
-}
-
-#[derive(Debug)]
-pub struct BackendMetrics {
-    pub active: Gauge,
-    pub total: Counter,
-    pub bytes_to_backend: Counter,
-    pub bytes_to_client: Counter,
-    pub connect_failures: Counter,
-    pub retries: Counter,
-    pub refused_max_conns: Counter,
 }
 
 impl BackendState {
-    pub fn new(service: &str, name: &str, addr: SocketAddr) -> Self {
-        let labels = [
-            ("service", service.to_string()),
-            ("backend", name.to_string()),
-            ("address", addr.to_string()),
-        ];
-        let m = BackendMetrics {
-            active: metrics::gauge!(names::BACKEND_ACTIVE, &labels),
-            total: metrics::counter!(names::BACKEND_CONNECTIONS, &labels),
-            bytes_to_backend: metrics::counter!(names::BACKEND_BYTES_TO_BACKEND, &labels),
-            bytes_to_client: metrics::counter!(names::BACKEND_BYTES_TO_CLIENT, &labels),
-            connect_failures: metrics::counter!(names::BACKEND_CONNECT_FAILURES, &labels),
-            retries: metrics::counter!(names::BACKEND_RETRIES, &labels),
-            refused_max_conns: metrics::counter!(names::BACKEND_REFUSED, &labels),
-        };
+    pub fn new(key: BackendKey) -> Self {
+        let labels = key.labels();
         BackendState {
-            service: service.to_string(),
-            addr,
-            active: AtomicU32::new(0),
-            total: AtomicU64::new(0),
-            bytes_to_backend: AtomicU64::new(0),
-            bytes_to_client: AtomicU64::new(0),
-            connect_failures: AtomicU64::new(0),
-            refused_max_conns: AtomicU64::new(0),
+            active: Level::new(metrics::gauge!(names::BACKEND_ACTIVE, &labels)),
+            total: Count::new(metrics::counter!(names::BACKEND_CONNECTIONS, &labels)),
+            bytes_to_backend: Count::new(metrics::counter!(
+                names::BACKEND_BYTES_TO_BACKEND,
+                &labels
+            )),
+            bytes_to_client: Count::new(metrics::counter!(names::BACKEND_BYTES_TO_CLIENT, &labels)),
+            connect_failures: Count::new(metrics::counter!(
+                names::BACKEND_CONNECT_FAILURES,
+                &labels
+            )),
+            retries: Count::new(metrics::counter!(names::BACKEND_RETRIES, &labels)),
+            refused_max_conns: Count::new(metrics::counter!(names::BACKEND_REFUSED, &labels)),
             drained: AtomicBool::new(false),
-            m,
+            key,
         }
     }
 
     /// Takes one connection slot unless `max` are open. The caller must call
     /// [`BackendState::release`] exactly once for every successful reserve.
     pub fn try_reserve(&self, max: Option<u32>) -> bool {
-        let max = max.unwrap_or(u32::MAX);
-        let ok = self
-            .active
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if ok {
-            self.m.active.increment(1.0);
-        } else {
-            self.refused_max_conns.fetch_add(1, Ordering::Relaxed);
-            self.m.refused_max_conns.increment(1);
+        let ok = self.active.try_take(max.unwrap_or(u32::MAX));
+        if !ok {
+            self.refused_max_conns.add(1);
         }
         ok
     }
 
     pub fn release(&self) {
-        self.active.fetch_sub(1, Ordering::AcqRel);
-        self.m.active.decrement(1.0);
+        self.active.release();
     }
 
     pub fn is_drained(&self) -> bool {
@@ -179,7 +197,7 @@ impl BackendState {
 #[derive(Debug, Default)]
 pub struct Registry {
     services: Mutex<HashMap<String, Arc<ServiceState>>>,
-    backends: Mutex<HashMap<(String, SocketAddr), Arc<BackendState>>>,
+    backends: Mutex<HashMap<BackendKey, Arc<BackendState>>>,
 }
 
 impl Registry {
@@ -190,10 +208,10 @@ impl Registry {
             .clone()
     }
 
-    pub fn backend(&self, service: &str, name: &str, addr: SocketAddr) -> Arc<BackendState> {
+    pub fn backend(&self, key: &BackendKey) -> Arc<BackendState> {
         let mut map = self.backends.lock().expect("registry lock poisoned");
-        map.entry((service.to_string(), addr))
-            .or_insert_with(|| Arc::new(BackendState::new(service, name, addr)))
+        map.entry(key.clone())
+            .or_insert_with(|| Arc::new(BackendState::new(key.clone())))
             .clone()
     }
 
@@ -201,7 +219,7 @@ impl Registry {
     /// services or backends), so a long-lived process does not accumulate it.
     /// Entries still referenced by live connections survive until those end
     /// only through their own `Arc`s.
-    pub fn retain(&self, services: &[String], backends: &[(String, SocketAddr)]) {
+    pub fn retain(&self, services: &[String], backends: &[BackendKey]) {
         self.services
             .lock()
             .expect("registry lock poisoned")

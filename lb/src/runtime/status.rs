@@ -2,7 +2,6 @@
 //! the spirit of `ipvsadm -Ln --stats`, serialisable for `--json`.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +10,7 @@ use tandem_healthcheck::checker::HealthView;
 
 use super::health::target_id;
 use super::snapshot::Snapshot;
+pub use crate::vrrp::status::VrrpStatus;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
@@ -20,27 +20,6 @@ pub struct Status {
     /// newer client reads an older server's answer.
     #[serde(default)]
     pub vrrp: Vec<VrrpStatus>,
-}
-
-/// One VRRP instance as `tandem lb status` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct VrrpStatus {
-    pub instance: String,
-    pub interface: String,
-    pub vrid: u8,
-    pub version: u8,
-    /// "initialize", "backup", "master" or "fault".
-    pub state: String,
-    /// Effective priority: configured, adjusted by tracking.
-    pub priority: u8,
-    pub configured_priority: u8,
-    /// The master as far as this node knows (itself when master); None
-    /// while no advert has been heard.
-    pub master: Option<String>,
-    /// The virtual addresses, `ip/prefix`.
-    pub vips: Vec<String>,
-    /// Tracked targets that are down now (`service:NAME`, `interface:IF`).
-    pub tracks_down: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -108,10 +87,10 @@ impl Status {
                 scheduler: s.cfg.scheduler.to_string(),
                 proxy_protocol: format!("{:?}", s.cfg.proxy_protocol).to_lowercase(),
                 max_connections: s.cfg.max_connections,
-                active: s.state.active.load(Ordering::Relaxed),
-                total: s.state.total.load(Ordering::Relaxed),
-                refused_max_connections: s.state.refused_max_conns.load(Ordering::Relaxed),
-                no_backend: s.state.no_backend.load(Ordering::Relaxed),
+                active: s.state.active.get(),
+                total: s.state.total.get(),
+                refused_max_connections: s.state.refused_max_conns.get(),
+                no_backend: s.state.no_backend.get(),
                 backends: s
                     .backends
                     .iter()
@@ -132,12 +111,12 @@ impl Status {
                             effective_weight: b.effective_weight(),
                             state: state.into(),
                             max_connections: b.cfg.max_connections,
-                            active: st.active.load(Ordering::Relaxed),
-                            total: st.total.load(Ordering::Relaxed),
-                            bytes_to_backend: st.bytes_to_backend.load(Ordering::Relaxed),
-                            bytes_to_client: st.bytes_to_client.load(Ordering::Relaxed),
-                            connect_failures: st.connect_failures.load(Ordering::Relaxed),
-                            refused_max_connections: st.refused_max_conns.load(Ordering::Relaxed),
+                            active: st.active.get(),
+                            total: st.total.get(),
+                            bytes_to_backend: st.bytes_to_backend.get(),
+                            bytes_to_client: st.bytes_to_client.get(),
+                            connect_failures: st.connect_failures.get(),
+                            refused_max_connections: st.refused_max_conns.get(),
                             health_reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
                             health_since_unix_ms: h.map(|h| unix_ms(h.since)).unwrap_or(0),
                             weight_permille: b.health.weight_permille(),
@@ -172,94 +151,115 @@ impl Status {
         );
         let now = unix_ms(SystemTime::now());
         for s in &self.services {
-            let _ = writeln!(
-                out,
-                "TCP {} {} {} (max {}, pp {}){}",
-                s.listen,
-                s.name,
-                s.scheduler,
-                s.max_connections,
-                s.proxy_protocol,
-                if s.refused_max_connections + s.no_backend > 0 {
-                    format!(
-                        " refused {} no-backend {}",
-                        s.refused_max_connections, s.no_backend
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            for b in &s.backends {
-                let label = format!("  -> {} {}", b.address, b.name);
-                let weight = if b.effective_weight == b.weight {
-                    b.weight.to_string()
-                } else {
-                    format!("{}/{}", b.effective_weight, b.weight)
-                };
-                let check = match &b.last_probe {
-                    Some(p) => format!(
-                        "{} {} ({:.1}ms, {}s ago)",
-                        if p.ok { "ok" } else { "FAIL" },
-                        p.detail,
-                        p.duration_ms,
-                        now.saturating_sub(p.at_unix_ms) / 1000
-                    ),
-                    None => "no probe yet".to_string(),
-                };
-                let why = if b.state == "down" && !b.health_reason.is_empty() {
-                    format!(" [{}]", b.health_reason)
-                } else {
-                    String::new()
-                };
-                let _ = writeln!(
-                    out,
-                    "{:<34} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {}{} / {}",
-                    label,
-                    weight,
-                    b.active,
-                    b.total,
-                    human(b.bytes_to_backend),
-                    human(b.bytes_to_client),
-                    b.connect_failures,
-                    b.state,
-                    why,
-                    check
-                );
-            }
+            s.render(&mut out, now);
         }
-        if !self.vrrp.is_empty() {
-            let _ = writeln!(
-                out,
-                "{:<20} {:<10} {:>5} {:>3} {:<8} {:>9} {:<16} VIPs",
-                "VRRP instance", "Interface", "VRID", "v", "State", "Priority", "Master"
-            );
-        }
-        for v in &self.vrrp {
-            let prio = if v.priority == v.configured_priority {
-                v.priority.to_string()
-            } else {
-                format!("{}/{}", v.priority, v.configured_priority)
-            };
-            let down = if v.tracks_down.is_empty() {
-                String::new()
-            } else {
-                format!(" [down: {}]", v.tracks_down.join(", "))
-            };
-            let _ = writeln!(
-                out,
-                "{:<20} {:<10} {:>5} {:>3} {:<8} {:>9} {:<16} {}{}",
-                v.instance,
-                v.interface,
-                v.vrid,
-                v.version,
-                v.state.to_uppercase(),
-                prio,
-                v.master.as_deref().unwrap_or("-"),
-                v.vips.join(" "),
-                down
-            );
-        }
+        render_vrrp(&self.vrrp, &mut out);
         out
+    }
+}
+
+impl ServiceStatus {
+    /// The service's line, then one line per backend; `now` in Unix ms.
+    fn render(&self, out: &mut String, now: u64) {
+        let refused = if self.refused_max_connections + self.no_backend > 0 {
+            format!(
+                " refused {} no-backend {}",
+                self.refused_max_connections, self.no_backend
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "TCP {} {} {} (max {}, pp {}){}",
+            self.listen,
+            self.name,
+            self.scheduler,
+            self.max_connections,
+            self.proxy_protocol,
+            refused
+        );
+        for b in &self.backends {
+            b.render(out, now);
+        }
+    }
+}
+
+impl BackendStatus {
+    /// The backend's line of the table; `now` in Unix ms.
+    fn render(&self, out: &mut String, now: u64) {
+        let b = self;
+        let label = format!("  -> {} {}", b.address, b.name);
+        let weight = if b.effective_weight == b.weight {
+            b.weight.to_string()
+        } else {
+            format!("{}/{}", b.effective_weight, b.weight)
+        };
+        let check = match &b.last_probe {
+            Some(p) => format!(
+                "{} {} ({:.1}ms, {}s ago)",
+                if p.ok { "ok" } else { "FAIL" },
+                p.detail,
+                p.duration_ms,
+                now.saturating_sub(p.at_unix_ms) / 1000
+            ),
+            None => "no probe yet".to_string(),
+        };
+        let why = if b.state == "down" && !b.health_reason.is_empty() {
+            format!(" [{}]", b.health_reason)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:<34} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {}{} / {}",
+            label,
+            weight,
+            b.active,
+            b.total,
+            human(b.bytes_to_backend),
+            human(b.bytes_to_client),
+            b.connect_failures,
+            b.state,
+            why,
+            check
+        );
+    }
+}
+
+/// The VRRP table, when there are instances.
+fn render_vrrp(vrrp: &[VrrpStatus], out: &mut String) {
+    if !vrrp.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:>5} {:>3} {:<8} {:>9} {:<16} VIPs",
+            "VRRP instance", "Interface", "VRID", "v", "State", "Priority", "Master"
+        );
+    }
+    for v in vrrp {
+        let prio = if v.priority == v.configured_priority {
+            v.priority.to_string()
+        } else {
+            format!("{}/{}", v.priority, v.configured_priority)
+        };
+        let down = if v.tracks_down.is_empty() {
+            String::new()
+        } else {
+            format!(" [down: {}]", v.tracks_down.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:>5} {:>3} {:<8} {:>9} {:<16} {}{}",
+            v.instance,
+            v.interface,
+            v.vrid,
+            v.version,
+            v.state.to_uppercase(),
+            prio,
+            v.master.as_deref().unwrap_or("-"),
+            v.vips.join(" "),
+            down
+        );
     }
 }
 

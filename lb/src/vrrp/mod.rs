@@ -9,10 +9,13 @@
 //!   current time in, actions out, one deadline to wake it up.
 //! - [`announce`]: the one advert a starting Backup sends so that peers
 //!   starting with it defer to the highest priority (used by `machine`).
+//! - [`status`]: an instance's state as status shows it (plain data, shared by
+//!   the failover runtime that publishes it and the balancer that shows it).
 
 pub mod announce;
 pub mod machine;
 pub mod packet;
+pub mod status;
 pub mod types;
 
 pub use types::{AdvertInterval, Priority, RangeError, Version, Vrid};

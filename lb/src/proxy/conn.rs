@@ -7,21 +7,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::forward::{ByteMeter, ForwardOpts, Outcome, forward};
+use super::proxy_protocol;
 use crate::config::{AllDown, ProxyProtocol};
-use crate::proxy::forward::{ByteMeter, ForwardOpts, Outcome, forward};
-use crate::proxy::proxy_protocol;
 use crate::sched::{BackendView, Pick};
 
-use super::passive::ConnectFailure;
-use super::snapshot::{BackendRt, ServiceRt};
-use super::state::BackendState;
+use crate::runtime::passive::ConnectFailure;
+use crate::runtime::snapshot::{BackendRt, ServiceRt};
+use crate::runtime::state::BackendState;
 
 /// How a connection ended, for the per-connection log line.
 #[derive(Debug)]
@@ -66,12 +65,10 @@ struct Meter<'a>(&'a BackendState);
 
 impl ByteMeter for Meter<'_> {
     fn to_backend(&self, n: u64) {
-        self.0.bytes_to_backend.fetch_add(n, Ordering::Relaxed);
-        self.0.m.bytes_to_backend.increment(n);
+        self.0.bytes_to_backend.add(n);
     }
     fn to_client(&self, n: u64) {
-        self.0.bytes_to_client.fetch_add(n, Ordering::Relaxed);
-        self.0.m.bytes_to_client.increment(n);
+        self.0.bytes_to_client.add(n);
     }
 }
 
@@ -153,7 +150,7 @@ async fn run<'s>(
             && let Some((j, _)) = last_failure
         {
             // This attempt is a retry caused by the backend that failed last.
-            svc.backends[j].state.m.retries.increment(1);
+            svc.backends[j].state.retries.add(1);
         }
         match connect_to(b, svc).await {
             Ok(stream) => break Some((b, stream)),
@@ -178,8 +175,7 @@ async fn run<'s>(
 
 /// Counts a client that got no backend and resets it.
 fn no_backend(svc: &ServiceRt, client: &TcpStream) {
-    svc.state.no_backend.fetch_add(1, Ordering::Relaxed);
-    svc.state.m.no_backend.increment(1);
+    svc.state.no_backend.add(1);
     reset(client);
 }
 
@@ -193,14 +189,12 @@ async fn connect_to(b: &BackendRt, svc: &ServiceRt) -> Result<TcpStream, Option<
     match connect(b.cfg.address, svc.cfg.connect_timeout).await {
         Ok(stream) => {
             b.health.report(true);
-            b.state.total.fetch_add(1, Ordering::Relaxed);
-            b.state.m.total.increment(1);
+            b.state.total.add(1);
             Ok(stream)
         }
         Err(why) => {
             b.state.release();
-            b.state.connect_failures.fetch_add(1, Ordering::Relaxed);
-            b.state.m.connect_failures.increment(1);
+            b.state.connect_failures.add(1);
             b.health.report(false);
             tracing::debug!(service = %svc.cfg.name, backend = %b.cfg.name, error = %why, "backend connect failed");
             Err(Some(why))
@@ -283,7 +277,7 @@ fn reset(s: &TcpStream) {
 
 fn has_room(b: &BackendRt) -> bool {
     match b.cfg.max_connections {
-        Some(max) => b.state.active.load(Ordering::Relaxed) < max,
+        Some(max) => b.state.active.get() < max,
         None => true,
     }
 }
