@@ -16,7 +16,6 @@
 
 use std::time::Duration;
 
-use super::super::duration::format_duration;
 use super::super::health::{
     ExecCheck, HealthCheck, HealthConfig, HealthKind, HttpCheck, StatusRange,
 };
@@ -25,6 +24,7 @@ use super::{
     DURATION_EXAMPLES, DeValue, ErrorKind, Field, Reported, Table, Walker, command_word, duration,
     integer, join_names, one_of, string,
 };
+use tandem_service::config::format_duration;
 
 /// Keys every kind has.
 const COMMON_KEYS: &[&str] = &[
@@ -321,30 +321,14 @@ impl<'t, 'i> Walker<'_> {
         key: &str,
         valid: &str,
     ) -> Field<Vec<String>> {
-        let Some(v) = table.get(key) else {
-            return Ok(None);
-        };
-        let path = table.field(key);
-        let DeValue::Array(items) = v.get_ref() else {
-            let found = v.get_ref().type_str();
-            return Err(self.bad_value(v, path, ErrorKind::WrongType { found }, valid));
-        };
-        if items.is_empty() {
-            let kind = ErrorKind::Invalid("empty array: no program".into());
-            return Err(self.bad_value(v, path, kind, valid));
-        }
-        let mut words = Ok(Vec::new());
-        for (i, item) in items.iter().enumerate() {
-            match command_word(item.get_ref(), i == 0) {
-                Ok(w) => {
-                    if let Ok(list) = &mut words {
-                        list.push(w);
-                    }
-                }
-                Err(kind) => words = Err(self.bad_value(item, format!("{path}[{i}]"), kind, valid)),
-            }
-        }
-        words.map(Some)
+        let words = self.array(
+            table,
+            key,
+            valid,
+            Some("empty array: no program"),
+            |i, v| command_word(v, i == 0),
+        )?;
+        Ok(words.map(|w| w.into_iter().map(|(word, _)| word).collect()))
     }
 
     /// A backend's checks: `own` (its health table) over `service`'s, then

@@ -11,6 +11,16 @@ impl Walker<'_> {
         &mut self,
         root: &Table<'_, '_>,
     ) -> Result<Vec<(ServiceConfig, usize)>, Reported> {
+        if let Some(v) = root.get("service")
+            && !matches!(v.get_ref(), DeValue::Array(_))
+            && v.get_ref().get("backend").is_some()
+        {
+            // `[[service.backend]]` with no `[[service]]` above makes
+            // `service` a plain table: say so rather than "wrong type".
+            let kind = ErrorKind::Invalid("[[service.backend]] before any [[service]]".into());
+            let valid = "a [[service]] table, then its [[service.backend]] tables";
+            return Err(self.bad_value(v, root.field("service"), kind, valid));
+        }
         let Some(tables) = self.array_of_tables(root, "service", SERVICE_KEYS, "[[service]]")?
         else {
             return Ok(Vec::new());
@@ -135,7 +145,7 @@ impl Walker<'_> {
                 &service.header,
                 service.path.clone(),
                 None,
-                ErrorKind::EmptyPool,
+                ErrorKind::Invalid("empty pool: no [[service.backend]]".into()),
                 "at least one [[service.backend]] table with an address",
             ));
         }

@@ -9,13 +9,13 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::super::duration::format_duration;
 use super::super::values::{boolean, ifname, ipv4_cidr, ipv4_host};
 use super::super::vrrp::{GarpConfig, Track, TrackTarget, VrrpConfig};
 use super::{
     DURATION_EXAMPLES, DeValue, ErrorKind, Field, Reported, Table, VALID_NAME, Value, Walker,
     duration, integer, is_name_char, parse_name, string,
 };
+use tandem_service::config::format_duration;
 
 pub(super) const VRRP_KEYS: &[&str] = &[
     "name",
@@ -204,42 +204,6 @@ impl Walker<'_> {
         }
     }
 
-    /// An array at `key` whose elements convert one by one; each bad element
-    /// is reported at itself as `key[i]`. Empty is allowed when `min_len` is 0.
-    fn array<'t, 'i, T>(
-        &mut self,
-        table: &Table<'t, 'i>,
-        key: &str,
-        valid: &str,
-        min_len: usize,
-        mut convert: impl FnMut(&DeValue<'_>) -> Result<T, ErrorKind>,
-    ) -> Field<Vec<(T, &'t Value<'i>)>> {
-        let Some(v) = table.get(key) else {
-            return Ok(None);
-        };
-        let path = table.field(key);
-        let DeValue::Array(items) = v.get_ref() else {
-            let found = v.get_ref().type_str();
-            return Err(self.bad_value(v, path, ErrorKind::WrongType { found }, valid));
-        };
-        if items.len() < min_len {
-            let kind = ErrorKind::Invalid("empty array".into());
-            return Err(self.bad_value(v, path, kind, valid));
-        }
-        let mut out = Ok(Vec::new());
-        for (i, item) in items.iter().enumerate() {
-            match convert(item.get_ref()) {
-                Ok(t) => {
-                    if let Ok(list) = &mut out {
-                        list.push((t, item));
-                    }
-                }
-                Err(kind) => out = Err(self.bad_value(item, format!("{path}[{i}]"), kind, valid)),
-            }
-        }
-        out.map(Some)
-    }
-
     fn virtual_ips(
         &mut self,
         table: &Table<'_, '_>,
@@ -247,7 +211,10 @@ impl Walker<'_> {
         seen: &mut Seen,
     ) -> Result<Vec<(Ipv4Addr, u8)>, Reported> {
         let valid = VALID_VIPS;
-        let Some(vips) = self.array(table, "virtual_ips", valid, 1, ipv4_cidr)? else {
+        let Some(vips) = self.array(table, "virtual_ips", valid, Some("empty array"), |_, v| {
+            ipv4_cidr(v)
+        })?
+        else {
             return Err(self.push(
                 &table.header,
                 table.field("virtual_ips"),
@@ -283,7 +250,8 @@ impl Walker<'_> {
         src: Option<Ipv4Addr>,
     ) -> Result<Vec<Ipv4Addr>, Reported> {
         let valid = r#"an array of IPv4 addresses such as ["198.18.0.3"], none 0.0.0.0, multicast or broadcast; empty = multicast"#;
-        let Some(peers) = self.array(table, "unicast_peers", valid, 0, ipv4_host)? else {
+        let Some(peers) = self.array(table, "unicast_peers", valid, None, |_, v| ipv4_host(v))?
+        else {
             return Ok(Vec::new());
         };
         let mut firsts: HashMap<Ipv4Addr, (String, usize)> = HashMap::new();
