@@ -95,6 +95,18 @@ pub fn socket_addr(v: &DeValue<'_>, connect: bool) -> Result<SocketAddr, ErrorKi
     }
 }
 
+/// The address a server binds: IP:port, where port 0 asks the OS for a
+/// free one (tests bind `127.0.0.1:0`). Host names are not resolved: a
+/// service must not depend on DNS to start.
+pub fn bind_addr(v: &DeValue<'_>) -> Result<SocketAddr, ErrorKind> {
+    let s = string(v)?;
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    // The same explanations as socket_addr's; port 0 never gets there.
+    socket_addr(v, false)
+}
+
 /// `ip:port` or `[ip6]:port` whose port is all digits but past u16.
 pub fn port_too_big(s: &str) -> bool {
     let Some((host, port)) = s.rsplit_once(':') else {
@@ -216,6 +228,16 @@ mod tests {
         );
         assert!(
             matches!(a("\"::1\"", false), Err(ErrorKind::Invalid(m)) if m.contains("brackets"))
+        );
+        let bind = |toml: &str| on(toml, bind_addr);
+        assert_eq!(bind("\"127.0.0.1:0\""), Ok("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(bind("\"[::]:80\""), Ok("[::]:80".parse().unwrap()));
+        assert_eq!(bind("\"127.0.0.1\""), Err(invalid("missing port")));
+        assert_eq!(
+            bind("\"localhost:80\""),
+            Err(invalid(
+                "not an IP:port address (host names are not resolved)"
+            ))
         );
     }
 

@@ -16,11 +16,14 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
+use std::time::Duration;
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use super::duration::DURATION_EXAMPLES;
 use super::error::{ConfigError, ConfigErrors, ErrorKind, LineIndex};
+use super::values;
 
 /// A value of the document with its byte span.
 pub type Value<'i> = Spanned<DeValue<'i>>;
@@ -206,6 +209,31 @@ impl<'a> Walker<'a> {
                 valid,
             )),
         }
+    }
+
+    /// A duration greater than zero at `key`, or `default` when absent.
+    pub fn positive_duration(
+        &mut self,
+        table: &Table<'_, '_>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, Reported> {
+        let valid = format!("{DURATION_EXAMPLES}, greater than zero");
+        let d = self.field(table, key, &valid, |v| values::duration(v, true))?;
+        Ok(d.unwrap_or(default))
+    }
+
+    /// An integer from `min` to `max` at `key`, or `default` when absent.
+    pub fn integer_or(
+        &mut self,
+        table: &Table<'_, '_>,
+        key: &str,
+        (min, max): (i64, i64),
+        default: i64,
+    ) -> Result<i64, Reported> {
+        let valid = format!("an integer from {min} to {max}");
+        let n = self.field(table, key, &valid, |v| values::integer(v, min, max))?;
+        Ok(n.unwrap_or(default))
     }
 
     /// An optional sub-table of `parent`, its keys checked.
