@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use tandem_service::config::ErrorKind;
 use tandem_service::config::values::{bind_addr, integer, one_of, string};
 use tandem_service::config::walk::{self, Reported, Table, Walker};
-use tandem_service::config::ErrorKind;
 use toml::de::DeValue;
 
 pub use tandem_service::config::{ConfigError, ConfigErrors};

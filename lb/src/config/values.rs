@@ -1,12 +1,13 @@
 //! Converters from one TOML value to one typed balancer value that need no
 //! context: IPv4 hosts and prefixes, interface names, command words,
-//! scheduler names. The generic ones (integers, durations, names, IP:port)
+//! scheduler names, HTTP check statuses, paths and hosts. The generic ones (integers, durations, names, IP:port)
 //! are `tandem_service::config`'s and re-exported here for the walk.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use toml::de::DeValue;
 
+use super::health::StatusRange;
 use crate::sched::SchedulerKind;
 use tandem_service::config::ErrorKind;
 
@@ -105,6 +106,71 @@ pub(super) fn command_word(v: &DeValue<'_>, first: bool) -> Result<String, Error
 
 pub(super) fn names_of_schedulers() -> String {
     join_names(SchedulerKind::ALL.iter().map(|k| k.name()))
+}
+
+/// `200`, `"200"` or `"200-299"`, each status 100 to 599.
+pub(super) fn status_range(v: &DeValue<'_>) -> Result<StatusRange, ErrorKind> {
+    let (min, max) = (i64::from(StatusRange::MIN), i64::from(StatusRange::MAX));
+    if let DeValue::Integer(_) = v {
+        let s = integer(v, min, max)? as u16;
+        return Ok(StatusRange { first: s, last: s });
+    }
+    let s = string(v).map_err(|_| ErrorKind::WrongType {
+        found: v.type_str(),
+    })?;
+    let status = |t: &str| -> Result<u16, ErrorKind> {
+        match t.parse::<u16>() {
+            Ok(n)
+                if (StatusRange::MIN..=StatusRange::MAX).contains(&n)
+                    && t.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Ok(n)
+            }
+            Ok(_) => Err(ErrorKind::OutOfRange),
+            Err(_) => Err(ErrorKind::Invalid(
+                "not a status or a range of statuses".into(),
+            )),
+        }
+    };
+    let (first, last) = match s.split_once('-') {
+        Some((a, b)) => (status(a)?, status(b)?),
+        None => {
+            let n = status(s)?;
+            (n, n)
+        }
+    };
+    if first > last {
+        return Err(ErrorKind::Invalid("range ends before it starts".into()));
+    }
+    Ok(StatusRange { first, last })
+}
+
+/// The request target goes into the request line as written: no space or
+/// control character may break it.
+pub(super) fn http_path(v: &DeValue<'_>) -> Result<String, ErrorKind> {
+    let s = string(v)?;
+    if !s.starts_with('/') {
+        Err(ErrorKind::Invalid("does not start with \"/\"".into()))
+    } else if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
+        Err(ErrorKind::Invalid(format!(
+            "character {c:?} not allowed in a request path"
+        )))
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+pub(super) fn http_host(v: &DeValue<'_>) -> Result<String, ErrorKind> {
+    let s = string(v)?;
+    if s.is_empty() {
+        Err(ErrorKind::Invalid("empty host".into()))
+    } else if let Some(c) = s.chars().find(|&c| !c.is_ascii_graphic() || c == '/') {
+        Err(ErrorKind::Invalid(format!(
+            "character {c:?} not allowed in a Host header"
+        )))
+    } else {
+        Ok(s.to_string())
+    }
 }
 
 #[cfg(test)]

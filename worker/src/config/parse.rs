@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use tandem_service::config::ErrorKind;
 use tandem_service::config::values::{bind_addr, string};
 use tandem_service::config::walk::{Reported, Table, Walker};
-use tandem_service::config::ErrorKind;
 
 use super::Config;
 use super::{ContentType, EnvName, ExecCommand, ExecConfig, Limits, TextConfig, ThumbnailConfig};

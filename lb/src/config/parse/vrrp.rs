@@ -360,15 +360,7 @@ impl Walker<'_> {
             path,
         };
         self.check_keys(&t, TRACK_KEYS, "a track entry");
-        let service_valid = if services.is_empty() {
-            "the name of a [[service]] of this file (it has none)".to_string()
-        } else {
-            let quoted: Vec<String> = services.iter().map(|s| format!("\"{s}\"")).collect();
-            format!(
-                "the name of a [[service]] of this file: {}",
-                quoted.join(", ")
-            )
-        };
+        let service_valid = track_service_valid(services);
         let service = self.field(&t, "service", &service_valid, |v| {
             let s = string(v)?;
             if services.iter().any(|n| n == s) {
@@ -389,33 +381,7 @@ impl Walker<'_> {
                 i64::from(Track::MAX_WEIGHT),
             )
         });
-        let target = match (service?, interface?) {
-            (Some(s), None) => TrackTarget::Service(s),
-            (None, Some(i)) => TrackTarget::Interface(i),
-            (None, None) => {
-                return Err(self.push(
-                    &t.header,
-                    t.field("service"),
-                    None,
-                    ErrorKind::Missing,
-                    r#"service = "NAME" or interface = "IF""#,
-                ));
-            }
-            (Some(_), Some(_)) => {
-                let s = self.key_value(&t, "service");
-                let with = format!(
-                    "service = {} in the same entry",
-                    self.lines.written(&s.span())
-                );
-                let v = self.key_value(&t, "interface");
-                return Err(self.bad_value(
-                    v,
-                    t.field("interface"),
-                    ErrorKind::Conflict { with },
-                    "one target per entry: service or interface",
-                ));
-            }
-        };
+        let target = self.track_target(&t, service?, interface?)?;
         let key = match &target {
             TrackTarget::Service(_) => "service",
             TrackTarget::Interface(_) => "interface",
@@ -436,6 +402,40 @@ impl Walker<'_> {
             target,
             weight: weight?.map_or(Track::DEFAULT_WEIGHT, |w| w as i32),
         })
+    }
+
+    /// A track entry's one target: `service` or `interface`, not both.
+    fn track_target(
+        &mut self,
+        t: &Table<'_, '_>,
+        service: Option<String>,
+        interface: Option<String>,
+    ) -> Result<TrackTarget, Reported> {
+        match (service, interface) {
+            (Some(s), None) => Ok(TrackTarget::Service(s)),
+            (None, Some(i)) => Ok(TrackTarget::Interface(i)),
+            (None, None) => Err(self.push(
+                &t.header,
+                t.field("service"),
+                None,
+                ErrorKind::Missing,
+                r#"service = "NAME" or interface = "IF""#,
+            )),
+            (Some(_), Some(_)) => {
+                let s = self.key_value(t, "service");
+                let with = format!(
+                    "service = {} in the same entry",
+                    self.lines.written(&s.span())
+                );
+                let v = self.key_value(t, "interface");
+                Err(self.bad_value(
+                    v,
+                    t.field("interface"),
+                    ErrorKind::Conflict { with },
+                    "one target per entry: service or interface",
+                ))
+            }
+        }
     }
 
     fn garp(&mut self, table: &Table<'_, '_>) -> Result<GarpConfig, Reported> {
@@ -491,6 +491,19 @@ fn advert_fits(version: u8, d: Duration) -> Result<(), ErrorKind> {
         Err(ErrorKind::OutOfRange)
     } else {
         Ok(())
+    }
+}
+
+/// What a track entry's `service` may be: this file's service names.
+fn track_service_valid(services: &[String]) -> String {
+    if services.is_empty() {
+        "the name of a [[service]] of this file (it has none)".to_string()
+    } else {
+        let quoted: Vec<String> = services.iter().map(|s| format!("\"{s}\"")).collect();
+        format!(
+            "the name of a [[service]] of this file: {}",
+            quoted.join(", ")
+        )
     }
 }
 
