@@ -1,5 +1,7 @@
 //! `tandem api run` as systemd runs it: READY=1 once serving, STOPPING=1
-//! and exit 0 on SIGTERM. SQLite in a temp dir, loopback only.
+//! and exit 0 on SIGTERM. SQLite in a temp dir, loopback only. And
+//! `tandem api check` / `tandem worker check`: every error of the file, one
+//! located line each.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -67,4 +69,57 @@ fn api_tells_systemd_when_ready_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(st.code(), Some(0));
+}
+
+/// Runs `tandem ROLE check -c FILE` on `text`; its exit code and stderr.
+fn check(role: &str, text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(format!("{role}.toml"));
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(BIN)
+        .args([role, "check", "-c"])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&*file.to_string_lossy(), "FILE");
+    (out.status.code(), stderr)
+}
+
+#[test]
+fn api_check_prints_every_error_with_its_location() {
+    let (code, stderr) = check(
+        "api",
+        "lease = \"30\"\n[kinds.text]\nurl = \"http://127.0.0.1:9\"\nconcurrency = 0\n",
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("FILE:1:9: lease = \"30\": "),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("FILE:4:15: kinds.text.concurrency = 0: out of range; valid: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn worker_check_prints_every_error_with_its_location() {
+    let (code, stderr) = check(
+        "worker",
+        "listen = \"127.0.0.1:1\"\n[limits]\nconcurrency = 0\n[text]\ntimeout = \"1w\"\n",
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("FILE:3:15: limits.concurrency = 0: out of range; valid: "),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("FILE:5:11: text.timeout = \"1w\": not a duration: unknown unit"),
+        "{stderr}"
+    );
 }

@@ -2,17 +2,19 @@
 //!
 //! The source of truth is each parser itself, asked through its public API:
 //! a probe file that sets an unknown key `zz_undocumented` in one table makes
-//! the parser name every key that table accepts (the balancer's walker puts
-//! them in [`ConfigError::valid`]; serde's `deny_unknown_fields`, used by the
-//! worker and the API, writes "expected one of `a`, `b`"). So a key added to
-//! a parser but not to the docs fails here, and so does a documented key the
-//! parser does not accept, or a table added or removed on either side.
+//! the parser name every key that table accepts (all three walk their file
+//! with `tandem_service::config`'s walker, which puts them in
+//! [`ConfigError::valid`]). So a key added to a parser but not to the docs
+//! fails here, and so does a documented key the parser does not accept, or a
+//! table added or removed on either side.
 //!
 //! A documented default written as one code span (`` `"30s"` ``) is a TOML
 //! literal; it is checked by parsing a file with `key = default` and the same
 //! file without the key: both must give the same configuration.
 //!
-//! Every key set in the three example files must be documented too.
+//! Every key set in the three example files must be documented too, and the
+//! one duration grammar the three files share is documented once, its
+//! examples checked against the parser.
 //!
 //! Markdown shape relied on: `## ... \`lb.toml\`` (or `worker.toml`,
 //! `api.toml`) opens a file's part; `### ` opens a table, named by the first
@@ -23,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use tandem_lb::config::{Config as LbConfig, ErrorKind};
+use tandem_lb::config::{Config as LbConfig, ConfigErrors, ErrorKind, parse_duration};
 
 /// The key that no parser knows.
 const PROBE: &str = "zz_undocumented";
@@ -268,7 +270,7 @@ fn lb_tables() -> Vec<LbTable> {
     ]
 }
 
-fn lb_parse(text: &str) -> Result<LbConfig, tandem_lb::config::ConfigErrors> {
+fn lb_parse(text: &str) -> Result<LbConfig, ConfigErrors> {
     LbConfig::parse(text, Path::new("probe.toml"))
 }
 
@@ -276,6 +278,12 @@ fn lb_parse(text: &str) -> Result<LbConfig, tandem_lb::config::ConfigErrors> {
 /// from the unknown-key error a probe file provokes.
 fn lb_accepted(probe: &str, label: &str) -> BTreeSet<String> {
     let errors = lb_parse(probe).expect_err("the probe key must be refused");
+    accepted_keys(&errors, label, probe)
+}
+
+/// The keys the unknown-key error about [`PROBE`] in the table labelled
+/// `label` lists as valid.
+fn accepted_keys(errors: &ConfigErrors, label: &str, probe: &str) -> BTreeSet<String> {
     let e = errors
         .errors()
         .iter()
@@ -401,33 +409,21 @@ fn balancer_example_keys_are_documented() {
 }
 
 // ---------------------------------------------------------------------------
-// Worker and API: serde with deny_unknown_fields.
+// Worker and API: the same walker, tables of plain keys.
 
-/// The field names in serde's "unknown field `x`, expected one of `a`, `b`"
-/// (or "expected `a`" for a one-field struct).
-fn serde_expected(message: &str) -> BTreeSet<String> {
-    let (_, expected) = message
-        .split_once(", expected ")
-        .unwrap_or_else(|| panic!("not an unknown-field message: {message}"));
-    expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_owned)
-        .collect()
-}
-
-/// A serde-parsed table: docs name, template with `{}`, sub-tables.
-struct SerdeTable {
+/// A worker or API table: docs name, template with `{}`, the label the
+/// parser gives the table in errors, sub-tables.
+struct WalkedTable {
     doc: &'static str,
     template: &'static str,
+    label: &'static str,
     sub_tables: &'static [&'static str],
 }
 
-fn check_serde_part<C: std::fmt::Debug, E: std::fmt::Display>(
+fn check_walked_part<C: std::fmt::Debug>(
     part: &str,
-    tables: &[SerdeTable],
-    parse: impl Fn(&str) -> Result<C, E>,
+    tables: &[WalkedTable],
+    parse: impl Fn(&str) -> Result<C, ConfigErrors>,
 ) {
     let docs = docs();
     let mut probed = BTreeSet::new();
@@ -435,15 +431,8 @@ fn check_serde_part<C: std::fmt::Debug, E: std::fmt::Display>(
     for t in tables {
         probed.insert(t.doc.to_owned());
         let probe = fill(t.template, &format!("{PROBE} = 1"));
-        let message = parse(&probe)
-            .expect_err("the probe key must be refused")
-            .to_string();
-        assert!(
-            message.contains(&format!("unknown field `{PROBE}`")),
-            "{part} {}: {message}",
-            t.doc
-        );
-        let accepted = serde_expected(&message);
+        let errors = parse(&probe).expect_err("the probe key must be refused");
+        let accepted = accepted_keys(&errors, t.label, &probe);
         for sub in t.sub_tables {
             assert!(accepted.contains(*sub), "{part}: no {sub} any more");
         }
@@ -494,33 +483,38 @@ fn check_serde_part<C: std::fmt::Debug, E: std::fmt::Display>(
 #[test]
 fn worker_tables_match_the_parser() {
     let tables = [
-        SerdeTable {
+        WalkedTable {
             doc: "",
             template: "listen = \"127.0.0.1:19101\"\n{}\n",
+            label: "the top level",
             sub_tables: &["limits", "thumbnail", "text", "exec"],
         },
-        SerdeTable {
+        WalkedTable {
             doc: "[limits]",
             template: "listen = \"127.0.0.1:19101\"\n[limits]\n{}\n",
+            label: "[limits]",
             sub_tables: &[],
         },
-        SerdeTable {
+        WalkedTable {
             doc: "[thumbnail]",
             template: "listen = \"127.0.0.1:19101\"\n[thumbnail]\n{}\n",
+            label: "[thumbnail]",
             sub_tables: &[],
         },
-        SerdeTable {
+        WalkedTable {
             doc: "[text]",
             template: "listen = \"127.0.0.1:19101\"\n[text]\n{}\n",
+            label: "[text]",
             sub_tables: &[],
         },
-        SerdeTable {
+        WalkedTable {
             doc: "[exec]",
             template: "listen = \"127.0.0.1:19101\"\n[exec]\ncommand = [\"/bin/cat\"]\n{}\n",
+            label: "[exec]",
             sub_tables: &[],
         },
     ];
-    check_serde_part("worker.toml", &tables, |text| {
+    check_walked_part("worker.toml", &tables, |text| {
         tandem_worker::config::Config::parse(text, Path::new("probe.toml"))
     });
     // Every sub-table is a documented table.
@@ -533,18 +527,20 @@ fn worker_tables_match_the_parser() {
 #[test]
 fn api_tables_match_the_parser() {
     let tables = [
-        SerdeTable {
+        WalkedTable {
             doc: "",
             template: "{}\n",
+            label: "the top level",
             sub_tables: &["kinds"],
         },
-        SerdeTable {
+        WalkedTable {
             doc: "[kinds.NAME]",
             template: "[kinds.text]\nurl = \"http://127.0.0.1:19102\"\n{}\n",
+            label: "[kinds.NAME]",
             sub_tables: &[],
         },
     ];
-    check_serde_part("api.toml", &tables, |text| {
+    check_walked_part("api.toml", &tables, |text| {
         tandem_api::config::Config::parse(text, Path::new("probe.toml"))
     });
 }
@@ -572,6 +568,75 @@ fn worker_and_api_example_keys_are_documented() {
 }
 
 // ---------------------------------------------------------------------------
+// The duration grammar, documented once for the three files.
+
+/// The first code span of each row of every pipe table in `section`
+/// (`## ` heading to the next), split at the prose line between tables:
+/// (units, accepted, refused).
+fn duration_tables() -> Vec<Vec<String>> {
+    let text = read("docs/configuration.md");
+    let start = text
+        .find("\n## Durations")
+        .expect("configuration.md has a Durations section");
+    let section = &text[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    let mut tables: Vec<Vec<String>> = Vec::new();
+    let mut in_table = false;
+    for line in section.lines() {
+        if !line.starts_with('|') {
+            in_table = false;
+            continue;
+        }
+        if !in_table {
+            tables.push(Vec::new());
+            in_table = true;
+        }
+        if let Some(code) = first_code_span(line).filter(|_| !line.starts_with("|---")) {
+            tables
+                .last_mut()
+                .expect("pushed above")
+                .push(code.to_owned());
+        }
+    }
+    tables
+}
+
+#[test]
+fn the_duration_grammar_is_documented_once_and_true() {
+    let tables = duration_tables();
+    assert_eq!(tables.len(), 3, "units, accepted, refused: {tables:?}");
+    let unquote = |s: &String| s.trim_matches('"').to_owned();
+    for unit in &tables[0] {
+        parse_duration(&format!("1{unit}")).unwrap_or_else(|e| panic!("unit {unit}: {e}"));
+    }
+    // Every unit the parser knows is in the table: its "unknown unit"
+    // message lists them.
+    let message = parse_duration("1x").unwrap_err().to_string();
+    let listed = message
+        .split_once("(units: ")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(units, _)| set(units.split(", ")))
+        .unwrap_or_else(|| panic!("no unit list in {message:?}"));
+    assert_same_keys("duration units", &listed, &set(tables[0].iter().cloned()));
+    for ok in &tables[1] {
+        parse_duration(&unquote(ok)).unwrap_or_else(|e| panic!("documented {ok}: {e}"));
+    }
+    for bad in &tables[2] {
+        assert!(
+            parse_duration(&unquote(bad)).is_err(),
+            "documented as refused: {bad}"
+        );
+    }
+    // The three files' parts point at the section instead of restating it.
+    let text = read("docs/configuration.md");
+    assert!(
+        !text.contains("Durations are a whole number"),
+        "a part describes its own duration grammar again"
+    );
+    assert_eq!(text.matches("](#durations-all-three-files)").count(), 3);
+}
+
+// ---------------------------------------------------------------------------
 // The test's own parsing.
 
 #[test]
@@ -589,14 +654,6 @@ fn the_markdown_reader_finds_parts_tables_and_defaults() {
     assert_eq!(
         example_keys("a = 1\n# b = 2\nt = [{ c = 1, d = 2 }]\n  e = \"x = y\"\n"),
         set(["a", "t", "c", "d", "e"])
-    );
-    assert_eq!(
-        serde_expected("unknown field `zz`, expected one of `a`, `b`"),
-        set(["a", "b"])
-    );
-    assert_eq!(
-        serde_expected("unknown field `zz`, expected `a`"),
-        set(["a"])
     );
 }
 

@@ -1,70 +1,27 @@
 //! `api.toml` → validated [`Config`].
 //!
-//! The file is deserialized strictly (`deny_unknown_fields`) through
-//! `serde_path_to_error`, so a mistake is reported as
-//! `file:line:column: kinds.thumbnail.timeout: invalid duration ...`.
-//! Defaults are applied here and nowhere else.
+//! The file is walked by hand with `tandem_service::config`'s walker, like
+//! `lb.toml`, so `tandem api check` reports *every* mistake, each as
+//! `api.toml:7:15: kinds.text.concurrency = 0: out of range; valid: ...`
+//! (file:line:column, field path, the value as written, what is valid).
+//! Durations follow the grammar shared by all three config files
+//! (`"250ms"`, `"1.5s"`, `"1m30s"`, `"7d"`). Defaults are applied here and
+//! nowhere else.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use tandem_service::config::ErrorKind;
+use tandem_service::config::values::{bind_addr, integer, one_of, string};
+use tandem_service::config::walk::{self, Reported, Table, Walker};
+use toml::de::DeValue;
 
-/// A strictly positive duration written as a whole number and a unit:
-/// `"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"7d"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
-#[serde(try_from = "String")]
-pub struct ConfigDuration(Duration);
-
-impl ConfigDuration {
-    /// The duration itself.
-    pub fn get(self) -> Duration {
-        self.0
-    }
-}
-
-impl TryFrom<String> for ConfigDuration {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl FromStr for ConfigDuration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || {
-            format!(
-                "invalid duration {s:?}: expected a positive whole number followed by \
-                 ms, s, m, h or d, e.g. \"250ms\" or \"30s\""
-            )
-        };
-        let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        let (digits, unit) = s.split_at(split);
-        let n: u64 = digits.parse().map_err(|_| bad())?;
-        let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs).ok_or_else(bad);
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => secs(1)?,
-            "m" => secs(60)?,
-            "h" => secs(3600)?,
-            "d" => secs(86400)?,
-            _ => return Err(bad()),
-        };
-        if d.is_zero() {
-            return Err(bad());
-        }
-        Ok(ConfigDuration(d))
-    }
-}
+pub use tandem_service::config::{ConfigError, ConfigErrors};
 
 /// Whether connections start with a PROXY protocol header (v1 or v2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProxyProtocol {
     /// Never: the peer address is the client's.
     Off,
@@ -77,34 +34,13 @@ pub enum ProxyProtocol {
     Required,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    listen: Option<SocketAddr>,
-    state_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    proxy_protocol: Option<ProxyProtocol>,
-    proxy_header_timeout: Option<ConfigDuration>,
-    request_log_retention: Option<ConfigDuration>,
-    lease: Option<ConfigDuration>,
-    poll_interval: Option<ConfigDuration>,
-    shutdown_grace: Option<ConfigDuration>,
-    default_rate: Option<f64>,
-    default_burst: Option<u32>,
-    #[serde(default)]
-    kinds: BTreeMap<String, RawKind>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKind {
-    url: String,
-    concurrency: Option<u32>,
-    timeout: Option<ConfigDuration>,
-    max_attempts: Option<u32>,
-    max_input_bytes: Option<u64>,
-    retry_base: Option<ConfigDuration>,
-    retry_max: Option<ConfigDuration>,
+impl ProxyProtocol {
+    /// Every value with its name in the file, in the order the docs list them.
+    const NAMES: [(&'static str, ProxyProtocol); 3] = [
+        ("off", ProxyProtocol::Off),
+        ("optional", ProxyProtocol::Optional),
+        ("required", ProxyProtocol::Required),
+    ];
 }
 
 /// One job kind: where its workers are and how hard to push them.
@@ -154,179 +90,55 @@ pub struct Config {
     pub kinds: BTreeMap<String, KindConfig>,
 }
 
-/// Why a config file is not usable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{}: {source}", file.display())]
-    Read {
-        /// The file.
-        file: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or a value breaks a rule.
-    #[error("{}:{line}:{column}: {}{message}", file.display(), if path.is_empty() || path == "." { String::new() } else { format!("{path}: ") })]
-    Invalid {
-        /// The file.
-        file: PathBuf,
-        /// 1-based line (0 if unknown).
-        line: usize,
-        /// 1-based column (0 if unknown).
-        column: usize,
-        /// Key path, e.g. `kinds.text.url`.
-        path: String,
-        /// What is wrong and what would be valid.
-        message: String,
-    },
-}
-
 /// Default state directory, where the SQLite file lives.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tandem";
 
+const ROOT_KEYS: &[&str] = &[
+    "listen",
+    "state_dir",
+    "database_url",
+    "proxy_protocol",
+    "proxy_header_timeout",
+    "request_log_retention",
+    "lease",
+    "poll_interval",
+    "shutdown_grace",
+    "default_rate",
+    "default_burst",
+    "kinds",
+];
+const KIND_KEYS: &[&str] = &[
+    "url",
+    "concurrency",
+    "timeout",
+    "max_attempts",
+    "max_input_bytes",
+    "retry_base",
+    "retry_max",
+];
+
+const VALID_LISTEN: &str = r#"an IP:port such as "127.0.0.1:8080" or "[::1]:8080""#;
+const VALID_DATABASE: &str =
+    r#"a sqlx URL: "sqlite://PATH?mode=rwc", "mysql://USER:PASS@HOST/DB" or "mariadb://...""#;
+const VALID_KIND_NAME: &str = "1 to 64 characters from A-Z a-z 0-9 _ -";
+const VALID_URL: &str = r#"http://HOST:PORT, such as "http://198.18.0.100:8001" (workers speak plain HTTP behind the balancer)"#;
+
 impl Config {
     /// Reads and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text, path)
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        tandem_service::config::load(path, Config::parse)
     }
 
-    /// Validates `text`; `file` only names the source in errors.
-    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let located = |span: Option<Range<usize>>, path: String, message: String| {
-            let (line, column) = span.map_or((0, 0), |s| line_column(text, s.start));
-            ConfigError::Invalid {
-                file: file.to_owned(),
-                line,
-                column,
-                path,
-                message,
-            }
-        };
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| located(e.span(), String::new(), e.message().to_owned()))?;
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            located(inner.span(), path, inner.message().to_owned())
-        })?;
-        let invalid = |path: String, message: String| located(None, path, message);
-
-        let state_dir = raw
-            .state_dir
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        let database_url = match raw.database_url {
-            Some(u)
-                if u.starts_with("sqlite:")
-                    || u.starts_with("mysql:")
-                    || u.starts_with("mariadb:") =>
-            {
-                // sqlx knows MariaDB as mysql.
-                u.replacen("mariadb:", "mysql:", 1)
-            }
-            Some(u) => {
-                return Err(invalid(
-                    "database_url".into(),
-                    format!(
-                        "unsupported database {u:?}: expected sqlite://PATH or mysql://USER:PASS@HOST/DB"
-                    ),
-                ));
-            }
-            None => format!("sqlite://{}?mode=rwc", state_dir.join("api.db").display()),
-        };
-        let default_rate = raw.default_rate.unwrap_or(10.0);
-        if !(default_rate.is_finite() && default_rate > 0.0) {
-            return Err(invalid(
-                "default_rate".into(),
-                "must be a positive number of requests per second".into(),
-            ));
-        }
-        let default_burst = raw.default_burst.unwrap_or(20);
-        if default_burst == 0 {
-            return Err(invalid("default_burst".into(), "must be at least 1".into()));
-        }
-        let mut kinds = BTreeMap::new();
-        for (name, k) in raw.kinds {
-            let at = |field: &str| format!("kinds.{name}.{field}");
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                || name.len() > 64
-            {
-                return Err(invalid(
-                    format!("kinds.{name}"),
-                    "a kind name is 1-64 letters, digits, '_' or '-'".into(),
-                ));
-            }
-            if !(k.url.starts_with("http://")) {
-                return Err(invalid(
-                    at("url"),
-                    format!(
-                        "{:?}: expected http://HOST:PORT (workers speak plain HTTP behind the balancer)",
-                        k.url
-                    ),
-                ));
-            }
-            let concurrency = k.concurrency.unwrap_or(4);
-            if concurrency == 0 {
-                return Err(invalid(at("concurrency"), "must be at least 1".into()));
-            }
-            let max_attempts = k.max_attempts.unwrap_or(5);
-            if max_attempts == 0 {
-                return Err(invalid(at("max_attempts"), "must be at least 1".into()));
-            }
-            let max_input_bytes = k.max_input_bytes.unwrap_or(1024 * 1024);
-            if max_input_bytes == 0 {
-                return Err(invalid(at("max_input_bytes"), "must be at least 1".into()));
-            }
-            kinds.insert(
-                name.clone(),
-                KindConfig {
-                    url: k.url.trim_end_matches('/').to_owned(),
-                    concurrency,
-                    timeout: k
-                        .timeout
-                        .map_or(Duration::from_secs(30), ConfigDuration::get),
-                    max_attempts,
-                    max_input_bytes,
-                    retry_base: k
-                        .retry_base
-                        .map_or(Duration::from_secs(1), ConfigDuration::get),
-                    retry_max: k
-                        .retry_max
-                        .map_or(Duration::from_secs(300), ConfigDuration::get),
-                },
-            );
-        }
-        Ok(Config {
-            listen: raw
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            database_url,
-            proxy_protocol: raw.proxy_protocol.unwrap_or_default(),
-            proxy_header_timeout: raw
-                .proxy_header_timeout
-                .map_or(Duration::from_secs(3), ConfigDuration::get),
-            request_log_retention: raw
-                .request_log_retention
-                .map_or(Duration::from_secs(7 * 86400), ConfigDuration::get),
-            lease: raw
-                .lease
-                .map_or(Duration::from_secs(30), ConfigDuration::get),
-            poll_interval: raw
-                .poll_interval
-                .map_or(Duration::from_millis(500), ConfigDuration::get),
-            shutdown_grace: raw
-                .shutdown_grace
-                .map_or(Duration::from_secs(30), ConfigDuration::get),
-            default_rate,
-            default_burst,
-            kinds,
-        })
+    /// Validates `text`; `file` only names the source in errors. Returns
+    /// every error found, in file order; a TOML syntax error is reported
+    /// alone since nothing after it can be read.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+        let doc = walk::document(text, file)?;
+        let mut w = Walker::new(text, file);
+        let root = Table::root(&doc);
+        w.check_keys(&root, ROOT_KEYS, "the top level");
+        let config = parse_root(&mut w, &root);
+        w.finish(config)
     }
 
     /// The largest body `POST /v1/jobs` may carry: the largest kind limit,
@@ -342,14 +154,144 @@ impl Config {
     }
 }
 
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
-    (line, column)
+/// The top level. Every field is read before any `?`, so one bad value does
+/// not hide the next.
+fn parse_root(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Result<Config, Reported> {
+    let listen = w.field(root, "listen", VALID_LISTEN, bind_addr);
+    let state_dir = w.field(root, "state_dir", "a directory path", |v| {
+        string(v).map(PathBuf::from)
+    });
+    let database_url = w.field(root, "database_url", VALID_DATABASE, database_url);
+    let names = ProxyProtocol::NAMES.map(|(n, _)| n).join(", ");
+    let proxy_protocol = w.field(root, "proxy_protocol", &format!("one of {names}"), |v| {
+        one_of(v, ProxyProtocol::NAMES.into_iter(), "PROXY protocol mode")
+    });
+    let secs = Duration::from_secs;
+    let proxy_header_timeout = w.positive_duration(root, "proxy_header_timeout", secs(3));
+    let retention = w.positive_duration(root, "request_log_retention", secs(7 * 86_400));
+    let lease = w.positive_duration(root, "lease", secs(30));
+    let poll_interval = w.positive_duration(root, "poll_interval", Duration::from_millis(500));
+    let shutdown_grace = w.positive_duration(root, "shutdown_grace", secs(30));
+    let default_rate = w.field(
+        root,
+        "default_rate",
+        "a number of requests per second greater than zero, such as 10.0",
+        rate,
+    );
+    let default_burst = w.integer_or(root, "default_burst", (1, u32::MAX.into()), 20);
+    let kinds = parse_kinds(w, root);
+    let state_dir = state_dir?.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    Ok(Config {
+        listen: listen?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        database_url: database_url?
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", state_dir.join("api.db").display())),
+        proxy_protocol: proxy_protocol?.unwrap_or_default(),
+        proxy_header_timeout: proxy_header_timeout?,
+        request_log_retention: retention?,
+        lease: lease?,
+        poll_interval: poll_interval?,
+        shutdown_grace: shutdown_grace?,
+        default_rate: default_rate?.unwrap_or(10.0),
+        // Cannot truncate: integer_or() checked the range.
+        default_burst: default_burst? as u32,
+        kinds: kinds?,
+    })
+}
+
+/// `sqlite:`, `mysql:` or `mariadb:` (which sqlx knows as mysql).
+fn database_url(v: &DeValue<'_>) -> Result<String, ErrorKind> {
+    let u = string(v)?;
+    if u.starts_with("sqlite:") || u.starts_with("mysql:") || u.starts_with("mariadb:") {
+        Ok(u.replacen("mariadb:", "mysql:", 1))
+    } else {
+        Err(ErrorKind::Invalid("unsupported database".into()))
+    }
+}
+
+/// A finite number above zero; an integer is taken as a float.
+fn rate(v: &DeValue<'_>) -> Result<f64, ErrorKind> {
+    let r = match v {
+        DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+        DeValue::Integer(_) => integer(v, i64::MIN, i64::MAX).ok().map(|i| i as f64),
+        other => {
+            return Err(ErrorKind::WrongType {
+                found: other.type_str(),
+            });
+        }
+    };
+    match r {
+        Some(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(ErrorKind::OutOfRange),
+    }
+}
+
+/// `[kinds.NAME]`, in name order.
+fn parse_kinds(
+    w: &mut Walker<'_>,
+    root: &Table<'_, '_>,
+) -> Result<BTreeMap<String, KindConfig>, Reported> {
+    let Some(v) = root.get("kinds") else {
+        return Ok(BTreeMap::new());
+    };
+    let kinds = w.as_table(v, "kinds".into(), "[kinds.NAME]")?;
+    let mut out = Ok(BTreeMap::new());
+    for (name, v) in kinds.entries.iter() {
+        let path = kinds.field(name.get_ref());
+        let kind = kind_name(name.get_ref())
+            .map_err(|kind| w.push(&name.span(), path.clone(), None, kind, VALID_KIND_NAME))
+            .and_then(|()| w.as_table(v, path, "[kinds.NAME]"))
+            .and_then(|table| {
+                w.check_keys(&table, KIND_KEYS, "[kinds.NAME]");
+                parse_kind(w, &table)
+            });
+        match (kind, &mut out) {
+            (Ok(kind), Ok(map)) => {
+                map.insert(name.get_ref().to_string(), kind);
+            }
+            (Ok(_), Err(_)) => {}
+            (Err(r), _) => out = Err(r),
+        }
+    }
+    out
+}
+
+fn kind_name(name: &str) -> Result<(), ErrorKind> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(allowed) {
+        Err(ErrorKind::Invalid("not a kind name".into()))
+    } else {
+        Ok(())
+    }
+}
+
+/// One `[kinds.NAME]` table.
+fn parse_kind(w: &mut Walker<'_>, table: &Table<'_, '_>) -> Result<KindConfig, Reported> {
+    let url = w.required(table, "url", VALID_URL, |v| {
+        let u = string(v)?;
+        if u.starts_with("http://") {
+            Ok(u.trim_end_matches('/').to_owned())
+        } else {
+            Err(ErrorKind::Invalid("not an http:// URL".into()))
+        }
+    });
+    let u32_max = i64::from(u32::MAX);
+    let concurrency = w.integer_or(table, "concurrency", (1, u32_max), 4);
+    let max_attempts = w.integer_or(table, "max_attempts", (1, u32_max), 5);
+    let max_input_bytes = w.integer_or(table, "max_input_bytes", (1, i64::MAX), 1024 * 1024);
+    let secs = Duration::from_secs;
+    let timeout = w.positive_duration(table, "timeout", secs(30));
+    let retry_base = w.positive_duration(table, "retry_base", secs(1));
+    let retry_max = w.positive_duration(table, "retry_max", secs(300));
+    // The casts cannot truncate: integer_or() checked the ranges.
+    Ok(KindConfig {
+        url: url?,
+        concurrency: concurrency? as u32,
+        timeout: timeout?,
+        max_attempts: max_attempts? as u32,
+        max_input_bytes: max_input_bytes? as u64,
+        retry_base: retry_base?,
+        retry_max: retry_max?,
+    })
 }
 
 #[cfg(test)]
@@ -374,15 +316,66 @@ mod tests {
     fn errors_name_line_and_path() {
         let e = parse("[kinds.text]\nurl = \"http://a:1\"\ntimeout = \"5 parsecs\"\n").unwrap_err();
         assert!(
-            e.starts_with("api.toml:3:11: kinds.text.timeout: invalid duration"),
+            e.starts_with("api.toml:3:11: kinds.text.timeout = \"5 parsecs\": not a duration"),
             "{e}"
         );
         let e = parse("lisen = \"1.2.3.4:5\"\n").unwrap_err();
-        assert!(e.contains("unknown field `lisen`"), "{e}");
+        assert!(e.contains("lisen") && e.contains("unknown key"), "{e}");
         let e = parse("[kinds.text]\nurl = \"ftp://a\"\n").unwrap_err();
         assert!(e.contains("kinds.text.url"), "{e}");
         let e = parse("database_url = \"postgres://x\"\n").unwrap_err();
         assert!(e.contains("unsupported database"), "{e}");
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_location() {
+        let e = parse(
+            "listen = \"127.0.0.1:8080\"\nlease = \"30\"\ndefault_burst = 0\n\
+             [kinds.text]\nurl = \"http://127.0.0.1:9\"\nconcurrency = 0\n\
+             [kinds.thumbnail]\ntimeout = \"1w\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "api.toml:2:9: lease = \"30\": not a duration: a number needs a unit (ms, s, m, h or d); \
+             valid: a duration such as \"250ms\", \"2s\" or \"5m\", greater than zero\n\
+             api.toml:3:17: default_burst = 0: out of range; valid: an integer from 1 to 4294967295\n\
+             api.toml:6:15: kinds.text.concurrency = 0: out of range; valid: an integer from 1 to 4294967295\n\
+             api.toml:7:1: kinds.thumbnail.url: missing required key; valid: http://HOST:PORT, such as \
+             \"http://198.18.0.100:8001\" (workers speak plain HTTP behind the balancer)\n\
+             api.toml:8:11: kinds.thumbnail.timeout = \"1w\": not a duration: unknown unit \"w\" \
+             (units: ms, s, m, h, d); valid: a duration such as \"250ms\", \"2s\" or \"5m\", greater than zero"
+        );
+    }
+
+    #[test]
+    fn durations_use_the_shared_grammar() {
+        let c = parse(
+            "request_log_retention = \"1d12h\"\nlease = \"1.5s\"\n\
+             [kinds.text]\nurl = \"http://a:1\"\nretry_max = \"1m30s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.request_log_retention, Duration::from_secs(36 * 3600));
+        assert_eq!(c.lease, Duration::from_millis(1500));
+        assert_eq!(c.kinds["text"].retry_max, Duration::from_secs(90));
+        let e = parse("lease = \"0s\"\n").unwrap_err();
+        assert!(
+            e.starts_with("api.toml:1:9: lease = \"0s\": out of range"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_kind_names_and_rates_are_located() {
+        let e = parse("default_rate = -1.5\n[kinds.\"a b\"]\nurl = \"http://a:1\"\n").unwrap_err();
+        assert_eq!(
+            e,
+            "api.toml:1:16: default_rate = -1.5: out of range; valid: a number of requests per \
+             second greater than zero, such as 10.0\n\
+             api.toml:2:8: kinds.a b: not a kind name; valid: 1 to 64 characters from A-Z a-z 0-9 _ -"
+        );
+        let c = parse("default_rate = 3\n").unwrap();
+        assert_eq!(c.default_rate, 3.0);
     }
 
     #[test]

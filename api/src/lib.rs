@@ -1,7 +1,8 @@
 //! tandem-api: the job API that clients reach through the balancer's VIP.
 //!
 //! Modules:
-//! - [`config`]: `api.toml` → validated [`config::Config`].
+//! - [`config`]: `api.toml` → validated [`config::Config`], every error
+//!   located (file:line:column, key, value, what is valid).
 //! - [`db`]: the sqlx Any pool (SQLite or MySQL/MariaDB) and migrations.
 //! - [`keys`]: API keys, hashed tokens, authentication.
 //! - [`ratelimit`]: GCRA per key, state in the database.

@@ -3,6 +3,9 @@
 //!
 //! - [`accept`]: the accept loop, with backoff when the OS runs out of
 //!   descriptors, that stops when its token is cancelled.
+//! - [`config`]: located config errors (file:line:column, field path, value,
+//!   what is valid; every error of a file), the walk of a TOML document that
+//!   collects them, and the one duration grammar.
 //! - [`metrics`]: the Prometheus recorder (recommended naming, upkeep) and
 //!   the `/metrics` endpoint over hyper, with a hook for other pages.
 //! - [`runner`]: sd-notify readiness, watchdog pings, SIGTERM/SIGINT stop,
@@ -12,5 +15,6 @@
 //! depend on it, never the other way (docs/architecture.md, "Crates").
 
 pub mod accept;
+pub mod config;
 pub mod metrics;
 pub mod runner;

@@ -7,8 +7,9 @@
 //! Nothing is kept between requests.
 //!
 //! Modules:
-//! - [`config`]: TOML file → validated [`config::Config`]; durations, kinds,
-//!   errors that name `file:line:column` and the key.
+//! - [`config`]: TOML file → validated [`config::Config`], walked with
+//!   `tandem_service::config` so every error is reported with
+//!   `file:line:column`, the key, the value and what is valid; kinds.
 //! - [`kinds`]: the work itself, free of HTTP: [`kinds::thumbnail`],
 //!   [`kinds::text`], [`kinds::exec`], and [`kinds::RunError`], which says who
 //!   failed.

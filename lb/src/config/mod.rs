@@ -6,13 +6,15 @@
 //! file, each naming file:line:column, the field path
 //! (`service[0].backend[1].address`), the value as written and what would be
 //! valid (see [`ConfigErrors`]). Instead of a serde mirror, which stops at the
-//! first bad field, `parse` walks toml's spanned document by hand.
+//! first bad field, `parse` walks toml's spanned document by hand with
+//! `tandem_service::config`'s walker, which also holds the error types and
+//! the duration grammar shared with `api.toml` and `worker.toml` (re-exported
+//! here).
 //!
 //! Files:
 //! - `parse`: the walk, one reader per table, uniqueness checks.
-//! - `duration`: `"250ms"`, `"1m30s"`: grammar, parser and formatter.
-//! - `values`: one TOML value to one typed value (ranges, formats, names).
-//! - `error`: [`ConfigError`], [`ConfigErrors`] and their one-line rendering.
+//! - `values`: one TOML value to one typed balancer value (IPv4 prefixes,
+//!   interface names, commands).
 //! - `health`: [`HealthConfig`] and [`AllDown`], the checks' plain data.
 //! - `vrrp`: [`VrrpConfig`] and its parts, the VRRP instances' plain data.
 
@@ -22,19 +24,17 @@ use std::time::Duration;
 
 use crate::sched::SchedulerKind;
 
-mod duration;
-mod error;
 mod health;
 mod parse;
 mod values;
 mod vrrp;
 
-pub use duration::{
-    DURATION_EXAMPLES, DurationError, DurationProblem, format_duration, parse_duration,
-};
-pub use error::{ConfigError, ConfigErrors, ErrorKind};
 pub use health::{
     AllDown, ExecCheck, HealthCheck, HealthConfig, HealthKind, HttpCheck, StatusRange,
+};
+pub use tandem_service::config::{
+    ConfigError, ConfigErrors, DURATION_EXAMPLES, DurationError, DurationProblem, ErrorKind,
+    format_duration, parse_duration,
 };
 pub use vrrp::{GarpConfig, Track, TrackTarget, VrrpConfig};
 
@@ -51,8 +51,7 @@ impl Config {
     /// Reads `path` and [`Config::parse`]s it. An unreadable file is one
     /// [`ConfigError`] naming the path and the OS error.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::read(path, &e))?;
-        Config::parse(&text, path)
+        tandem_service::config::load(path, Config::parse)
     }
 
     /// The service named `name`, if any.

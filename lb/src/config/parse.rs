@@ -1,15 +1,10 @@
 //! From TOML text to a validated [`Config`], collecting every error.
 //!
-//! serde-derive stops at the first bad field, and an operator fixing a file
-//! one error per `check` run learns to hate the tool. So the text is parsed
-//! into toml's spanned document (`DeTable`: every key and value keeps its
-//! byte span) and walked by hand: each field is read, converted and checked,
-//! failures are pushed to a list and the walk goes on. Only a TOML syntax
-//! error stops early, because after it there is no document to walk.
-//!
-//! Every field reader answers `Ok(Some(v))`, `Ok(None)` (absent: the caller
-//! applies the default) or `Err(Reported)` (an error was recorded). The
-//! `Config` is assembled only when no error was recorded.
+//! The walk itself (spanned document, field readers answering `Ok(Some(v))`,
+//! `Ok(None)` or `Err(Reported)`, the error list) is
+//! `tandem_service::config::Walker`'s; [`Walker`] here wraps it so that the
+//! balancer's table readers can be its methods. The `Config` is assembled
+//! only when no error was recorded.
 //!
 //! One submodule per table: [`service`] (`[[service]]`, its backends),
 //! [`health`] (`[service.health]` layers), [`all_down`], [`vrrp`]; this
@@ -17,14 +12,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::ops::Range;
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
-
-use super::duration::DURATION_EXAMPLES;
-use super::error::{ConfigError, ConfigErrors, ErrorKind, LineIndex};
 use super::values::{
     command_word, duration, integer, is_name_char, join_names, names_of_schedulers, one_of,
     parse_name, socket_addr, string,
@@ -33,6 +23,9 @@ use super::{
     AdminConfig, BackendConfig, Config, MetricsConfig, NodeConfig, ProxyProtocol, ServiceConfig,
 };
 use crate::sched::SchedulerKind;
+use tandem_service::config::walk::{self, Field, Reported, Table, Value};
+use tandem_service::config::{ConfigErrors, DURATION_EXAMPLES, ErrorKind};
+use toml::de::{DeTable, DeValue};
 
 mod all_down;
 mod health;
@@ -40,13 +33,6 @@ mod service;
 mod vrrp;
 
 use health::HealthLayer;
-
-type Value<'i> = Spanned<DeValue<'i>>;
-
-/// Marker: the problem was already pushed to the error list.
-struct Reported;
-
-type Field<T> = Result<Option<T>, Reported>;
 
 const ROOT_KEYS: &[&str] = &["node", "admin", "metrics", "service", "vrrp"];
 const NODE_KEYS: &[&str] = &["name", "workers", "shutdown_grace", "connection_log"];
@@ -102,32 +88,9 @@ pub(super) fn every_value_key() -> Vec<&'static str> {
 
 /// Parses and validates `text`; `source` names the file in messages.
 pub(super) fn parse(text: &str, source: &Path) -> Result<Config, ConfigErrors> {
-    let mut w = Walker {
-        file: source,
-        lines: LineIndex::new(text),
-        errors: Vec::new(),
-    };
-    let doc = match DeTable::parse(text) {
-        Ok(doc) => doc,
-        Err(e) => {
-            // Keep toml's own position: it points at the offending character.
-            let (line, column) = e.span().map_or((0, 0), |s| w.lines.position(s.start));
-            return Err(ConfigErrors::from(ConfigError {
-                file: source.to_path_buf(),
-                line,
-                column,
-                path: String::new(),
-                value: None,
-                kind: ErrorKind::Syntax(e.message().trim().to_string()),
-                valid: String::new(),
-            }));
-        }
-    };
-    let root = Table {
-        entries: doc.get_ref(),
-        header: 0..0,
-        path: String::new(),
-    };
+    let doc = walk::document(text, source)?;
+    let mut w = Walker(walk::Walker::new(text, source));
+    let root = Table::root(&doc);
     w.check_keys(&root, ROOT_KEYS, "the top level");
     let node = w.node(&root);
     let admin = w.admin(&root);
@@ -137,177 +100,37 @@ pub(super) fn parse(text: &str, source: &Path) -> Result<Config, ConfigErrors> {
         w.metrics_port_is_free(&root, metrics, services);
     }
     let vrrp = w.vrrp(&root, &vrrp::service_names(&root));
-    match (node, admin, metrics, services, vrrp) {
-        (Ok(node), Ok(admin), Ok(metrics), Ok(services), Ok(vrrp)) if w.errors.is_empty() => {
-            Ok(Config {
-                source: source.to_path_buf(),
-                node,
-                admin,
-                metrics,
-                services: services.into_iter().map(|(s, _)| s).collect(),
-                vrrp,
-            })
-        }
-        _ => Err(ConfigErrors::new(w.errors)),
+    let config = (|| {
+        Ok(Config {
+            source: source.to_path_buf(),
+            node: node?,
+            admin: admin?,
+            metrics: metrics?,
+            services: services?.into_iter().map(|(s, _)| s).collect(),
+            vrrp: vrrp?,
+        })
+    })();
+    w.0.finish(config)
+}
+
+/// The shared walker, with the balancer's table readers as methods (here
+/// and in the submodules).
+struct Walker<'a>(walk::Walker<'a>);
+
+impl<'a> Deref for Walker<'a> {
+    type Target = walk::Walker<'a>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
-/// A table of the document with its header span (for "missing key" errors)
-/// and field path prefix.
-struct Table<'t, 'i> {
-    entries: &'t DeTable<'i>,
-    header: Range<usize>,
-    /// `""` for the root, `node`, `service[0]`, `service[0].backend[1]`.
-    path: String,
-}
-
-impl<'t, 'i> Table<'t, 'i> {
-    fn get(&self, key: &str) -> Option<&'t Value<'i>> {
-        self.entries.get(key)
-    }
-
-    fn field(&self, key: &str) -> String {
-        if self.path.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}.{key}", self.path)
-        }
+impl DerefMut for Walker<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
-struct Walker<'a> {
-    file: &'a Path,
-    lines: LineIndex<'a>,
-    errors: Vec<ConfigError>,
-}
-
-impl<'a> Walker<'a> {
-    fn push(
-        &mut self,
-        at: &Range<usize>,
-        path: String,
-        value: Option<&Range<usize>>,
-        kind: ErrorKind,
-        valid: impl Into<String>,
-    ) -> Reported {
-        let (line, column) = self.lines.position(at.start);
-        self.errors.push(ConfigError {
-            file: self.file.to_path_buf(),
-            line,
-            column,
-            path,
-            value: value.map(|v| self.lines.written(v)),
-            kind,
-            valid: valid.into(),
-        });
-        Reported
-    }
-
-    /// An error about a value: positioned at it, quoting it.
-    fn bad_value(&mut self, v: &Value<'_>, path: String, kind: ErrorKind, valid: &str) -> Reported {
-        let span = v.span();
-        // An implicit table (made by `[a.b]` or `a.b = 1`) spans just a key
-        // name: quoting it as the value would mislead.
-        let implicit = matches!(v.get_ref(), DeValue::Table(_))
-            && !self.lines.written(&span).starts_with(['[', '{']);
-        let value = (!implicit).then_some(&span);
-        self.push(&span, path, value, kind, valid)
-    }
-
-    /// Reports every key of `table` not in `keys`.
-    fn check_keys(&mut self, table: &Table<'_, '_>, keys: &[&str], name: &'static str) {
-        for (key, value) in table.entries.iter() {
-            if !keys.contains(&key.get_ref().as_ref()) {
-                let path = table.field(key.get_ref());
-                let value_span = value.span();
-                self.push(
-                    &key.span(),
-                    path,
-                    Some(&value_span),
-                    ErrorKind::UnknownKey { table: name },
-                    keys.join(", "),
-                );
-            }
-        }
-    }
-
-    /// Reads an optional key with `convert`; a conversion error is reported
-    /// at the value with `valid` as the hint.
-    fn field<T>(
-        &mut self,
-        table: &Table<'_, '_>,
-        key: &str,
-        valid: &str,
-        convert: impl FnOnce(&DeValue<'_>) -> Result<T, ErrorKind>,
-    ) -> Field<T> {
-        let Some(v) = table.get(key) else {
-            return Ok(None);
-        };
-        match convert(v.get_ref()) {
-            Ok(t) => Ok(Some(t)),
-            Err(kind) => Err(self.bad_value(v, table.field(key), kind, valid)),
-        }
-    }
-
-    /// Like [`Walker::field`] for a key that must be present.
-    fn required<T>(
-        &mut self,
-        table: &Table<'_, '_>,
-        key: &str,
-        valid: &str,
-        convert: impl FnOnce(&DeValue<'_>) -> Result<T, ErrorKind>,
-    ) -> Result<T, Reported> {
-        match self.field(table, key, valid, convert)? {
-            Some(t) => Ok(t),
-            None => Err(self.push(
-                &table.header,
-                table.field(key),
-                None,
-                ErrorKind::Missing,
-                valid,
-            )),
-        }
-    }
-
-    /// An optional sub-table of `parent`, its keys checked.
-    fn sub_table<'t, 'i>(
-        &mut self,
-        parent: &Table<'t, 'i>,
-        key: &'static str,
-        keys: &[&str],
-        name: &'static str,
-    ) -> Field<Table<'t, 'i>> {
-        let Some(v) = parent.get(key) else {
-            return Ok(None);
-        };
-        let table = self.as_table(v, parent.field(key), name)?;
-        self.check_keys(&table, keys, name);
-        Ok(Some(table))
-    }
-
-    fn as_table<'t, 'i>(
-        &mut self,
-        v: &'t Value<'i>,
-        path: String,
-        name: &'static str,
-    ) -> Result<Table<'t, 'i>, Reported> {
-        match v.get_ref() {
-            DeValue::Table(entries) => Ok(Table {
-                entries,
-                header: v.span(),
-                path,
-            }),
-            other => Err(self.bad_value(
-                v,
-                path,
-                ErrorKind::WrongType {
-                    found: other.type_str(),
-                },
-                &format!("a table, written {name}"),
-            )),
-        }
-    }
-
+impl Walker<'_> {
     fn node(&mut self, root: &Table<'_, '_>) -> Result<NodeConfig, Reported> {
         let empty = DeTable::new();
         let table = self
@@ -379,70 +202,6 @@ impl<'a> Walker<'a> {
         Ok(MetricsConfig {
             listen: Some(listen),
         })
-    }
-
-    fn array_of_tables<'t, 'i>(
-        &mut self,
-        parent: &Table<'t, 'i>,
-        key: &str,
-        keys: &[&str],
-        name: &'static str,
-    ) -> Field<Vec<Result<Table<'t, 'i>, Reported>>> {
-        let Some(v) = parent.get(key) else {
-            return Ok(None);
-        };
-        let path = parent.field(key);
-        let DeValue::Array(items) = v.get_ref() else {
-            if key == "service" && v.get_ref().get("backend").is_some() {
-                // `[[service.backend]]` with no `[[service]]` above makes
-                // `service` a plain table: say so rather than "wrong type".
-                let kind = ErrorKind::Invalid("[[service.backend]] before any [[service]]".into());
-                let valid = "a [[service]] table, then its [[service.backend]] tables";
-                return Err(self.bad_value(v, path, kind, valid));
-            }
-            let found = v.get_ref().type_str();
-            return Err(self.bad_value(
-                v,
-                path,
-                ErrorKind::WrongType { found },
-                &format!("an array of tables, written {name}"),
-            ));
-        };
-        let tables = items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let table = self.as_table(item, format!("{path}[{i}]"), name)?;
-                self.check_keys(&table, keys, name);
-                Ok(table)
-            })
-            .collect();
-        Ok(Some(tables))
-    }
-
-    /// Records `key` as used by `path`; if it was already, reports the
-    /// second use and names the first.
-    fn unique<K: std::hash::Hash + Eq>(
-        &mut self,
-        seen: &mut HashMap<K, (String, usize)>,
-        key: K,
-        v: &Value<'_>,
-        path: String,
-        valid: &str,
-    ) {
-        let line = self.lines.line(v.span().start);
-        match seen.get(&key) {
-            Some((first, first_line)) => {
-                let kind = ErrorKind::Duplicate {
-                    first: first.clone(),
-                    first_line: *first_line,
-                };
-                self.bad_value(v, path, kind, valid);
-            }
-            None => {
-                seen.insert(key, (path, line));
-            }
-        }
     }
 
     /// The exporter and a service cannot both bind one address.

@@ -1,118 +1,25 @@
-//! The worker's TOML configuration: `RawConfig` (what serde reads) turns into
-//! `Config` (validated, defaults applied) through `TryFrom`.
+//! The worker's TOML configuration: `worker.toml` → validated [`Config`].
 //!
-//! Every value that has a rule is a newtype that checks it in its constructor
-//! and is read through `#[serde(try_from = ...)]`, so a bad value is reported
-//! by the TOML deserializer itself, with the byte span of the offending value;
-//! [`ConfigError`] turns that span into `file:line:column` and adds the key
-//! path (`exec.command`) from `serde_path_to_error`. The few rules that tie
-//! two keys together are checked after deserialization on `toml::Spanned`
-//! values, so they can point at a line too.
+//! The file is walked by hand with `tandem_service::config`'s walker, like
+//! `lb.toml` and `api.toml` (`parse`), so `tandem worker check` reports every
+//! mistake, each as `worker.toml:3:15: limits.concurrency = 0: out of range;
+//! valid: ...`. The value types and their rules are in `values`.
 //!
 //! One file serves every kind: `tandem worker run --kind K` picks the section
 //! it needs, and only `exec` has no usable default (its command).
 
+mod parse;
 mod values;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
-use toml::Spanned;
+use tandem_service::config::walk::{self, Table, Walker};
 
-pub use values::{
-    ConfigDuration, ContentType, EnvName, ExecCommand, Kind, ListenAddr, Positive, Side,
-    UnknownKind,
-};
-
-// ---------------------------------------------------------------------------
-// What serde reads.
-
-/// The file as written. Every key is documented here; `worker.example.toml`
-/// repeats the text.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    /// Address and port the HTTP server binds, e.g. `"0.0.0.0:9101"`.
-    listen: ListenAddr,
-    /// Limits shared by every kind.
-    #[serde(default)]
-    limits: RawLimits,
-    /// Settings of the `thumbnail` kind.
-    #[serde(default)]
-    thumbnail: RawThumbnail,
-    /// Settings of the `text` kind.
-    #[serde(default)]
-    text: RawText,
-    /// Settings of the `exec` kind; required to run `--kind exec`.
-    exec: Option<RawExec>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    /// Runs at once on this instance; one more is answered 503 at once.
-    concurrency: Option<Positive>,
-    /// `Retry-After` sent with that 503 (rounded up to whole seconds).
-    retry_after: Option<ConfigDuration>,
-    /// After SIGTERM: how long in-flight runs may take before the process
-    /// exits anyway (with a non-zero status).
-    shutdown_grace: Option<ConfigDuration>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawThumbnail {
-    /// Longest a run may take (decode, resize, encode).
-    timeout: Option<ConfigDuration>,
-    /// Largest request body, bytes; larger is answered 413.
-    max_input_bytes: Option<Positive>,
-    /// Largest width × height accepted, read from the header before decoding.
-    max_pixels: Option<Positive>,
-    /// Largest width or height accepted, read from the header.
-    max_side: Option<Side>,
-    /// Box used when the request names none.
-    default_width: Option<Spanned<Side>>,
-    default_height: Option<Spanned<Side>>,
-    /// Largest box a request may ask for.
-    max_width: Option<Side>,
-    max_height: Option<Side>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawText {
-    /// Longest a run may take.
-    timeout: Option<ConfigDuration>,
-    /// Largest request body, bytes; larger is answered 413.
-    max_input_bytes: Option<Positive>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawExec {
-    /// The program (absolute path) and its arguments; never from the request.
-    command: ExecCommand,
-    /// Longest a run may take; then the whole process group is killed.
-    timeout: Option<ConfigDuration>,
-    /// Largest request body, bytes; larger is answered 413.
-    max_input_bytes: Option<Positive>,
-    /// Largest stdout accepted; past it the group is killed and the run fails.
-    max_output_bytes: Option<Positive>,
-    /// How much of the end of stderr a failure reports.
-    stderr_tail_bytes: Option<Positive>,
-    /// Variables copied from the worker's own environment, if set there.
-    #[serde(default)]
-    pass_env: Vec<EnvName>,
-    /// Variables set for the child (after `pass_env`, so these win).
-    #[serde(default)]
-    env: BTreeMap<EnvName, String>,
-    /// Content type of the result.
-    content_type: Option<ContentType>,
-}
+pub use tandem_service::config::ConfigErrors;
+pub use values::{ContentType, EnvName, ExecCommand, Kind, UnknownKind};
 
 // ---------------------------------------------------------------------------
 // What the program uses.
@@ -190,44 +97,20 @@ pub struct ExecConfig {
     pub content_type: ContentType,
 }
 
-const MIB: u64 = 1024 * 1024;
-
 impl Config {
     /// Reads and validates the file at `path`.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text, path)
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        tandem_service::config::load(path, Config::parse)
     }
 
-    /// Validates `text`; `file` only names the source in errors.
-    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let located = |span: Option<Range<usize>>, path: String, message: String| {
-            let (line, column) = span.map_or((0, 0), |s| line_column(text, s.start));
-            ConfigError::Invalid {
-                file: file.to_owned(),
-                line,
-                column,
-                path,
-                message,
-            }
-        };
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| located(e.span(), String::new(), e.message().to_owned()))?;
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            located(inner.span(), path, inner.message().to_owned())
-        })?;
-        Config::try_from(raw).map_err(
-            |CrossFieldError {
-                 span,
-                 path,
-                 message,
-             }| { located(Some(span), path.to_owned(), message) },
-        )
+    /// Validates `text`; `file` only names the source in errors. Returns
+    /// every error found, in file order; a TOML syntax error is reported
+    /// alone since nothing after it can be read.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigErrors> {
+        let doc = walk::document(text, file)?;
+        let mut w = Walker::new(text, file);
+        let config = parse::root(&mut w, &Table::root(&doc));
+        w.finish(config)
     }
 
     /// The settings of `kind`, or why this file cannot run it.
@@ -260,127 +143,12 @@ impl Config {
     }
 }
 
-/// A rule between two keys, found after deserialization.
-struct CrossFieldError {
-    span: Range<usize>,
-    path: &'static str,
-    message: String,
-}
-
-impl TryFrom<RawConfig> for Config {
-    type Error = CrossFieldError;
-
-    fn try_from(raw: RawConfig) -> Result<Self, Self::Error> {
-        let dur = |d: Option<ConfigDuration>, default: u64| {
-            d.map_or(Duration::from_secs(default), ConfigDuration::get)
-        };
-        let bytes = |b: Option<Positive>, default: u64| b.map_or(default, Positive::get);
-        let side = |s: Option<Side>, default: u32| s.map_or(default, Side::get);
-
-        let t = raw.thumbnail;
-        let max_box = (side(t.max_width, 2048), side(t.max_height, 2048));
-        let mut default_box = (256, 256);
-        for (value, default, max, path, axis) in [
-            (
-                &t.default_width,
-                &mut default_box.0,
-                max_box.0,
-                "thumbnail.default_width",
-                "max_width",
-            ),
-            (
-                &t.default_height,
-                &mut default_box.1,
-                max_box.1,
-                "thumbnail.default_height",
-                "max_height",
-            ),
-        ] {
-            if let Some(v) = value {
-                if v.get_ref().get() > max {
-                    return Err(CrossFieldError {
-                        span: v.span(),
-                        path,
-                        message: format!(
-                            "{} is larger than thumbnail.{axis} ({max}): a default box must be \
-                             one a request could ask for",
-                            v.get_ref().get()
-                        ),
-                    });
-                }
-                *default = v.get_ref().get();
-            }
-        }
-        let retry_after = dur(raw.limits.retry_after, 1);
-        Ok(Config {
-            listen: raw.listen.0,
-            limits: Limits {
-                concurrency: u32::try_from(bytes(raw.limits.concurrency, 4)).unwrap_or(u32::MAX),
-                retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
-                shutdown_grace: dur(raw.limits.shutdown_grace, 30),
-            },
-            thumbnail: ThumbnailConfig {
-                timeout: dur(t.timeout, 10),
-                max_input_bytes: bytes(t.max_input_bytes, 20 * MIB),
-                max_pixels: bytes(t.max_pixels, 40_000_000),
-                max_side: side(t.max_side, 16_384),
-                default_box,
-                max_box,
-            },
-            text: TextConfig {
-                timeout: dur(raw.text.timeout, 5),
-                max_input_bytes: bytes(raw.text.max_input_bytes, 8 * MIB),
-            },
-            exec: raw.exec.map(|e| ExecConfig {
-                command: e.command,
-                timeout: dur(e.timeout, 30),
-                max_input_bytes: bytes(e.max_input_bytes, 8 * MIB),
-                max_output_bytes: bytes(e.max_output_bytes, 8 * MIB),
-                stderr_tail_bytes: usize::try_from(bytes(e.stderr_tail_bytes, 2048))
-                    .unwrap_or(usize::MAX),
-                pass_env: e.pass_env,
-                env: e.env,
-                content_type: e
-                    .content_type
-                    .unwrap_or_else(|| ContentType("application/octet-stream".to_owned())),
-            }),
-        })
-    }
-}
-
-/// 1-based line and column (in characters) of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
-}
-
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{}: {source}", file.display())]
-    Read {
-        /// The file.
-        file: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or a value breaks a rule.
-    #[error("{}:{line}:{column}: {}{message}", file.display(), if path.is_empty() || path == "." { String::new() } else { format!("{path}: ") })]
-    Invalid {
-        /// The file.
-        file: PathBuf,
-        /// 1-based line of the offending value (0 if unknown).
-        line: usize,
-        /// 1-based column of the offending value (0 if unknown).
-        column: usize,
-        /// Key path, e.g. `exec.command`.
-        path: String,
-        /// What is wrong and what would be valid.
-        message: String,
-    },
+    /// The file has mistakes, every one of them located.
+    #[error(transparent)]
+    Invalid(#[from] ConfigErrors),
     /// `--kind` names a kind this file has no section for.
     #[error("kind {0} needs an [{0}] section in the config file")]
     KindNotConfigured(Kind),
@@ -411,12 +179,21 @@ mod tests {
 
     #[test]
     fn durations_parse_with_units() {
-        let ms = |s: &str| s.parse::<ConfigDuration>().map(|d| d.get().as_millis());
+        let ms = |s: &str| {
+            parse(&format!(
+                "listen = \"127.0.0.1:1\"\n[text]\ntimeout = \"{s}\"\n"
+            ))
+            .map(|c| c.text.timeout.as_millis())
+        };
         assert_eq!(ms("250ms"), Ok(250));
         assert_eq!(ms("30s"), Ok(30_000));
         assert_eq!(ms("2m"), Ok(120_000));
         assert_eq!(ms("1h"), Ok(3_600_000));
-        for bad in ["", "0s", "30", "s", "1.5s", "-1s", "10 s", "3d"] {
+        // The grammar shared with lb.toml and api.toml.
+        assert_eq!(ms("1.5s"), Ok(1_500));
+        assert_eq!(ms("1m30s"), Ok(90_000));
+        assert_eq!(ms("1d"), Ok(86_400_000));
+        for bad in ["", "0s", "30", "s", "-1s", "10 s", "3w"] {
             assert!(ms(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -425,10 +202,10 @@ mod tests {
     fn bad_duration_names_file_line_column_and_key() {
         let err = parse("listen = \"127.0.0.1:1\"\n[text]\ntimeout = \"soon\"\n").unwrap_err();
         assert!(
-            err.starts_with("w.toml:3:11: text.timeout: invalid duration \"soon\""),
+            err.starts_with("w.toml:3:11: text.timeout = \"soon\": not a duration"),
             "{err}"
         );
-        assert!(err.contains("ms, s, m or h"), "{err}");
+        assert!(err.contains("valid: a duration such as \"250ms\""), "{err}");
     }
 
     #[test]
@@ -446,18 +223,20 @@ mod tests {
         let err =
             parse("listen = \"127.0.0.1:1\"\n[exec]\ncommand = [\"sh\", \"-c\"]\n").unwrap_err();
         assert!(
-            err.starts_with("w.toml:3:11: exec.command: program \"sh\" is not an absolute"),
+            err.starts_with(
+                "w.toml:3:12: exec.command[0] = \"sh\": the program is not an absolute path"
+            ),
             "{err}"
         );
         let err = parse("listen = \"127.0.0.1:1\"\n[exec]\ncommand = []\n").unwrap_err();
-        assert!(err.contains("exec.command: empty command"), "{err}");
+        assert!(err.contains("exec.command = []: empty command"), "{err}");
     }
 
     #[test]
     fn zero_limits_and_bad_env_names_are_refused() {
         let err = parse("listen = \"127.0.0.1:1\"\n[limits]\nconcurrency = 0\n").unwrap_err();
         assert!(
-            err.starts_with("w.toml:3:15: limits.concurrency: invalid value 0"),
+            err.starts_with("w.toml:3:15: limits.concurrency = 0: out of range"),
             "{err}"
         );
         let err = parse(
@@ -465,7 +244,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.contains("exec.pass_env[0]: invalid environment variable name"),
+            err.contains("exec.pass_env[0] = \"A=B\": invalid environment variable name"),
             "{err}"
         );
     }
@@ -476,7 +255,9 @@ mod tests {
             parse("listen = \"127.0.0.1:1\"\n[thumbnail]\nmax_width = 100\ndefault_width = 200\n")
                 .unwrap_err();
         assert!(
-            err.starts_with("w.toml:4:17: thumbnail.default_width: 200 is larger"),
+            err.starts_with(
+                "w.toml:4:17: thumbnail.default_width = 200: conflicts with thumbnail.max_width = 100"
+            ),
             "{err}"
         );
     }
@@ -487,8 +268,37 @@ mod tests {
         assert!(err.contains("listen"), "{err}");
         let err = parse("listen = \"localhost\"\n").unwrap_err();
         assert!(
-            err.starts_with("w.toml:1:10: listen: invalid listen address"),
+            err.starts_with("w.toml:1:10: listen = \"localhost\": not an IP:port address"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_location() {
+        let err = parse(
+            "listen = \"127.0.0.1:1\"\n[limits]\nconcurrency = 0\nretry_after = \"1x\"\n\
+             [thumbnail]\nmax_width = 100\ndefault_width = 200\n\
+             [exec]\ncommand = [\"/bin/cat\", \"a\\u0000b\"]\nenv = { \"A=B\" = \"c\" }\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "w.toml:3:15: limits.concurrency = 0: out of range; valid: an integer from 1 to 4294967295\n\
+             w.toml:4:15: limits.retry_after = \"1x\": not a duration: unknown unit \"x\" \
+             (units: ms, s, m, h, d); valid: a duration such as \"250ms\", \"2s\" or \"5m\", greater than zero\n\
+             w.toml:7:17: thumbnail.default_width = 200: conflicts with thumbnail.max_width = 100; \
+             valid: at most thumbnail.max_width: a default box must be one a request could ask for\n\
+             w.toml:9:24: exec.command[1] = \"a\\u0000b\": contains a NUL byte; \
+             valid: [\"/absolute/program\", \"arg\", ...], no NUL byte\n\
+             w.toml:10:9: exec.env.A=B: invalid environment variable name; \
+             valid: a non-empty environment variable name without '=' or NUL"
+        );
+        // A missing required key is located at its table.
+        let err = parse("listen = \"127.0.0.1:1\"\n[exec]\ntimeout = \"1s\"\n").unwrap_err();
+        assert_eq!(
+            err,
+            "w.toml:2:1: exec.command: missing required key; \
+             valid: [\"/absolute/program\", \"arg\", ...], no NUL byte"
         );
     }
 

@@ -16,15 +16,15 @@
 
 use std::time::Duration;
 
-use super::super::duration::format_duration;
 use super::super::health::{
     ExecCheck, HealthCheck, HealthConfig, HealthKind, HttpCheck, StatusRange,
 };
-use super::super::values::boolean;
+use super::super::values::{boolean, http_host, http_path, status_range};
 use super::{
     DURATION_EXAMPLES, DeValue, ErrorKind, Field, Reported, Table, Walker, command_word, duration,
     integer, join_names, one_of, string,
 };
+use tandem_service::config::format_duration;
 
 /// Keys every kind has.
 const COMMON_KEYS: &[&str] = &[
@@ -105,6 +105,28 @@ fn keys_of(kind: HealthKind) -> String {
     join_names(COMMON_KEYS.iter().copied().chain(specific))
 }
 
+/// A health table's `kind`, as [`Walker::health_kind`] read it.
+struct HealthKindRead {
+    /// As set in this table; None when absent or refused.
+    kind: Option<HealthKind>,
+    /// The key is present but its value was refused (and reported).
+    kind_unknown: bool,
+    /// The kind that applies: this table's, the inherited one, or the default.
+    effective: HealthKind,
+    /// `effective` quoted, with where it comes from, for errors.
+    described: String,
+}
+
+/// The keys that only some kinds use, as read (absent when foreign).
+struct KindFields {
+    port: Field<i64>,
+    path: Field<String>,
+    host: Field<String>,
+    expect_status: Field<Vec<StatusRange>>,
+    expect_body: Field<String>,
+    command: Field<Vec<String>>,
+}
+
 impl<'t, 'i> Walker<'_> {
     /// Reads `parent.health` if present. `inherited` is the service's layer
     /// when `parent` is a backend: its kind decides which keys belong here
@@ -119,51 +141,11 @@ impl<'t, 'i> Walker<'_> {
         let Some(table) = self.sub_table(parent, "health", &keys, name)? else {
             return Ok(None);
         };
-        let kind_valid = format!(
-            "one of {}",
-            join_names(HealthKind::ALL.iter().map(|k| k.name()))
-        );
-        let kind = self.field(&table, "kind", &kind_valid, |v| {
-            one_of(v, HealthKind::ALL.iter().map(|k| (k.name(), *k)), "kind")
-        });
-        let kind_unknown = kind.is_err();
-        let kind = kind.unwrap_or(None);
-        let effective = kind.or(inherited.and_then(|l| l.kind)).unwrap_or_default();
-        let described = match (kind, inherited) {
-            (Some(k), _) => format!("\"{k}\""),
-            (None, Some(l)) if l.kind.is_some() => {
-                format!("\"{effective}\" (from {})", l.table.field("kind"))
-            }
-            _ => format!("\"{effective}\" (the default)"),
-        };
-        // Kind-specific keys the kind does not use: one error each, and the
-        // key is then not read (its value is beside the point).
-        let mut foreign: Vec<&str> = Vec::new();
-        for (key, kinds) in KIND_KEYS {
-            let Some(v) = table.get(key) else { continue };
-            let inherited_unknown = kind.is_none() && inherited.is_some_and(|l| l.kind_unknown);
-            if kind_unknown || inherited_unknown || kinds.contains(&effective) {
-                continue;
-            }
-            foreign.push(key);
-            let used_by = match kinds {
-                [HealthKind::Tcp, HealthKind::Http] => r#""tcp" or "http""#,
-                [HealthKind::Http] => r#""http""#,
-                _ => r#""exec""#,
-            };
-            let kind = ErrorKind::NotForKind {
-                used_by,
-                kind: described.clone(),
-            };
-            let valid = format!("the keys of kind \"{effective}\": {}", keys_of(effective));
-            let key_span = table
-                .entries
-                .get_key_value(*key)
-                .map_or_else(|| v.span(), |(k, _)| k.span());
-            let value_span = v.span();
-            self.push(&key_span, table.field(key), Some(&value_span), kind, &valid);
-        }
-        let keep = |key: &str| !foreign.contains(&key);
+        let kind = self.health_kind(&table, inherited);
+        let foreign = self.foreign_keys(&table, &kind, inherited);
+        let HealthKindRead {
+            kind, kind_unknown, ..
+        } = kind;
 
         let period = format!("{DURATION_EXAMPLES}, at least 1ms");
         let at_least_1ms = |v: &DeValue<'_>| {
@@ -192,57 +174,14 @@ impl<'t, 'i> Walker<'_> {
         let passive_fall = self.field(&table, "passive_fall", &passive_valid, |v| {
             integer(v, 0, i64::from(HealthConfig::MAX_COUNT))
         });
-        let port = if keep("port") {
-            self.field(&table, "port", "an integer from 1 to 65535", |v| {
-                integer(v, 1, 65535)
-            })
-        } else {
-            Ok(None)
-        };
-        let path = if keep("path") {
-            self.field(
-                &table,
-                "path",
-                r#"a path starting with "/", printable ASCII without spaces, such as "/healthz""#,
-                http_path,
-            )
-        } else {
-            Ok(None)
-        };
-        let host = if keep("host") {
-            self.field(
-                &table,
-                "host",
-                r#"a host name or address, printable ASCII without spaces or "/", such as "api.example""#,
-                http_host,
-            )
-        } else {
-            Ok(None)
-        };
-        let expect_status = if keep("expect_status") {
-            self.expect_status(&table)
-        } else {
-            Ok(None)
-        };
-        let expect_body = if keep("expect_body") {
-            self.field(&table, "expect_body", "a non-empty string", |v| {
-                let s = string(v)?;
-                if s.is_empty() {
-                    Err(ErrorKind::Invalid(
-                        "empty: it would match every body".into(),
-                    ))
-                } else {
-                    Ok(s.to_string())
-                }
-            })
-        } else {
-            Ok(None)
-        };
-        let command = if keep("command") {
-            self.command_array(&table, "command", VALID_COMMAND)
-        } else {
-            Ok(None)
-        };
+        let KindFields {
+            port,
+            path,
+            host,
+            expect_status,
+            expect_body,
+            command,
+        } = self.kind_fields(&table, &foreign);
         // A field that failed was reported and reads as absent; `reported`
         // keeps the layer out of resolution so no second error follows,
         // while its kind still decides which keys its backends may set.
@@ -273,6 +212,140 @@ impl<'t, 'i> Walker<'_> {
         };
         layer.reported = reported;
         Ok(Some(layer))
+    }
+
+    /// `kind` of a health table: as set here, else inherited from the
+    /// service's layer, else the default; and how to name it in errors.
+    fn health_kind(
+        &mut self,
+        table: &Table<'_, '_>,
+        inherited: Option<&HealthLayer<'_, '_>>,
+    ) -> HealthKindRead {
+        let kind_valid = format!(
+            "one of {}",
+            join_names(HealthKind::ALL.iter().map(|k| k.name()))
+        );
+        let kind = self.field(table, "kind", &kind_valid, |v| {
+            one_of(v, HealthKind::ALL.iter().map(|k| (k.name(), *k)), "kind")
+        });
+        let kind_unknown = kind.is_err();
+        let kind = kind.unwrap_or(None);
+        let effective = kind.or(inherited.and_then(|l| l.kind)).unwrap_or_default();
+        let described = match (kind, inherited) {
+            (Some(k), _) => format!("\"{k}\""),
+            (None, Some(l)) if l.kind.is_some() => {
+                format!("\"{effective}\" (from {})", l.table.field("kind"))
+            }
+            _ => format!("\"{effective}\" (the default)"),
+        };
+        HealthKindRead {
+            kind,
+            kind_unknown,
+            effective,
+            described,
+        }
+    }
+
+    /// Kind-specific keys the kind does not use: one error each; the caller
+    /// then does not read them (their value is beside the point).
+    fn foreign_keys(
+        &mut self,
+        table: &Table<'_, '_>,
+        read: &HealthKindRead,
+        inherited: Option<&HealthLayer<'_, '_>>,
+    ) -> Vec<&'static str> {
+        let effective = read.effective;
+        let mut foreign: Vec<&'static str> = Vec::new();
+        for (key, kinds) in KIND_KEYS {
+            let Some(v) = table.get(key) else { continue };
+            let inherited_unknown =
+                read.kind.is_none() && inherited.is_some_and(|l| l.kind_unknown);
+            if read.kind_unknown || inherited_unknown || kinds.contains(&effective) {
+                continue;
+            }
+            foreign.push(key);
+            let used_by = match kinds {
+                [HealthKind::Tcp, HealthKind::Http] => r#""tcp" or "http""#,
+                [HealthKind::Http] => r#""http""#,
+                _ => r#""exec""#,
+            };
+            let kind = ErrorKind::NotForKind {
+                used_by,
+                kind: read.described.clone(),
+            };
+            let valid = format!("the keys of kind \"{effective}\": {}", keys_of(effective));
+            let key_span = table
+                .entries
+                .get_key_value(*key)
+                .map_or_else(|| v.span(), |(k, _)| k.span());
+            let value_span = v.span();
+            self.push(&key_span, table.field(key), Some(&value_span), kind, &valid);
+        }
+        foreign
+    }
+
+    /// The kind-specific keys, each read unless it is `foreign`.
+    fn kind_fields(&mut self, table: &Table<'_, '_>, foreign: &[&str]) -> KindFields {
+        let keep = |key: &str| !foreign.contains(&key);
+        let port = if keep("port") {
+            self.field(table, "port", "an integer from 1 to 65535", |v| {
+                integer(v, 1, 65535)
+            })
+        } else {
+            Ok(None)
+        };
+        let path = if keep("path") {
+            self.field(
+                table,
+                "path",
+                r#"a path starting with "/", printable ASCII without spaces, such as "/healthz""#,
+                http_path,
+            )
+        } else {
+            Ok(None)
+        };
+        let host = if keep("host") {
+            self.field(
+                table,
+                "host",
+                r#"a host name or address, printable ASCII without spaces or "/", such as "api.example""#,
+                http_host,
+            )
+        } else {
+            Ok(None)
+        };
+        let expect_status = if keep("expect_status") {
+            self.expect_status(table)
+        } else {
+            Ok(None)
+        };
+        let expect_body = if keep("expect_body") {
+            self.field(table, "expect_body", "a non-empty string", |v| {
+                let s = string(v)?;
+                if s.is_empty() {
+                    Err(ErrorKind::Invalid(
+                        "empty: it would match every body".into(),
+                    ))
+                } else {
+                    Ok(s.to_string())
+                }
+            })
+        } else {
+            Ok(None)
+        };
+        let command = if keep("command") {
+            self.command_array(table, "command", VALID_COMMAND)
+        } else {
+            Ok(None)
+        };
+        KindFields {
+            port,
+            path,
+            host,
+            expect_status,
+            expect_body,
+            command,
+        }
     }
 
     /// `expect_status`: one status, one range, or an array of those, each
@@ -321,30 +394,14 @@ impl<'t, 'i> Walker<'_> {
         key: &str,
         valid: &str,
     ) -> Field<Vec<String>> {
-        let Some(v) = table.get(key) else {
-            return Ok(None);
-        };
-        let path = table.field(key);
-        let DeValue::Array(items) = v.get_ref() else {
-            let found = v.get_ref().type_str();
-            return Err(self.bad_value(v, path, ErrorKind::WrongType { found }, valid));
-        };
-        if items.is_empty() {
-            let kind = ErrorKind::Invalid("empty array: no program".into());
-            return Err(self.bad_value(v, path, kind, valid));
-        }
-        let mut words = Ok(Vec::new());
-        for (i, item) in items.iter().enumerate() {
-            match command_word(item.get_ref(), i == 0) {
-                Ok(w) => {
-                    if let Ok(list) = &mut words {
-                        list.push(w);
-                    }
-                }
-                Err(kind) => words = Err(self.bad_value(item, format!("{path}[{i}]"), kind, valid)),
-            }
-        }
-        words.map(Some)
+        let words = self.array(
+            table,
+            key,
+            valid,
+            Some("empty array: no program"),
+            |i, v| command_word(v, i == 0),
+        )?;
+        Ok(words.map(|w| w.into_iter().map(|(word, _)| word).collect()))
     }
 
     /// A backend's checks: `own` (its health table) over `service`'s, then
@@ -492,69 +549,4 @@ fn take<T>(field: Field<T>, reported: &mut bool) -> Option<T> {
         *reported = true;
         None
     })
-}
-
-/// `200`, `"200"` or `"200-299"`, each status 100 to 599.
-fn status_range(v: &DeValue<'_>) -> Result<StatusRange, ErrorKind> {
-    let (min, max) = (i64::from(StatusRange::MIN), i64::from(StatusRange::MAX));
-    if let DeValue::Integer(_) = v {
-        let s = integer(v, min, max)? as u16;
-        return Ok(StatusRange { first: s, last: s });
-    }
-    let s = string(v).map_err(|_| ErrorKind::WrongType {
-        found: v.type_str(),
-    })?;
-    let status = |t: &str| -> Result<u16, ErrorKind> {
-        match t.parse::<u16>() {
-            Ok(n)
-                if (StatusRange::MIN..=StatusRange::MAX).contains(&n)
-                    && t.bytes().all(|b| b.is_ascii_digit()) =>
-            {
-                Ok(n)
-            }
-            Ok(_) => Err(ErrorKind::OutOfRange),
-            Err(_) => Err(ErrorKind::Invalid(
-                "not a status or a range of statuses".into(),
-            )),
-        }
-    };
-    let (first, last) = match s.split_once('-') {
-        Some((a, b)) => (status(a)?, status(b)?),
-        None => {
-            let n = status(s)?;
-            (n, n)
-        }
-    };
-    if first > last {
-        return Err(ErrorKind::Invalid("range ends before it starts".into()));
-    }
-    Ok(StatusRange { first, last })
-}
-
-/// The request target goes into the request line as written: no space or
-/// control character may break it.
-fn http_path(v: &DeValue<'_>) -> Result<String, ErrorKind> {
-    let s = string(v)?;
-    if !s.starts_with('/') {
-        Err(ErrorKind::Invalid("does not start with \"/\"".into()))
-    } else if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
-        Err(ErrorKind::Invalid(format!(
-            "character {c:?} not allowed in a request path"
-        )))
-    } else {
-        Ok(s.to_string())
-    }
-}
-
-fn http_host(v: &DeValue<'_>) -> Result<String, ErrorKind> {
-    let s = string(v)?;
-    if s.is_empty() {
-        Err(ErrorKind::Invalid("empty host".into()))
-    } else if let Some(c) = s.chars().find(|&c| !c.is_ascii_graphic() || c == '/') {
-        Err(ErrorKind::Invalid(format!(
-            "character {c:?} not allowed in a Host header"
-        )))
-    } else {
-        Ok(s.to_string())
-    }
 }

@@ -11,6 +11,16 @@ impl Walker<'_> {
         &mut self,
         root: &Table<'_, '_>,
     ) -> Result<Vec<(ServiceConfig, usize)>, Reported> {
+        if let Some(v) = root.get("service")
+            && !matches!(v.get_ref(), DeValue::Array(_))
+            && v.get_ref().get("backend").is_some()
+        {
+            // `[[service.backend]]` with no `[[service]]` above makes
+            // `service` a plain table: say so rather than "wrong type".
+            let kind = ErrorKind::Invalid("[[service.backend]] before any [[service]]".into());
+            let valid = "a [[service]] table, then its [[service.backend]] tables";
+            return Err(self.bad_value(v, root.field("service"), kind, valid));
+        }
         let Some(tables) = self.array_of_tables(root, "service", SERVICE_KEYS, "[[service]]")?
         else {
             return Ok(Vec::new());
@@ -41,34 +51,13 @@ impl Walker<'_> {
         listens: &mut HashMap<SocketAddr, (String, usize)>,
     ) -> Result<(ServiceConfig, usize), Reported> {
         let name = self.required(table, "name", VALID_NAME, |v| parse_name(v, is_name_char));
-        if let Ok(n) = &name {
-            let v = table
-                .get("name")
-                .expect("a required key that converted is present");
-            self.unique(
-                names,
-                n.clone(),
-                v,
-                table.field("name"),
-                "a name no other service uses",
-            );
-        }
+        self.unique_key(table, "name", &name, names, "a name no other service uses");
         let listen = self.required(table, "listen", VALID_LISTEN, |v| socket_addr(v, false));
         let listen_line = table
             .get("listen")
             .map_or(0, |v| self.lines.line(v.span().start));
-        if let Ok(addr) = &listen {
-            let v = table
-                .get("listen")
-                .expect("a required key that converted is present");
-            self.unique(
-                listens,
-                *addr,
-                v,
-                table.field("listen"),
-                "an address no other service listens on",
-            );
-        }
+        let valid = "an address no other service listens on";
+        self.unique_key(table, "listen", &listen, listens, valid);
         let sched_valid = format!("one of {}", names_of_schedulers());
         let scheduler = self.field(table, "scheduler", &sched_valid, |v| {
             let s = string(v)?;
@@ -122,6 +111,24 @@ impl Walker<'_> {
         ))
     }
 
+    /// Records the value of the required `key` of `table`, if it was read,
+    /// as used by this table; a second use is reported ([`Walker::unique`]).
+    fn unique_key<K: std::hash::Hash + Eq + Clone>(
+        &mut self,
+        table: &Table<'_, '_>,
+        key: &str,
+        value: &Result<K, Reported>,
+        seen: &mut HashMap<K, (String, usize)>,
+        valid: &str,
+    ) {
+        let Ok(value) = value else { return };
+        // Cannot fail: a required key that converted is present.
+        let v = table
+            .get(key)
+            .expect("a required key that converted is present");
+        self.unique(seen, value.clone(), v, table.field(key), valid);
+    }
+
     fn backends(
         &mut self,
         service: &Table<'_, '_>,
@@ -135,7 +142,7 @@ impl Walker<'_> {
                 &service.header,
                 service.path.clone(),
                 None,
-                ErrorKind::EmptyPool,
+                ErrorKind::Invalid("empty pool: no [[service.backend]]".into()),
                 "at least one [[service.backend]] table with an address",
             ));
         }

@@ -9,13 +9,13 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::super::duration::format_duration;
 use super::super::values::{boolean, ifname, ipv4_cidr, ipv4_host};
 use super::super::vrrp::{GarpConfig, Track, TrackTarget, VrrpConfig};
 use super::{
     DURATION_EXAMPLES, DeValue, ErrorKind, Field, Reported, Table, VALID_NAME, Value, Walker,
     duration, integer, is_name_char, parse_name, string,
 };
+use tandem_service::config::format_duration;
 
 pub(super) const VRRP_KEYS: &[&str] = &[
     "name",
@@ -204,42 +204,6 @@ impl Walker<'_> {
         }
     }
 
-    /// An array at `key` whose elements convert one by one; each bad element
-    /// is reported at itself as `key[i]`. Empty is allowed when `min_len` is 0.
-    fn array<'t, 'i, T>(
-        &mut self,
-        table: &Table<'t, 'i>,
-        key: &str,
-        valid: &str,
-        min_len: usize,
-        mut convert: impl FnMut(&DeValue<'_>) -> Result<T, ErrorKind>,
-    ) -> Field<Vec<(T, &'t Value<'i>)>> {
-        let Some(v) = table.get(key) else {
-            return Ok(None);
-        };
-        let path = table.field(key);
-        let DeValue::Array(items) = v.get_ref() else {
-            let found = v.get_ref().type_str();
-            return Err(self.bad_value(v, path, ErrorKind::WrongType { found }, valid));
-        };
-        if items.len() < min_len {
-            let kind = ErrorKind::Invalid("empty array".into());
-            return Err(self.bad_value(v, path, kind, valid));
-        }
-        let mut out = Ok(Vec::new());
-        for (i, item) in items.iter().enumerate() {
-            match convert(item.get_ref()) {
-                Ok(t) => {
-                    if let Ok(list) = &mut out {
-                        list.push((t, item));
-                    }
-                }
-                Err(kind) => out = Err(self.bad_value(item, format!("{path}[{i}]"), kind, valid)),
-            }
-        }
-        out.map(Some)
-    }
-
     fn virtual_ips(
         &mut self,
         table: &Table<'_, '_>,
@@ -247,7 +211,10 @@ impl Walker<'_> {
         seen: &mut Seen,
     ) -> Result<Vec<(Ipv4Addr, u8)>, Reported> {
         let valid = VALID_VIPS;
-        let Some(vips) = self.array(table, "virtual_ips", valid, 1, ipv4_cidr)? else {
+        let Some(vips) = self.array(table, "virtual_ips", valid, Some("empty array"), |_, v| {
+            ipv4_cidr(v)
+        })?
+        else {
             return Err(self.push(
                 &table.header,
                 table.field("virtual_ips"),
@@ -283,7 +250,8 @@ impl Walker<'_> {
         src: Option<Ipv4Addr>,
     ) -> Result<Vec<Ipv4Addr>, Reported> {
         let valid = r#"an array of IPv4 addresses such as ["198.18.0.3"], none 0.0.0.0, multicast or broadcast; empty = multicast"#;
-        let Some(peers) = self.array(table, "unicast_peers", valid, 0, ipv4_host)? else {
+        let Some(peers) = self.array(table, "unicast_peers", valid, None, |_, v| ipv4_host(v))?
+        else {
             return Ok(Vec::new());
         };
         let mut firsts: HashMap<Ipv4Addr, (String, usize)> = HashMap::new();
@@ -392,15 +360,7 @@ impl Walker<'_> {
             path,
         };
         self.check_keys(&t, TRACK_KEYS, "a track entry");
-        let service_valid = if services.is_empty() {
-            "the name of a [[service]] of this file (it has none)".to_string()
-        } else {
-            let quoted: Vec<String> = services.iter().map(|s| format!("\"{s}\"")).collect();
-            format!(
-                "the name of a [[service]] of this file: {}",
-                quoted.join(", ")
-            )
-        };
+        let service_valid = track_service_valid(services);
         let service = self.field(&t, "service", &service_valid, |v| {
             let s = string(v)?;
             if services.iter().any(|n| n == s) {
@@ -421,33 +381,7 @@ impl Walker<'_> {
                 i64::from(Track::MAX_WEIGHT),
             )
         });
-        let target = match (service?, interface?) {
-            (Some(s), None) => TrackTarget::Service(s),
-            (None, Some(i)) => TrackTarget::Interface(i),
-            (None, None) => {
-                return Err(self.push(
-                    &t.header,
-                    t.field("service"),
-                    None,
-                    ErrorKind::Missing,
-                    r#"service = "NAME" or interface = "IF""#,
-                ));
-            }
-            (Some(_), Some(_)) => {
-                let s = self.key_value(&t, "service");
-                let with = format!(
-                    "service = {} in the same entry",
-                    self.lines.written(&s.span())
-                );
-                let v = self.key_value(&t, "interface");
-                return Err(self.bad_value(
-                    v,
-                    t.field("interface"),
-                    ErrorKind::Conflict { with },
-                    "one target per entry: service or interface",
-                ));
-            }
-        };
+        let target = self.track_target(&t, service?, interface?)?;
         let key = match &target {
             TrackTarget::Service(_) => "service",
             TrackTarget::Interface(_) => "interface",
@@ -468,6 +402,40 @@ impl Walker<'_> {
             target,
             weight: weight?.map_or(Track::DEFAULT_WEIGHT, |w| w as i32),
         })
+    }
+
+    /// A track entry's one target: `service` or `interface`, not both.
+    fn track_target(
+        &mut self,
+        t: &Table<'_, '_>,
+        service: Option<String>,
+        interface: Option<String>,
+    ) -> Result<TrackTarget, Reported> {
+        match (service, interface) {
+            (Some(s), None) => Ok(TrackTarget::Service(s)),
+            (None, Some(i)) => Ok(TrackTarget::Interface(i)),
+            (None, None) => Err(self.push(
+                &t.header,
+                t.field("service"),
+                None,
+                ErrorKind::Missing,
+                r#"service = "NAME" or interface = "IF""#,
+            )),
+            (Some(_), Some(_)) => {
+                let s = self.key_value(t, "service");
+                let with = format!(
+                    "service = {} in the same entry",
+                    self.lines.written(&s.span())
+                );
+                let v = self.key_value(t, "interface");
+                Err(self.bad_value(
+                    v,
+                    t.field("interface"),
+                    ErrorKind::Conflict { with },
+                    "one target per entry: service or interface",
+                ))
+            }
+        }
     }
 
     fn garp(&mut self, table: &Table<'_, '_>) -> Result<GarpConfig, Reported> {
@@ -523,6 +491,19 @@ fn advert_fits(version: u8, d: Duration) -> Result<(), ErrorKind> {
         Err(ErrorKind::OutOfRange)
     } else {
         Ok(())
+    }
+}
+
+/// What a track entry's `service` may be: this file's service names.
+fn track_service_valid(services: &[String]) -> String {
+    if services.is_empty() {
+        "the name of a [[service]] of this file (it has none)".to_string()
+    } else {
+        let quoted: Vec<String> = services.iter().map(|s| format!("\"{s}\"")).collect();
+        format!(
+            "the name of a [[service]] of this file: {}",
+            quoted.join(", ")
+        )
     }
 }
 

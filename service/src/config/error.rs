@@ -10,7 +10,10 @@
 //! ```
 //!
 //! [`ConfigErrors`] holds every error found in a file (in file order) and
-//! renders them one per line: that is exactly what `tandem lb check` prints.
+//! renders them one per line: that is exactly what `tandem lb check`,
+//! `tandem api check` and `tandem worker check` print.
+//!
+//! [`LineIndex`] is the one place a byte offset becomes a line and column.
 
 use std::fmt;
 use std::ops::Range;
@@ -48,8 +51,6 @@ pub enum ErrorKind {
         /// Line of the first use.
         first_line: usize,
     },
-    /// A service with no `[[service.backend]]`.
-    EmptyPool,
     /// A health-check key that the check's kind does not use (`path` with
     /// `kind = "tcp"`).
     NotForKind {
@@ -80,7 +81,6 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Duplicate { first, first_line } => {
                 write!(f, "duplicate: already used by {first} at line {first_line}")
             }
-            ErrorKind::EmptyPool => f.write_str("empty pool: no [[service.backend]]"),
             ErrorKind::NotForKind { used_by, kind } => {
                 write!(
                     f,
@@ -95,7 +95,8 @@ impl fmt::Display for ErrorKind {
 /// One problem in a config file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
-    /// The config file, as it was named to [`super::Config::load`] / `parse`.
+    /// The config file, as it was named to the service's `Config::load` /
+    /// `parse`.
     pub file: PathBuf,
     /// 1-based line; 0 when the error has no position (unreadable file).
     pub line: usize,
@@ -151,13 +152,13 @@ impl fmt::Display for ConfigError {
 }
 
 /// Every error found in one config file, in file order (never empty when
-/// returned by `Config::parse` / `Config::load`).
+/// returned by a service's `Config::parse` / `Config::load`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors(Vec<ConfigError>);
 
 impl ConfigErrors {
     /// Sorts by position so the rendering follows the file.
-    pub(crate) fn new(mut errors: Vec<ConfigError>) -> Self {
+    pub fn new(mut errors: Vec<ConfigError>) -> Self {
         errors.sort_by_key(|e| (e.line, e.column));
         ConfigErrors(errors)
     }
@@ -216,14 +217,14 @@ impl fmt::Display for ConfigErrors {
 
 /// Maps byte offsets of a text to 1-based (line, column), columns counted in
 /// characters so a tab or a multi-byte letter counts as one, like editors do.
-pub(crate) struct LineIndex<'a> {
+pub struct LineIndex<'a> {
     text: &'a str,
     /// Byte offset of the start of each line.
     starts: Vec<usize>,
 }
 
 impl<'a> LineIndex<'a> {
-    pub(crate) fn new(text: &'a str) -> Self {
+    pub fn new(text: &'a str) -> Self {
         let starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
@@ -231,7 +232,7 @@ impl<'a> LineIndex<'a> {
     }
 
     /// Position of byte `offset` (clamped to the text).
-    pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
+    pub fn position(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
         let line = self.starts.partition_point(|&s| s <= offset) - 1;
         let start = self.starts[line];
@@ -244,13 +245,13 @@ impl<'a> LineIndex<'a> {
     }
 
     /// Line of byte `offset`.
-    pub(crate) fn line(&self, offset: usize) -> usize {
+    pub fn line(&self, offset: usize) -> usize {
         self.position(offset).0
     }
 
     /// The text of a span as written, shortened to its first line and at
     /// most [`MAX_VALUE_CHARS`] characters.
-    pub(crate) fn written(&self, span: &Range<usize>) -> String {
+    pub fn written(&self, span: &Range<usize>) -> String {
         let raw = self.text.get(span.clone()).unwrap_or("");
         let first_line = raw.lines().next().unwrap_or("").trim_end();
         let short: String = first_line.chars().take(MAX_VALUE_CHARS).collect();

@@ -1,13 +1,15 @@
-//! Durations as the config file writes them: `"250ms"`, `"1.5s"`, `"5m"`, `"1m30s"`.
+//! Durations as every Tandem config file writes them (`lb.toml`, `api.toml`,
+//! `worker.toml`): `"250ms"`, `"1.5s"`, `"5m"`, `"1m30s"`, `"7d"`.
 //!
 //! Grammar: one or more `<number><unit>` groups with no spaces, where a number
 //! is decimal digits with an optional `.digits` part (at most 9 of them:
-//! nanosecond precision) and a unit is `h`, `m`, `s` or `ms`. In a compound
-//! value each unit appears once, largest first (`"1h30m"`, not `"30m1h"`), so
-//! a typo such as `"1s1s"` is refused instead of silently summed.
+//! nanosecond precision) and a unit is `d` (24 hours), `h`, `m`, `s` or `ms`.
+//! In a compound value each unit appears once, largest first (`"1h30m"`, not
+//! `"30m1h"`), so a typo such as `"1s1s"` is refused instead of silently
+//! summed.
 //!
 //! Refused on purpose: a bare number (`"30"`: seconds or milliseconds?), a
-//! sign (`"-1s"`), any other unit (`"1d"`, `"1us"`), spaces, and any value
+//! sign (`"-1s"`), any other unit (`"1w"`, `"1us"`), spaces, and any value
 //! past `u64::MAX` nanoseconds (about 584 years), which is how a typo such as
 //! `"99999999999999h"` shows.
 //!
@@ -44,7 +46,7 @@ pub enum DurationProblem {
     MissingUnit,
     /// A unit where a number was expected (`"s"`, `"1m s"`), or any other character.
     ExpectedNumber(char),
-    /// `"1d"`, `"2us"`.
+    /// `"1w"`, `"2us"`.
     UnknownUnit(String),
     /// `"1.s"`, `".5s"`.
     BadNumber(String),
@@ -61,10 +63,10 @@ impl fmt::Display for DurationProblem {
         match self {
             DurationProblem::Empty => f.write_str("empty duration"),
             DurationProblem::Signed => f.write_str("a duration has no sign"),
-            DurationProblem::MissingUnit => f.write_str("a number needs a unit (ms, s, m or h)"),
+            DurationProblem::MissingUnit => f.write_str("a number needs a unit (ms, s, m, h or d)"),
             DurationProblem::ExpectedNumber(c) => write!(f, "expected a number, found {c:?}"),
             DurationProblem::UnknownUnit(u) => {
-                write!(f, "unknown unit {u:?} (units: ms, s, m, h)")
+                write!(f, "unknown unit {u:?} (units: ms, s, m, h, d)")
             }
             DurationProblem::BadNumber(n) => write!(f, "malformed number {n:?}"),
             DurationProblem::TooPrecise => {
@@ -82,7 +84,8 @@ impl fmt::Display for DurationProblem {
 }
 
 /// The units, largest first; the order compound values must follow.
-const UNITS: [(&str, u128); 4] = [
+const UNITS: [(&str, u128); 5] = [
+    ("d", 86_400_000_000_000),
     ("h", 3_600_000_000_000),
     ("m", 60_000_000_000),
     ("s", 1_000_000_000),
@@ -172,12 +175,14 @@ fn number_times(number: &str, unit_nanos: u128) -> Result<u128, DurationProblem>
     let whole = int
         .checked_mul(unit_nanos)
         .ok_or(DurationProblem::Overflow)?;
-    // frac_value < 10^9 and unit_nanos < 4e12: the product fits easily.
+    // frac_value < 10^9 and unit_nanos < 9e13: the product fits easily.
     Ok(whole + frac_value * unit_nanos / scale)
 }
 
 /// Formats a duration the way the config writes it, largest unit first
-/// (`90s` → `"1m30s"`, `250ms` → `"250ms"`, zero → `"0s"`). Sub-millisecond
+/// (`90s` → `"1m30s"`, `250ms` → `"250ms"`, zero → `"0s"`). Days are not
+/// used (two days are `"48h"`), so what status and `check` print is what
+/// they printed before `d` was a unit. Sub-millisecond
 /// parts are written as a decimal fraction of a millisecond or second so that
 /// `parse_duration(&format_duration(d)) == d` for every `d` up to `u64::MAX`
 /// nanoseconds.
@@ -187,7 +192,7 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".to_string();
     }
     let mut out = String::new();
-    for (name, unit) in &UNITS[..2] {
+    for (name, unit) in &UNITS[1..3] {
         let n = nanos / unit;
         if n > 0 {
             out.push_str(&format!("{n}{name}"));
@@ -239,6 +244,7 @@ mod tests {
         assert_eq!(ok("2s"), Duration::from_secs(2));
         assert_eq!(ok("5m"), Duration::from_secs(300));
         assert_eq!(ok("1h"), Duration::from_secs(3600));
+        assert_eq!(ok("7d"), Duration::from_secs(7 * 86_400));
         assert_eq!(ok("0s"), Duration::ZERO);
     }
 
@@ -256,6 +262,8 @@ mod tests {
         assert_eq!(ok("1m30s"), Duration::from_secs(90));
         assert_eq!(ok("1h2m3s4ms"), Duration::from_millis(3_723_004));
         assert_eq!(ok("1m0.5s"), Duration::from_millis(60_500));
+        assert_eq!(ok("1d12h"), Duration::from_secs(36 * 3600));
+        assert_eq!(ok("0.5d"), Duration::from_secs(12 * 3600));
     }
 
     #[test]
@@ -272,7 +280,7 @@ mod tests {
 
     #[test]
     fn unknown_units_are_named() {
-        assert_eq!(problem("1d"), DurationProblem::UnknownUnit("d".into()));
+        assert_eq!(problem("1w"), DurationProblem::UnknownUnit("w".into()));
         assert_eq!(problem("2us"), DurationProblem::UnknownUnit("us".into()));
         assert_eq!(problem("2 s"), DurationProblem::UnknownUnit(" ".into()));
         assert_eq!(problem("2S"), DurationProblem::UnknownUnit("S".into()));
@@ -297,6 +305,7 @@ mod tests {
         assert_eq!(problem("1s1m"), DurationProblem::UnitOrder("m"));
         assert_eq!(problem("1s1s"), DurationProblem::UnitOrder("s"));
         assert_eq!(problem("1ms1s"), DurationProblem::UnitOrder("s"));
+        assert_eq!(problem("1h1d"), DurationProblem::UnitOrder("d"));
     }
 
     #[test]
@@ -310,6 +319,9 @@ mod tests {
         );
         assert_eq!(problem("5124095h5124095h"), DurationProblem::UnitOrder("h"));
         assert_eq!(problem("5124095h999999m"), DurationProblem::Overflow);
+        // ... and about 213_503 days.
+        assert_eq!(ok("213503d"), Duration::from_secs(213_503 * 86_400));
+        assert_eq!(problem("213504d"), DurationProblem::Overflow);
     }
 
     #[test]
@@ -317,7 +329,7 @@ mod tests {
         let e = parse_duration("5x").unwrap_err();
         assert_eq!(
             e.to_string(),
-            r#"unknown unit "x" (units: ms, s, m, h): expected a duration such as "250ms", "2s" or "5m""#
+            r#"unknown unit "x" (units: ms, s, m, h, d): expected a duration such as "250ms", "2s" or "5m""#
         );
     }
 
@@ -327,6 +339,7 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_duration(Duration::from_secs(2 * 86_400)), "48h");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
         assert_eq!(format_duration(Duration::from_micros(1500)), "1.5ms");
         assert_eq!(format_duration(Duration::from_nanos(1)), "0.000001ms");
