@@ -39,3 +39,28 @@ impl Ports {
         SocketAddr::from(([127, 0, 0, 1], self.base + off))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::KINDS;
+
+    /// Every address of the plan is distinct and inside the SPAN ports
+    /// that `tandem up` checks are free.
+    #[test]
+    fn the_plan_fits_its_span_without_collisions() {
+        let p = Ports { base: 20_000 };
+        let mut all = vec![p.api_vip(), p.lb_metrics(), p.api(0), p.api(1)];
+        for k in 0..KINDS.len() {
+            all.push(p.kind_vip(k));
+            all.extend([p.worker(k, 0), p.worker(k, 1)]);
+        }
+        let distinct: BTreeSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len(), "{all:?}");
+        for a in &all {
+            assert!((20_000..20_000 + SPAN).contains(&a.port()), "{a}");
+        }
+    }
+}
