@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod up;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -23,7 +22,7 @@ struct Cli {
 enum Cmd {
     /// Start a complete local stack on loopback (balancer, 2 API replicas,
     /// 2 workers per kind, SQLite) and print how to use it; Ctrl-C stops it.
-    Up(up::UpArgs),
+    Up(tandem_up::UpArgs),
     /// The load balancer: run, check, status, reload, drain, enable.
     #[command(subcommand)]
     Lb(tandem_lb::cli::LbCommand),
@@ -56,7 +55,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.cmd {
         Cmd::Lb(cmd) => tandem_lb::cli::main(cmd),
-        Cmd::Up(args) => up::main(args),
+        Cmd::Up(args) => tandem_up::main(args),
         Cmd::Api(cmd) => tandem_api::cli::main(cmd),
         Cmd::Worker(cmd) => tandem_worker::cli::main(cmd),
     };

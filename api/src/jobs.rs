@@ -340,65 +340,97 @@ pub async fn claim(
     lease_ms: i64,
 ) -> Result<Vec<Claimed>, DbError> {
     let now = now_ms();
-    let token = random_hex(16);
-    let until = now + lease_ms;
-    match db.backend {
-        Backend::Sqlite => {
-            let sql = format!(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, lease_owner = ?, \
-                 lease_until_ms = ?, started_ms = COALESCE(started_ms, ?) WHERE id IN \
-                 (SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY run_at_ms, seq LIMIT ?)"
-            );
-            let done = sqlx::query(AssertSqlSafe(sql))
-                .bind(&token)
-                .bind(owner)
-                .bind(until)
-                .bind(now)
-                .bind(kind)
-                .bind(now)
-                .bind(now)
-                .bind(i64::from(n))
-                .execute(&db.pool)
-                .await
-                .ctx("claim")?;
-            if done.rows_affected() == 0 {
-                return Ok(Vec::new());
-            }
-        }
-        Backend::Mysql => {
-            let mut tx = db.pool.begin().await.ctx("claim")?;
-            let sql = format!(
-                "SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY run_at_ms, seq LIMIT ? FOR UPDATE SKIP LOCKED"
-            );
-            let ids: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
-                .bind(kind)
-                .bind(now)
-                .bind(now)
-                .bind(i64::from(n))
-                .fetch_all(&mut *tx)
-                .await
-                .ctx("claim")?;
-            if ids.is_empty() {
-                tx.rollback().await.ctx("claim")?;
-                return Ok(Vec::new());
-            }
-            for id in &ids {
-                sqlx::query(
-                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, lease_owner = ?, \
-                     lease_until_ms = ?, started_ms = COALESCE(started_ms, ?) WHERE id = ?",
-                )
-                .bind(&token)
-                .bind(owner)
-                .bind(until)
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .ctx("claim")?;
-            }
-            tx.commit().await.ctx("claim")?;
-        }
+    let lease = Lease {
+        token: random_hex(16),
+        owner,
+        until: now + lease_ms,
+        now,
+    };
+    let any = match db.backend {
+        Backend::Sqlite => lease_sqlite(db, kind, n, &lease).await?,
+        Backend::Mysql => lease_mysql(db, kind, n, &lease).await?,
+    };
+    if !any {
+        return Ok(Vec::new());
     }
+    leased(db, lease.token).await
+}
+
+/// One claim's lease, written on every job it takes.
+struct Lease<'a> {
+    /// The fencing token, fresh for this claim.
+    token: String,
+    owner: &'a str,
+    /// Expiry, epoch milliseconds.
+    until: i64,
+    /// The claim's time, epoch milliseconds: what is runnable, and
+    /// `started_ms` of a first attempt.
+    now: i64,
+}
+
+/// SQLite: one `UPDATE ... WHERE id IN (SELECT ...)`, atomic under its
+/// single writer. Whether any job was taken.
+async fn lease_sqlite(db: &Db, kind: &str, n: u32, lease: &Lease<'_>) -> Result<bool, DbError> {
+    let sql = format!(
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, lease_owner = ?, \
+         lease_until_ms = ?, started_ms = COALESCE(started_ms, ?) WHERE id IN \
+         (SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY run_at_ms, seq LIMIT ?)"
+    );
+    let done = sqlx::query(AssertSqlSafe(sql))
+        .bind(&lease.token)
+        .bind(lease.owner)
+        .bind(lease.until)
+        .bind(lease.now)
+        .bind(kind)
+        .bind(lease.now)
+        .bind(lease.now)
+        .bind(i64::from(n))
+        .execute(&db.pool)
+        .await
+        .ctx("claim")?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// MySQL/MariaDB: `SELECT ... FOR UPDATE SKIP LOCKED` then one `UPDATE`
+/// per row, in one transaction, so replicas take disjoint rows. Whether
+/// any job was taken.
+async fn lease_mysql(db: &Db, kind: &str, n: u32, lease: &Lease<'_>) -> Result<bool, DbError> {
+    let mut tx = db.pool.begin().await.ctx("claim")?;
+    let sql = format!(
+        "SELECT id FROM jobs WHERE {CLAIMABLE} ORDER BY run_at_ms, seq LIMIT ? FOR UPDATE SKIP LOCKED"
+    );
+    let ids: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+        .bind(kind)
+        .bind(lease.now)
+        .bind(lease.now)
+        .bind(i64::from(n))
+        .fetch_all(&mut *tx)
+        .await
+        .ctx("claim")?;
+    if ids.is_empty() {
+        tx.rollback().await.ctx("claim")?;
+        return Ok(false);
+    }
+    for id in &ids {
+        sqlx::query(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, lease_owner = ?, \
+             lease_until_ms = ?, started_ms = COALESCE(started_ms, ?) WHERE id = ?",
+        )
+        .bind(&lease.token)
+        .bind(lease.owner)
+        .bind(lease.until)
+        .bind(lease.now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .ctx("claim")?;
+    }
+    tx.commit().await.ctx("claim")?;
+    Ok(true)
+}
+
+/// The running jobs that hold lease `token`.
+async fn leased(db: &Db, token: String) -> Result<Vec<Claimed>, DbError> {
     let rows: Vec<(String, Vec<u8>, String, i64, i64)> = sqlx::query_as(
         "SELECT id, input, input_type, attempts, max_attempts FROM jobs WHERE lease_token = ? AND state = 'running'",
     )

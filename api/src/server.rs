@@ -19,31 +19,29 @@
 //! "input_base64": "...", "content_type": "image/png"}` for binary input.
 //! `Idempotency-Key` makes retries safe: the same key and body give the same
 //! job (with `Idempotent-Replayed: true`), another body gives 409.
+//!
+//! `POST /v1/jobs` lives in `create` (server/create.rs); the other routes here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine;
-use http_body_util::{BodyExt, Limited};
 use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::{Db, DbError, now_ms};
 use crate::dispatcher::Wakers;
-use crate::jobs::{self, Created, NewJob, State as JobState};
+use crate::jobs::{self, State as JobState};
 use crate::keys::{self, Caller};
 use crate::metrics as m;
 use crate::ratelimit::{self, Decision};
@@ -137,7 +135,7 @@ impl IntoResponse for ApiError {
 /// The routes, without a listener (tests may drive it with `oneshot`).
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/v1/jobs", get(list_jobs).post(create_job))
+        .route("/v1/jobs", get(list_jobs).post(create::create_job))
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/result", get(get_result))
         .route("/healthz", get(healthz))
@@ -282,160 +280,8 @@ macro_rules! admitted {
     }};
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateBody {
-    kind: String,
-    #[serde(default)]
-    input: Option<Value>,
-    #[serde(default)]
-    input_base64: Option<String>,
-    #[serde(default)]
-    content_type: Option<String>,
-}
-
-async fn create_job(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    admitted!(s, headers, |caller| {
-        let max = s.0.config.max_request_bytes();
-        if usize::try_from(content_length(&headers)).unwrap_or(usize::MAX) > max {
-            return Err(too_large(max as u64));
-        }
-        let bytes: Bytes = Limited::new(body, max)
-            .collect()
-            .await
-            .map_err(|_| too_large(max as u64))?
-            .to_bytes();
-        let idem_key = headers
-            .get("idempotency-key")
-            .map(|v| {
-                v.to_str()
-                    .ok()
-                    .filter(|k| !k.is_empty() && k.len() <= 255)
-                    .map(str::to_owned)
-                    .ok_or_else(|| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "bad_idempotency_key",
-                            "Idempotency-Key must be 1-255 visible ASCII characters",
-                        )
-                    })
-            })
-            .transpose()?;
-        let req: CreateBody = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_json",
-                format!("invalid request body: {e}"),
-            )
-        })?;
-        let Some(kind) = s.0.config.kinds.get(&req.kind) else {
-            let known: Vec<&str> = s.0.config.kinds.keys().map(String::as_str).collect();
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_kind",
-                format!(
-                    "unknown kind {:?}; known kinds: {}",
-                    req.kind,
-                    known.join(", ")
-                ),
-            ));
-        };
-        let (input, input_type) = match (req.input, req.input_base64) {
-            (Some(Value::String(t)), None) => (
-                t.into_bytes(),
-                req.content_type
-                    .unwrap_or_else(|| "text/plain; charset=utf-8".into()),
-            ),
-            (Some(Value::Null), None) | (None, None) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "missing_input",
-                    "give \"input\" or \"input_base64\"",
-                ));
-            }
-            (Some(v), None) => (
-                v.to_string().into_bytes(),
-                req.content_type
-                    .unwrap_or_else(|| "application/json".into()),
-            ),
-            (None, Some(b)) => (
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.as_bytes())
-                    .map_err(|e| {
-                        ApiError::new(
-                            StatusCode::BAD_REQUEST,
-                            "bad_base64",
-                            format!("input_base64: {e}"),
-                        )
-                    })?,
-                req.content_type
-                    .unwrap_or_else(|| "application/octet-stream".into()),
-            ),
-            (Some(_), Some(_)) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "ambiguous_input",
-                    "give \"input\" or \"input_base64\", not both",
-                ));
-            }
-        };
-        if HeaderValue::from_str(&input_type).is_err() || input_type.len() > 255 {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_content_type",
-                "content_type is not a valid header value",
-            ));
-        }
-        if input.len() as u64 > kind.max_input_bytes {
-            return Err(too_large(kind.max_input_bytes));
-        }
-        let created = jobs::create(
-            &s.0.db,
-            NewJob {
-                key_id: caller.key_id.clone(),
-                kind: req.kind.clone(),
-                input,
-                input_type,
-                idem_key,
-                body_hash: Sha256::digest(&bytes).to_vec(),
-                max_attempts: kind.max_attempts,
-            },
-        )
-        .await?;
-        let (job, replayed) = match created {
-            Created::New(j) => {
-                s.0.wakers.wake(&req.kind);
-                (j, false)
-            }
-            Created::Replayed(j) => (j, true),
-            Created::Conflict => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "idempotency_conflict",
-                    "this Idempotency-Key was used with a different body",
-                ));
-            }
-        };
-        let location = format!("/v1/jobs/{}", job.id);
-        let mut resp = (StatusCode::ACCEPTED, axum::Json(&job)).into_response();
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
-        if replayed {
-            resp.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        }
-        Ok(resp)
-    })
-}
-
-fn too_large(limit: u64) -> ApiError {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "too_large",
-        format!("input larger than {limit} bytes"),
-    )
-}
+// After `admitted!`, which it uses (macros are in scope textually).
+mod create;
 
 fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such job")

@@ -5,93 +5,99 @@
 //! We send what keepalived sends: an ARP *request* to the broadcast address,
 //! with sender and target protocol address both the VIP, sender hardware
 //! address our MAC and target hardware address ff:ff:ff:ff:ff:ff (RFC 5227
-//! suggests zero; keepalived sends all-ones and we match it byte for byte). It goes out through an
-//! AF_PACKET socket bound to the interface, so it needs no route and no ARP
-//! table entry.
+//! suggests zero; keepalived sends all-ones and we match it byte for byte).
+//! The frame is laid out with `pnet_packet`'s Ethernet and ARP types.
+//!
+//! Kernel behaviour relied upon (packet(7)):
+//! - An `AF_PACKET`/`SOCK_RAW` socket sends the frame as given, Ethernet
+//!   header included, on the interface named by the `sockaddr_ll` of each
+//!   `sendto`, so it needs no route and no ARP table entry.
+//! - Opened with protocol 0 and never bound, the socket receives nothing:
+//!   we only send, so no ARP frame the host sees is queued on it.
 
 use std::io;
 use std::net::Ipv4Addr;
 
-const ETH_P_ARP: u16 = 0x0806;
-const ETH_P_IP: u16 = 0x0800;
+use pnet_base::MacAddr;
+use pnet_packet::MutablePacket;
+use pnet_packet::arp::{ArpHardwareTypes, ArpOperations, MutableArpPacket};
+use pnet_packet::ethernet::{EtherTypes, MutableEthernetPacket};
+use socket2::{Domain, SockAddr, SockAddrStorage, Socket, Type};
+
+/// Ethernet header (14) + ARP for IPv4 over Ethernet (28).
+const FRAME_LEN: usize = 42;
 
 /// Builds the 42-byte Ethernet frame of a gratuitous ARP for `vip`.
-pub fn frame(mac: [u8; 6], vip: Ipv4Addr) -> [u8; 42] {
-    let mut f = [0u8; 42];
-    f[0..6].copy_from_slice(&[0xff; 6]); // Ethernet destination: broadcast
-    f[6..12].copy_from_slice(&mac); // Ethernet source
-    f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
-    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // htype: Ethernet
-    f[16..18].copy_from_slice(&ETH_P_IP.to_be_bytes()); // ptype: IPv4
-    f[18] = 6; // hlen
-    f[19] = 4; // plen
-    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // op: request
-    f[22..28].copy_from_slice(&mac); // sender hardware address
-    f[28..32].copy_from_slice(&vip.octets()); // sender protocol address
-    f[32..38].copy_from_slice(&[0xff; 6]); // target hardware address, as keepalived
-    f[38..42].copy_from_slice(&vip.octets()); // target protocol address
+pub fn frame(mac: [u8; 6], vip: Ipv4Addr) -> [u8; FRAME_LEN] {
+    let mut f = [0u8; FRAME_LEN];
+    let mac = MacAddr::from(mac);
+    // Cannot fail: the buffer is exactly one Ethernet header plus one ARP
+    // packet, the minimum sizes both constructors check for.
+    let mut eth = MutableEthernetPacket::new(&mut f).expect("42 bytes hold an Ethernet header");
+    eth.set_destination(MacAddr::broadcast());
+    eth.set_source(mac);
+    eth.set_ethertype(EtherTypes::Arp);
+    let mut arp = MutableArpPacket::new(eth.payload_mut()).expect("28 bytes hold an ARP packet");
+    arp.set_hardware_type(ArpHardwareTypes::Ethernet);
+    arp.set_protocol_type(EtherTypes::Ipv4);
+    arp.set_hw_addr_len(6);
+    arp.set_proto_addr_len(4);
+    arp.set_operation(ArpOperations::Request);
+    arp.set_sender_hw_addr(mac);
+    arp.set_sender_proto_addr(vip);
+    arp.set_target_hw_addr(MacAddr::broadcast()); // as keepalived
+    arp.set_target_proto_addr(vip);
     f
 }
 
-/// A packet socket bound to one interface for sending ARP frames.
+/// A packet socket that sends ARP frames out of one interface.
 pub struct GarpSender {
-    fd: std::os::fd::OwnedFd,
-    ifindex: u32,
+    socket: Socket,
+    /// Where every frame goes: the interface, protocol ARP, broadcast.
+    to: SockAddr,
 }
 
 impl GarpSender {
     pub fn open(ifindex: u32) -> io::Result<GarpSender> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: plain socket(2) call; the result is checked before use and
-        // owned by OwnedFd from then on.
-        #[allow(unsafe_code)]
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                (ETH_P_ARP).to_be() as libc::c_int,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
-        #[allow(unsafe_code)]
-        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-        Ok(GarpSender { fd, ifindex })
+        let socket = Socket::new(Domain::PACKET, Type::RAW.nonblocking().cloexec(), None)?;
+        let to = link_broadcast(ifindex)?;
+        Ok(GarpSender { socket, to })
     }
 
-    /// Sends one gratuitous ARP for `vip` from `mac`. Non-blocking in
-    /// practice: one small frame to a packet socket's send queue.
+    /// Sends one gratuitous ARP for `vip` from `mac`. Never blocks: one
+    /// small frame to a non-blocking packet socket's send queue.
     pub fn send(&self, mac: [u8; 6], vip: Ipv4Addr) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let f = frame(mac, vip);
-        // SAFETY: sockaddr_ll is plain old data; all-zero is a valid value.
-        #[allow(unsafe_code)]
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ETH_P_ARP.to_be();
-        sll.sll_ifindex = self.ifindex as i32;
-        sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-        // SAFETY: the buffer and address pointers are valid for the lengths
-        // given, for the duration of the call.
-        #[allow(unsafe_code)]
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                f.as_ptr().cast(),
-                f.len(),
-                libc::MSG_DONTWAIT,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.socket.send_to(&frame(mac, vip), &self.to).map(|_| ())
     }
+}
+
+/// The `sockaddr_ll` of an ARP frame broadcast on interface `ifindex`.
+fn link_broadcast(ifindex: u32) -> io::Result<SockAddr> {
+    let sll = libc::sockaddr_ll {
+        sll_family: libc::AF_PACKET as libc::sa_family_t,
+        sll_protocol: EtherTypes::Arp.0.to_be(),
+        sll_ifindex: libc::c_int::try_from(ifindex).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, "interface index too large")
+        })?,
+        sll_hatype: 0,
+        sll_pkttype: 0,
+        sll_halen: 6,
+        sll_addr: [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0],
+    };
+    let mut storage = SockAddrStorage::zeroed();
+    let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // socket2 builds only IP and Unix addresses safely; a link-layer one has
+    // to be written into its storage by hand.
+    // SAFETY: `sockaddr_ll` is a plain C socket address, smaller than and
+    // aligned within `sockaddr_storage` (which holds any address family);
+    // the storage is fully initialised with `sll` before `SockAddr::new`
+    // reads `len` bytes of it, and `sll_family` says what it holds.
+    #[allow(unsafe_code)]
+    let to = unsafe {
+        *storage.view_as::<libc::sockaddr_ll>() = sll;
+        SockAddr::new(storage, len)
+    };
+    Ok(to)
 }
 
 #[cfg(test)]

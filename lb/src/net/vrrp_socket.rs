@@ -19,8 +19,7 @@
 //!   see adverts to 224.0.0.18. For unicast the socket is bound, which both
 //!   picks the source and keeps only adverts addressed to us.
 
-use std::io;
-use std::mem::MaybeUninit;
+use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
@@ -74,12 +73,11 @@ impl VrrpSocket {
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
+            // socket2's `Read` for `&Socket` is recv(2) into an initialised
+            // buffer, with no cast to `MaybeUninit` on our side.
             let r = guard.try_io(|s| {
-                // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout,
-                // and recv only writes initialised bytes into the buffer.
-                #[allow(unsafe_code)]
-                let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [MaybeUninit<u8>]) };
-                s.get_ref().recv(uninit)
+                let mut socket: &Socket = s.get_ref();
+                socket.read(buf)
             });
             match r {
                 Ok(res) => return res,

@@ -1,5 +1,7 @@
 //! VRRP advertisements for IPv4: VRRPv3 (RFC 5798 §5) and VRRPv2 (RFC 3768 §5),
-//! encoded and decoded by hand with explicit offsets.
+//! encoded and decoded through `pnet_packet`: its IPv4 view and checksum
+//! helpers, and the two advert layouts declared with `#[packet]` in
+//! [`header`].
 //!
 //! ```text
 //! v3 (RFC 5798 §5.1)                          v2 (RFC 3768 §5.1)
@@ -34,7 +36,15 @@
 
 use std::net::Ipv4Addr;
 
+use pnet_packet::ip::IpNextHeaderProtocols;
+use pnet_packet::ipv4::{self, Ipv4Packet, MutableIpv4Packet};
+use pnet_packet::util;
+use pnet_packet::{MutablePacket, Packet};
+
 use super::types::{AdvertInterval, Priority, Version, Vrid};
+
+mod header;
+use header::{MutableVrrpV2Packet, MutableVrrpV3Packet, VrrpV2Packet, VrrpV3Packet};
 
 /// The IP protocol number of VRRP (RFC 5798 §5.1.1.3).
 pub const IPPROTO_VRRP: u8 = 112;
@@ -51,7 +61,6 @@ pub const TYPE_ADVERTISEMENT: u8 = 1;
 const VRRP_HEADER: usize = 8;
 /// VRRPv2 authentication data after the addresses (RFC 3768 §5.3.10).
 const V2_AUTH_LEN: usize = 8;
-const IPV4_MIN_HEADER: usize = 20;
 
 /// VRRPv2 authentication (RFC 3768 §5.3.6). Obsolete and not a security
 /// measure, but keepalived still sends type 1 ("PASS") when configured, and a
@@ -190,36 +199,43 @@ impl Reject {
 /// refuses both before we get here.
 pub fn encode(advert: &Advert, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
     let addrs = &advert.addresses[..advert.addresses.len().min(255)];
-    let count = addrs.len() as u8; // cannot truncate: sliced to 255 above
     let auth_len = match advert.version {
         Version::V2 => V2_AUTH_LEN,
         Version::V3 => 0,
     };
-    let len = VRRP_HEADER + 4 * addrs.len() + auth_len;
-    let mut buf = vec![0u8; len];
-    buf[0] = (advert.version.number() << 4) | TYPE_ADVERTISEMENT;
-    buf[1] = advert.vrid.get();
-    buf[2] = advert.priority.get();
-    buf[3] = count;
+    let mut buf = vec![0u8; VRRP_HEADER + 4 * addrs.len() + auth_len];
+    // Cannot fail: `buf` holds at least the 8-byte fixed header.
+    let mut p = MutableVrrpV3Packet::new(&mut buf).expect("8-byte VRRP header");
+    // Both layouts agree on every field but bytes 4..6, so the v3 view
+    // writes the common ones (as `decode_message` reads them).
+    p.set_version(advert.version.number());
+    p.set_kind(TYPE_ADVERTISEMENT);
+    p.set_vrid(advert.vrid.get());
+    p.set_priority(advert.priority.get());
+    p.set_count(addrs.len() as u8); // cannot truncate: sliced to 255 above
+    write_addresses(p.payload_mut(), addrs);
     match advert.version {
-        Version::V3 => {
-            // The 4 reserved bits stay zero (RFC 5798 §5.2.6).
-            buf[4..6].copy_from_slice(&advert.max_advert_int.wire_v3().to_be_bytes());
-        }
+        // The 4 reserved bits stay zero (RFC 5798 §5.2.6).
+        Version::V3 => p.set_max_advert_int(advert.max_advert_int.wire_v3()),
         Version::V2 => {
             let auth = advert.auth.unwrap_or(V2Auth::NONE);
-            buf[4] = auth.auth_type;
-            buf[5] = advert.max_advert_int.wire_v2();
-            buf[len - V2_AUTH_LEN..].copy_from_slice(&auth.data);
+            // Cannot fail: the same buffer the v3 view accepted.
+            let mut v2 = MutableVrrpV2Packet::new(p.packet_mut()).expect("8-byte VRRP header");
+            v2.set_auth_type(auth.auth_type);
+            v2.set_advert_int(advert.max_advert_int.wire_v2());
+            v2.payload_mut()[4 * addrs.len()..].copy_from_slice(&auth.data);
         }
     }
-    for (i, a) in addrs.iter().enumerate() {
-        let at = VRRP_HEADER + 4 * i;
-        buf[at..at + 4].copy_from_slice(&a.octets());
-    }
-    let sum = checksum(advert.version, &buf, src, dst);
-    buf[6..8].copy_from_slice(&sum.to_be_bytes());
+    // The checksum field is still zero, so the sum is the value to write.
+    let sum = checksum(advert.version, p.packet(), src, dst);
+    p.set_checksum(sum);
     buf
+}
+
+fn write_addresses(payload: &mut [u8], addrs: &[Ipv4Addr]) {
+    for (slot, a) in payload.chunks_exact_mut(4).zip(addrs) {
+        slot.copy_from_slice(&a.octets());
+    }
 }
 
 /// Decode and validate one IPv4 packet carrying a VRRP advert.
@@ -230,25 +246,41 @@ pub fn encode(advert: &Advert, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
 /// addresses are the ones *configured* is for the caller (one socket may
 /// serve several instances).
 pub fn decode(ip_packet: &[u8]) -> Result<Received, Reject> {
+    let ip = read_ip_header(ip_packet)?;
+    let advert = decode_message(&ip_packet[ip.header_len..], &ip, ip_packet.len())?;
+    Ok(Received {
+        src: ip.src,
+        dst: ip.dst,
+        ttl: ip.ttl,
+        advert,
+    })
+}
+
+/// What [`decode`] takes from a validated IPv4 header.
+struct IpFields {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    /// IHL in bytes: where the VRRP message starts.
+    header_len: usize,
+}
+
+/// The IPv4 header checks of [`decode`], through `pnet_packet`'s view.
+fn read_ip_header(ip_packet: &[u8]) -> Result<IpFields, Reject> {
     let truncated = Reject::Truncated {
         len: ip_packet.len(),
     };
-    if ip_packet.len() < IPV4_MIN_HEADER {
-        return Err(truncated);
-    }
-    let ip_version = ip_packet[0] >> 4;
-    let ihl = ip_packet[0] & 0x0f;
-    if ip_version != 4 || ihl < 5 {
-        return Err(Reject::IpHeader {
-            version: ip_version,
-            ihl,
-        });
+    // `new` refuses anything shorter than the 20-byte fixed header.
+    let ip = Ipv4Packet::new(ip_packet).ok_or(truncated.clone())?;
+    let (version, ihl) = (ip.get_version(), ip.get_header_length());
+    if version != 4 || ihl < 5 {
+        return Err(Reject::IpHeader { version, ihl });
     }
     let header_len = usize::from(ihl) * 4;
     if ip_packet.len() < header_len {
         return Err(truncated);
     }
-    let total_length = u16::from_be_bytes([ip_packet[2], ip_packet[3]]);
+    let total_length = ip.get_total_length();
     // Linux trims the skb to tot_len before a raw socket sees it, so anything
     // but equality means a corrupt header (or a test feeding junk).
     if usize::from(total_length) != ip_packet.len() {
@@ -257,93 +289,91 @@ pub fn decode(ip_packet: &[u8]) -> Result<Received, Reject> {
             received: ip_packet.len(),
         });
     }
-    let ttl = ip_packet[8];
-    let protocol = ip_packet[9];
-    if protocol != IPPROTO_VRRP {
-        return Err(Reject::Protocol(protocol));
+    let protocol = ip.get_next_level_protocol();
+    if protocol != IpNextHeaderProtocols::Vrrp {
+        return Err(Reject::Protocol(protocol.0));
     }
+    let ttl = ip.get_ttl();
     if ttl != TTL {
         return Err(Reject::Ttl(ttl));
     }
-    let src = ipv4_at(ip_packet, 12);
-    let dst = ipv4_at(ip_packet, 16);
+    Ok(IpFields {
+        src: ip.get_source(),
+        dst: ip.get_destination(),
+        ttl,
+        header_len,
+    })
+}
 
-    let msg = &ip_packet[header_len..];
-    if msg.len() < VRRP_HEADER {
-        return Err(truncated);
-    }
-    let version = match msg[0] >> 4 {
+/// The VRRP checks of [`decode`] on the message after the IP header;
+/// `packet_len` is the whole packet's, for [`Reject::Truncated`].
+fn decode_message(msg: &[u8], ip: &IpFields, packet_len: usize) -> Result<Advert, Reject> {
+    // Both layouts agree on every field but bytes 4..6, so the v3 view
+    // reads the common ones whatever the version turns out to be.
+    let common = VrrpV3Packet::new(msg).ok_or(Reject::Truncated { len: packet_len })?;
+    let version = match common.get_version() {
         2 => Version::V2,
         3 => Version::V3,
         v => return Err(Reject::Version(v)),
     };
-    let kind = msg[0] & 0x0f;
+    let kind = common.get_kind();
     if kind != TYPE_ADVERTISEMENT {
         return Err(Reject::Type(kind));
     }
-    let count = msg[3];
-    let addrs_end = VRRP_HEADER + 4 * usize::from(count);
-    match version {
-        Version::V3 if msg.len() != addrs_end => {
-            return Err(Reject::AddressCount {
-                count,
-                len: msg.len(),
-            });
-        }
-        Version::V2 if msg.len() == addrs_end => return Err(Reject::MissingAuth),
-        Version::V2 if msg.len() != addrs_end + V2_AUTH_LEN => {
-            return Err(Reject::AddressCount {
-                count,
-                len: msg.len(),
-            });
-        }
-        _ => {}
-    }
-    let got = u16::from_be_bytes([msg[6], msg[7]]);
+    let count = common.get_count();
+    check_length(version, count, msg.len())?;
     // Summing a message whose checksum field is intact gives 0 (as a
     // one's-complement sum of all ones) exactly when it verifies.
-    if checksum(version, msg, src, dst) != 0 {
-        let mut zeroed = msg.to_vec();
-        zeroed[6] = 0;
-        zeroed[7] = 0;
-        let want = checksum(version, &zeroed, src, dst);
+    if checksum(version, msg, ip.src, ip.dst) != 0 {
+        let want = sum(version, msg, ip.src, ip.dst, CHECKSUM_WORD);
+        let got = common.get_checksum();
         return Err(Reject::Checksum { got, want });
     }
-    let vrid = Vrid::new(msg[1]).map_err(|_| Reject::Vrid)?;
+    let vrid = Vrid::new(common.get_vrid()).map_err(|_| Reject::Vrid)?;
+    let addrs_len = 4 * usize::from(count);
     let (max_advert_int, auth) = match version {
         Version::V3 => {
-            // The top 4 bits are reserved: ignored on receipt (RFC 5798 §5.2.6).
-            let centis = u16::from_be_bytes([msg[4], msg[5]]) & 0x0fff;
+            // The getter returns the low 12 bits: the top 4 are reserved and
+            // ignored on receipt (RFC 5798 §5.2.6).
+            let centis = common.get_max_advert_int();
             let int = AdvertInterval::from_centis(centis).map_err(|_| Reject::Interval)?;
             (int, None)
         }
         Version::V2 => {
-            let int = AdvertInterval::from_secs(msg[5]).map_err(|_| Reject::Interval)?;
-            let mut data = [0u8; 8];
-            data.copy_from_slice(&msg[addrs_end..addrs_end + V2_AUTH_LEN]);
-            let auth = V2Auth {
-                auth_type: msg[4],
-                data,
-            };
-            (int, Some(auth))
+            // Cannot fail: the message is at least as long as the v3 view's.
+            let v2 = VrrpV2Packet::new(msg).expect("8-byte VRRP header");
+            let int =
+                AdvertInterval::from_secs(v2.get_advert_int()).map_err(|_| Reject::Interval)?;
+            let mut data = [0u8; V2_AUTH_LEN];
+            data.copy_from_slice(&v2.payload()[addrs_len..]);
+            let auth_type = v2.get_auth_type();
+            (int, Some(V2Auth { auth_type, data }))
         }
     };
-    let addresses = (0..usize::from(count))
-        .map(|i| ipv4_at(msg, VRRP_HEADER + 4 * i))
+    let addresses = common.payload()[..addrs_len]
+        .chunks_exact(4)
+        .map(|a| Ipv4Addr::new(a[0], a[1], a[2], a[3]))
         .collect();
-    Ok(Received {
-        src,
-        dst,
-        ttl,
-        advert: Advert {
-            version,
-            vrid,
-            priority: Priority(msg[2]),
-            max_advert_int,
-            addresses,
-            auth,
-        },
+    Ok(Advert {
+        version,
+        vrid,
+        priority: Priority(common.get_priority()),
+        max_advert_int,
+        addresses,
+        auth,
     })
+}
+
+/// RFC 5798 §7.1: the message length must agree with Count IPvX Addr (and,
+/// for v2, leave exactly the 8 authentication bytes after the addresses).
+fn check_length(version: Version, count: u8, len: usize) -> Result<(), Reject> {
+    let addrs_end = VRRP_HEADER + 4 * usize::from(count);
+    match version {
+        Version::V3 if len != addrs_end => Err(Reject::AddressCount { count, len }),
+        Version::V2 if len == addrs_end => Err(Reject::MissingAuth),
+        Version::V2 if len != addrs_end + V2_AUTH_LEN => Err(Reject::AddressCount { count, len }),
+        _ => Ok(()),
+    }
 }
 
 /// A 20-byte IPv4 header (no options, DF clear, id 0) with its header
@@ -352,42 +382,54 @@ pub fn decode(ip_packet: &[u8]) -> Result<Received, Reject> {
 /// `IP_MULTICAST_TTL` 255 and `IP_TOS` 0xc0.
 pub fn ip_header(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, tos: u8, payload_len: u16) -> [u8; 20] {
     let mut h = [0u8; 20];
-    h[0] = 0x45;
-    h[1] = tos;
-    h[2..4].copy_from_slice(&payload_len.saturating_add(20).to_be_bytes());
-    h[8] = ttl;
-    h[9] = IPPROTO_VRRP;
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let sum = finish(sum_words(0, &h));
-    h[10..12].copy_from_slice(&sum.to_be_bytes());
+    // Cannot fail: 20 bytes is exactly the fixed IPv4 header.
+    let mut ip = MutableIpv4Packet::new(&mut h).expect("20-byte IPv4 header");
+    ip.set_version(4);
+    ip.set_header_length(5);
+    // The TOS byte is DSCP (6 bits) then ECN (2).
+    ip.set_dscp(tos >> 2);
+    ip.set_ecn(tos & 0x03);
+    ip.set_total_length(payload_len.saturating_add(20));
+    ip.set_ttl(ttl);
+    ip.set_next_level_protocol(IpNextHeaderProtocols::Vrrp);
+    ip.set_source(src);
+    ip.set_destination(dst);
+    let sum = ipv4::checksum(&ip.to_immutable());
+    ip.set_checksum(sum);
     h
 }
+
+/// The index of the checksum's 16-bit word in the VRRP header (bytes
+/// 6..8): pnet's checksum helpers leave the word at the index they are
+/// given out of the sum, as if it were zero.
+const CHECKSUM_WORD: usize = 3;
+/// A word index past any message: every word is summed.
+const EVERY_WORD: usize = usize::MAX;
 
 /// The checksum over `msg` for `version`: with the pseudo-header for v3, over
 /// the message alone for v2. Over a message whose checksum field is zero this
 /// is the value to write; over a received message it is 0 when it verifies.
 fn checksum(version: Version, msg: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> u16 {
-    let mut sum = 0u32;
-    if version == Version::V3 {
+    sum(version, msg, src, dst, EVERY_WORD)
+}
+
+/// [`checksum`], leaving the 16-bit word at index `skip` out of the sum.
+/// A VRRP message fits an IP packet, so pnet's 32-bit accumulator (folded
+/// only at the end) cannot overflow.
+fn sum(version: Version, msg: &[u8], src: Ipv4Addr, dst: Ipv4Addr, skip: usize) -> u16 {
+    match version {
         // RFC 5798 §5.2.8 → RFC 2460-style pseudo-header for IPv4:
         // src(4) dst(4) zero(1) protocol(1) VRRP length(2).
-        let mut pseudo = [0u8; 12];
-        pseudo[0..4].copy_from_slice(&src.octets());
-        pseudo[4..8].copy_from_slice(&dst.octets());
-        pseudo[9] = IPPROTO_VRRP;
-        // A VRRP message fits in an IP packet, so its length fits 16 bits;
-        // saturating only matters for junk that fails anyway.
-        let len = u16::try_from(msg.len()).unwrap_or(u16::MAX);
-        pseudo[10..12].copy_from_slice(&len.to_be_bytes());
-        sum = sum_words(sum, &pseudo);
+        Version::V3 => util::ipv4_checksum(msg, skip, &[], &src, &dst, IpNextHeaderProtocols::Vrrp),
+        // RFC 3768 §5.3.8: the VRRP message alone.
+        Version::V2 => util::checksum(msg, skip),
     }
-    finish(sum_words(sum, msg))
 }
 
 /// Add `bytes` as big-endian 16-bit words to a 32-bit accumulator (an odd
-/// trailing byte is padded with zero, RFC 1071). Folds as it goes, so the
-/// accumulator cannot overflow whatever the input length.
+/// trailing byte is padded with zero, RFC 1071), folding as it goes: the
+/// tests' own one's-complement sum, an oracle independent of pnet's.
+#[cfg(test)]
 fn sum_words(mut sum: u32, bytes: &[u8]) -> u32 {
     let mut chunks = bytes.chunks_exact(2);
     for w in &mut chunks {
@@ -401,16 +443,12 @@ fn sum_words(mut sum: u32, bytes: &[u8]) -> u32 {
     sum
 }
 
+#[cfg(test)]
 fn finish(mut sum: u32) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16) // cannot truncate: folded to 16 bits above
-}
-
-/// Caller guarantees `at + 4 <= b.len()`.
-fn ipv4_at(b: &[u8], at: usize) -> Ipv4Addr {
-    Ipv4Addr::new(b[at], b[at + 1], b[at + 2], b[at + 3])
 }
 
 #[cfg(test)]

@@ -25,13 +25,53 @@ use std::process::{ExitStatus, Stdio};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use super::RunError;
 use crate::config::ExecConfig;
 
 /// Runs the configured command on `input` and returns its stdout.
 pub async fn run(cfg: &ExecConfig, input: &[u8]) -> Result<Vec<u8>, RunError> {
+    let mut child = command(cfg).spawn().map_err(|e| RunError::Spawn {
+        program: cfg.command.program.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    // Cannot fail: the child has not been waited for yet, so it has an id.
+    let pid = child.id().expect("unreaped child has a pid");
+    let mut guard = GroupGuard(Some(Pid::from_raw(pid as i32)));
+
+    let result = tokio::time::timeout(cfg.timeout, exchange(&mut child, cfg, input)).await;
+    let (out, err_tail) = match result {
+        Err(_elapsed) => {
+            return Err(abort(&mut guard, &mut child, RunError::Timeout(cfg.timeout)).await);
+        }
+        Ok(Err(e)) => return Err(abort(&mut guard, &mut child, e).await),
+        Ok(Ok(both)) => both,
+    };
+
+    // Both pipes are at EOF, so the child has exited or closed them; the
+    // timeout still bounds a child that closed its pipes and kept running.
+    let status = match tokio::time::timeout(cfg.timeout, child.wait()).await {
+        Ok(status) => status.map_err(internal)?,
+        Err(_elapsed) => {
+            return Err(abort(&mut guard, &mut child, RunError::Timeout(cfg.timeout)).await);
+        }
+    };
+    guard.disarm();
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(RunError::CommandFailed {
+            status: describe(status),
+            stderr_tail: String::from_utf8_lossy(&err_tail).into_owned(),
+        })
+    }
+}
+
+/// The configured command, not yet started: arguments from the config
+/// only, a cleared environment plus `pass_env` and `env`, `/` as its
+/// directory, piped stdio, its own process group.
+fn command(cfg: &ExecConfig) -> Command {
     let mut cmd = Command::new(&cfg.command.program);
     cmd.args(&cfg.command.args)
         .env_clear()
@@ -40,7 +80,7 @@ pub async fn run(cfg: &ExecConfig, input: &[u8]) -> Result<Vec<u8>, RunError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        // Backstop only: the group guard below does the real killing.
+        // Backstop only: the group guard does the real killing.
         .kill_on_drop(true);
     for name in &cfg.pass_env {
         if let Some(value) = std::env::var_os(name.as_str()) {
@@ -50,15 +90,17 @@ pub async fn run(cfg: &ExecConfig, input: &[u8]) -> Result<Vec<u8>, RunError> {
     for (name, value) in &cfg.env {
         cmd.env(name.as_str(), value);
     }
+    cmd
+}
 
-    let mut child = cmd.spawn().map_err(|e| RunError::Spawn {
-        program: cfg.command.program.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    // Cannot fail: the child has not been waited for yet, so it has an id.
-    let pid = child.id().expect("unreaped child has a pid");
-    let mut guard = GroupGuard(Some(Pid::from_raw(pid as i32)));
-
+/// Feeds `input` to the child's stdin while reading its stdout (up to
+/// `max_output_bytes`) and the tail of its stderr, until all three are
+/// done; returns stdout and the stderr tail.
+async fn exchange(
+    child: &mut Child,
+    cfg: &ExecConfig,
+    input: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), RunError> {
     let (mut stdin, mut stdout, mut stderr) = (
         child.stdin.take().expect("stdin piped"),
         child.stdout.take().expect("stdout piped"),
@@ -85,42 +127,16 @@ pub async fn run(cfg: &ExecConfig, input: &[u8]) -> Result<Vec<u8>, RunError> {
         Ok(out)
     };
     let tail = read_tail(&mut stderr, cfg.stderr_tail_bytes);
+    let ((), out, tail) = tokio::try_join!(feed, collect, tail)?;
+    Ok((out, tail))
+}
 
-    let work = async { tokio::try_join!(feed, collect, tail) };
-    let result = tokio::time::timeout(cfg.timeout, work).await;
-    let (out, err_tail) = match result {
-        Err(_elapsed) => {
-            guard.kill();
-            let _ = child.wait().await;
-            return Err(RunError::Timeout(cfg.timeout));
-        }
-        Ok(Err(e)) => {
-            guard.kill();
-            let _ = child.wait().await;
-            return Err(e);
-        }
-        Ok(Ok(((), out, tail))) => (out, tail),
-    };
-
-    // Both pipes are at EOF, so the child has exited or closed them; the
-    // timeout still bounds a child that closed its pipes and kept running.
-    let status = match tokio::time::timeout(cfg.timeout, child.wait()).await {
-        Ok(status) => status.map_err(internal)?,
-        Err(_elapsed) => {
-            guard.kill();
-            let _ = child.wait().await;
-            return Err(RunError::Timeout(cfg.timeout));
-        }
-    };
-    guard.disarm();
-    if status.success() {
-        Ok(out)
-    } else {
-        Err(RunError::CommandFailed {
-            status: describe(status),
-            stderr_tail: String::from_utf8_lossy(&err_tail).into_owned(),
-        })
-    }
+/// Ends a run early: kills the group, then reaps the child (so the group
+/// id cannot be reused before the kill), and gives back `error`.
+async fn abort(guard: &mut GroupGuard, child: &mut Child, error: RunError) -> RunError {
+    guard.kill();
+    let _ = child.wait().await;
+    error
 }
 
 /// Reads `r` to EOF, keeping only its last `keep` bytes.
