@@ -3,14 +3,15 @@
 //! `tandem api check` / `tandem worker check`: every error of the file, one
 //! located line each.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tandem_test_support::eventually_blocking;
+use tandem_test_support::http::Request;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tandem");
 
@@ -47,27 +48,19 @@ fn api_tells_systemd_when_ready_and_stops_on_sigterm() {
     let n = sock.recv(&mut buf).expect("READY=1");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
     // Serving by then: /readyz answers 200.
-    let mut s = TcpStream::connect(listen).expect("listening once READY=1 was sent");
-    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let resp = Request::get("/readyz")
+        .send_blocking(listen)
+        .expect("listening once READY=1 was sent");
+    assert_eq!(resp.status, 200, "{}", resp.text());
 
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let n = sock.recv(&mut buf).expect("STOPPING=1");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "api did not exit within 30 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let st = eventually_blocking(
+        Duration::from_secs(30),
+        "the api's exit after SIGTERM",
+        || child.try_wait().unwrap(),
+    );
     assert_eq!(st.code(), Some(0));
 }
 

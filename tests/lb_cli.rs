@@ -10,19 +10,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tandem_test_support::eventually_blocking as wait_until;
+use tandem_test_support::http::Request;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tandem");
-
-fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -139,17 +130,9 @@ address = "{backend}"
     }
 
     fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "balancer did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until(within, "the balancer's exit", || {
+            self.child.try_wait().unwrap()
+        })
     }
 }
 
@@ -260,20 +243,15 @@ fn metrics_endpoint_serves_prometheus_text() {
     let mut c = TcpStream::connect(lb.listen).unwrap();
     roundtrip(&mut c, b"0123456789");
     drop(c);
-    let body = || {
-        let mut s = TcpStream::connect(lb.metrics).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let get = || Request::get("/metrics").send_blocking(lb.metrics).unwrap();
     wait_until(Duration::from_secs(10), "bytes counted", || {
-        body()
+        get()
+            .text()
             .contains("tandem_lb_backend_sent_bytes_total{service=\"echo\",backend=\"e1\",address=")
     });
-    let text = body();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let r = get();
+    let text = r.text();
+    assert_eq!(r.status, 200, "{text}");
     for name in [
         "# HELP tandem_lb_backend_connections_total",
         "tandem_lb_service_connections_total{service=\"echo\"} 1",

@@ -3,26 +3,22 @@
 //! backend going down within one refresh, and a screenshot is kept in
 //! target/test-artifacts/status-page.png. Loopback only.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tandem_test_support::http::Request;
+use tandem_test_support::wait::Wait;
+
 const BIN: &str = env!("CARGO_BIN_EXE_tandem");
 
-fn wait_until<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The shared bounded wait, polling every 20 ms: some checks here run a
+/// process (`tandem lb status`) or a browser round trip.
+fn wait_until<T>(within: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    Wait::new(within, what)
+        .every(Duration::from_millis(20))
+        .until_blocking(f)
 }
 
 fn free_port() -> SocketAddr {
@@ -66,76 +62,16 @@ fn browser() -> Option<(PathBuf, PathBuf)> {
     }
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns (status, body).
+/// One request with the shared test client (chromedriver's answers carry
+/// a Content-Length, its sockets stay open); returns (status, body).
 fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    // Read the head, then exactly Content-Length bytes (chromedriver says
-    // `Connection: close` but keeps the socket open), or to EOF without one.
-    let mut raw = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = s
-            .read(&mut chunk)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        assert!(n > 0, "{method} {path}: closed before the response head");
-        raw.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let length = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse::<usize>().ok());
-    match length {
-        Some(len) => {
-            while raw.len() < head_end + len {
-                let n = s
-                    .read(&mut chunk)
-                    .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-                assert!(n > 0, "{method} {path}: closed before the body ended");
-                raw.extend_from_slice(&chunk[..n]);
-            }
-        }
-        None => {
-            s.read_to_end(&mut raw)
-                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        }
-    }
-    let body = String::from_utf8_lossy(&raw[head_end..]).into_owned();
-    let body = if head.contains("transfer-encoding: chunked") {
-        dechunk(&body)
-    } else {
-        body
-    };
-    (status, body)
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((len, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(len.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = &rest[n + 2..];
-    }
-    out
+    let r = Request::new(method, path)
+        .header("content-type", "application/json")
+        .body(body.unwrap_or(""))
+        .timeout(Duration::from_secs(60))
+        .send_blocking(addr)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (r.status, r.text())
 }
 
 struct WebDriver {
@@ -266,6 +202,10 @@ fn status_page_renders_and_shows_a_backend_going_down() {
         (v["services"][0]["backends"][0]["state"] == "down").then_some(())
     });
     let down_at = Instant::now();
+    // Wall-clock bound, measured from the moment `lb status` reports the
+    // backend down: the page's own 1 s refresh, plus 500 ms for its fetch
+    // of /status.json, the redraw and this 20 ms poll (a WebDriver round
+    // trip each) on two loaded cores. A browser's timer cannot be paused.
     wait_until(
         Duration::from_millis(1500),
         "page shows web-1 down within one refresh",

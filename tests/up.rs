@@ -2,38 +2,29 @@
 //! on loopback, prints a key and a curl example that works, and Ctrl-C
 //! stops every process it started.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use tandem_test_support::http::Request;
+use tandem_test_support::wait::Wait;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tandem");
 /// A 1×1 PNG.
 const PNG_1X1: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
 
+/// One API request with the shared test client; (status, body).
 fn http(addr: SocketAddr, method: &str, path: &str, key: &str, body: &str) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a response head")
-        + 4;
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, raw[split..].to_vec())
+    let r = Request::new(method, path)
+        .bearer(key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send_blocking(addr)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    (r.status, r.body.to_vec())
 }
 
 #[test]
@@ -109,17 +100,18 @@ fn tandem_up_serves_jobs_end_to_end_and_stops_cleanly() {
         assert_eq!(status, 202, "{kind}: {}", String::from_utf8_lossy(&resp));
         let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
         let id = v["id"].as_str().unwrap().to_string();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let done = Wait::new(Duration::from_secs(30), format!("{kind} done"))
+            .every(Duration::from_millis(50));
+        done.until_blocking(|| {
             let (_, resp) = http(api, "GET", &format!("/v1/jobs/{id}"), &key, "");
             let v: serde_json::Value = serde_json::from_slice(&resp).unwrap();
-            if v["status"] == "done" {
-                break;
-            }
             assert!(v["status"] != "failed", "{kind} failed: {v}");
-            assert!(Instant::now() < deadline, "{kind} not done in 30 s: {v}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            if v["status"] == "done" {
+                Ok(())
+            } else {
+                Err(v)
+            }
+        });
         let (status, result) = http(api, "GET", &format!("/v1/jobs/{id}/result"), &key, "");
         assert_eq!(status, 200);
         match kind {
@@ -134,14 +126,9 @@ fn tandem_up_serves_jobs_end_to_end_and_stops_cleanly() {
 
     // Ctrl-C: everything stops, exit 0, nothing left listening.
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "tandem up did not stop in 60 s");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = Wait::new(Duration::from_secs(60), "tandem up stopped")
+        .every(Duration::from_millis(50))
+        .until_blocking(|| child.try_wait().unwrap());
     assert!(status.success(), "{status}");
     for off in 0..40 {
         let a: SocketAddr = format!("127.0.0.1:{}", base + off).parse().unwrap();

@@ -34,7 +34,6 @@
 
 #[path = "support/soak.rs"]
 mod soak;
-mod support;
 #[path = "support/vrrp_bed.rs"]
 mod vrrp_bed;
 
@@ -44,7 +43,8 @@ use nix::sys::signal::Signal;
 use rand::Rng;
 use soak::pair::{LB1, LB2, STUCK, Soak};
 use soak::{HOSTS, Kind, PRIORITIES, Ref, mdi, report};
-use support::netns::require_root;
+use tandem_test_support::eventually_blocking;
+use tandem_test_support::netns::require_root;
 use vrrp_bed::{ADVERT, now_us};
 
 /// Not a test: the body of helper processes run inside namespaces.
@@ -228,14 +228,11 @@ impl Soak {
         self.nodes[LB2].spawn_gated(&self.t, &gate);
         self.up = [true, true];
         // libtest prints the marker just before the gate starts polling.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while (0..2).any(|n| self.nodes[n].log().matches(marker).count() <= before[n]) {
-            assert!(
-                Instant::now() < deadline,
-                "start {k}: nodes not at the gate"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        eventually_blocking(
+            Duration::from_secs(10),
+            &format!("start {k}: both nodes at the gate"),
+            || (0..2).all(|n| self.nodes[n].log().matches(marker).count() > before[n]),
+        );
         let late = self
             .rng
             .random_bool(0.25)

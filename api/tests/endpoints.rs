@@ -51,7 +51,7 @@ async fn suite(backend: &str) {
     let jobs_url = format!("{base}/v1/jobs");
     let a = call("POST", &jobs_url, None, &[], "{}").await;
     assert_eq!((a.status, a.code().as_str()), (401, "unauthorized"));
-    assert_eq!(a.header("www-authenticate").as_deref(), Some("Bearer"));
+    assert_eq!(a.header("www-authenticate"), Some("Bearer"));
     let fake = format!("tandem_{}_{}", "0".repeat(16), "0".repeat(64));
     assert_eq!(
         call("POST", &jobs_url, Some(&fake), &[], "{}").await.status,
@@ -112,7 +112,10 @@ async fn suite(backend: &str) {
     let a = post_job(&base, &token, json!({"kind": "upper", "input": "hello"})).await;
     assert_eq!(a.status, 202, "{:?}", a.body);
     let id = a.json()["id"].as_str().unwrap().to_owned();
-    assert_eq!(a.header("location"), Some(format!("/v1/jobs/{id}")));
+    assert_eq!(
+        a.header("location"),
+        Some(format!("/v1/jobs/{id}").as_str())
+    );
     let j = wait_finished(&base, &token, &id).await;
     assert_eq!(j["status"], "done", "{j}");
     assert_eq!(j["attempts"], 1);
@@ -128,7 +131,7 @@ async fn suite(backend: &str) {
     )
     .await;
     assert_eq!(res.status, 200);
-    assert_eq!(res.header("content-type").as_deref(), Some("text/x-upper"));
+    assert_eq!(res.header("content-type"), Some("text/x-upper"));
     assert_eq!(&res.body[..], b"HELLO");
     assert!(res.header("ratelimit-limit").is_some() && res.header("ratelimit-remaining").is_some());
 
@@ -171,7 +174,7 @@ async fn suite(backend: &str) {
     let again = call("POST", &jobs_url, Some(&token), &idem, body.clone()).await;
     assert_eq!((first.status, again.status), (202, 202));
     assert_eq!(first.json()["id"], again.json()["id"]);
-    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
     let changed = call(
         "POST",
         &jobs_url,
@@ -359,9 +362,9 @@ async fn suite(backend: &str) {
     }
     let a = call("GET", &jobs_url, Some(&slow), &[], "").await;
     assert_eq!((a.status, a.code().as_str()), (429, "rate_limited"));
-    assert_eq!(a.header("retry-after").as_deref(), Some("2"));
-    assert_eq!(a.header("ratelimit-remaining").as_deref(), Some("0"));
-    assert_eq!(a.header("ratelimit-limit").as_deref(), Some("2"));
+    assert_eq!(a.header("retry-after"), Some("2"));
+    assert_eq!(a.header("ratelimit-remaining"), Some("0"));
+    assert_eq!(a.header("ratelimit-limit"), Some("2"));
 
     // The request log, with the client address from a PROXY v1 header.
     let mut s = tokio::net::TcpStream::connect(r.addr).await.unwrap();
@@ -374,7 +377,7 @@ async fn suite(backend: &str) {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     let key_id = token.split('_').nth(1).unwrap().to_owned();
     let db2 = db.clone();
-    eventually("request log rows", Duration::from_secs(5), || {
+    eventually(Duration::from_secs(5), "request log rows", || {
         let db = db2.clone();
         let key_id = key_id.clone();
         async move {

@@ -65,7 +65,7 @@ async fn sigkill_while_holding_leases_loses_no_job_and_runs_none_twice_to_done()
         .unwrap();
         n
     };
-    eventually("replica A holds leases", Duration::from_secs(10), || {
+    eventually(Duration::from_secs(10), "replica A holds leases", || {
         held(db.clone(), owner_like.clone()).map_pos()
     })
     .await;
@@ -75,7 +75,7 @@ async fn sigkill_while_holding_leases_loses_no_job_and_runs_none_twice_to_done()
     let killed_at = Instant::now();
 
     // Every job reaches done, through B alone.
-    eventually("every job done", Duration::from_secs(60), || {
+    eventually(Duration::from_secs(60), "every job done", || {
         let db = db.clone();
         async move {
             let done: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE state = 'done'")
@@ -179,7 +179,11 @@ async fn rate_limit_holds_across_two_replicas() {
                     200 => ok += 1,
                     429 => {
                         limited += 1;
-                        retry_afters.insert(a.header("retry-after").expect("Retry-After on 429"));
+                        retry_afters.insert(
+                            a.header("retry-after")
+                                .expect("Retry-After on 429")
+                                .to_owned(),
+                        );
                     }
                     s => panic!("unexpected {s}"),
                 }
@@ -239,7 +243,7 @@ async fn concurrent_claims_on_mariadb_never_overlap() {
     }
     let posted = started.elapsed();
     let db = r1.db.clone();
-    eventually("all done", Duration::from_secs(60), || {
+    eventually(Duration::from_secs(60), "all done", || {
         let db = db.clone();
         async move { count(&db, "SELECT COUNT(*) FROM jobs WHERE state = 'done'").await == 60 }
     })

@@ -2,14 +2,13 @@
 //! times, passive reports, slow start, reloads and shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tandem_healthcheck::{
     Checker, ExecProbe, HealthView, InitialState, Jitter, Params, Probe, Target, TargetId,
 };
+use tandem_test_support::eventually_watch;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -89,27 +88,6 @@ fn tcp(id: &TargetId, addr: SocketAddr, params: Params) -> Target {
     Target::new(id.clone(), Probe::Tcp { addr }, params).unwrap()
 }
 
-/// Waits (bounded) until `pred` holds for the published view.
-async fn wait_for(
-    rx: &mut watch::Receiver<Arc<HealthView>>,
-    within: Duration,
-    what: &str,
-    pred: impl Fn(&HealthView) -> bool,
-) -> Arc<HealthView> {
-    let deadline = Instant::now() + within;
-    loop {
-        let v = rx.borrow_and_update().clone();
-        if pred(&v) {
-            return v;
-        }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => panic!("view channel closed while waiting for {what}"),
-            Err(_) => panic!("{what}: not within {within:?}; view: {v:#?}"),
-        }
-    }
-}
-
 fn is_up(v: &HealthView, id: &TargetId) -> bool {
     v.get(id).expect("target in view").up
 }
@@ -127,15 +105,20 @@ async fn dead_backend_leaves_within_fall_intervals_and_returns_within_rise_inter
     let shutdown = CancellationToken::new();
     let h = Checker::spawn(vec![tcp(&id, backend.addr, p.clone())], shutdown.clone());
     let mut rx = h.subscribe();
-    wait_for(&mut rx, ms(2000), "a first good probe", |v| {
+    eventually_watch(&mut rx, ms(2000), "a first good probe", |v| {
         last_ok(v, &id) == Some(true)
     })
     .await;
 
     backend.stop().await;
     let killed = Instant::now();
-    let v = wait_for(&mut rx, ms(3000), "down", |v| !is_up(v, &id)).await;
+    let v = eventually_watch(&mut rx, ms(3000), "down", |v| !is_up(v, &id)).await;
     let took = killed.elapsed();
+    // Wall-clock bound, from the listener's close to the published DOWN
+    // view: `fall` probes `interval` apart fail (a refused connect fails at
+    // once); the one `timeout` (300 ms) on top is the margin for a late
+    // probe and the checker's wake-up on two loaded cores. The rule itself
+    // is proved in simulated time in `machine`'s tests.
     let bound = p.interval * p.fall + p.timeout;
     println!("down after {took:?} (bound fall × interval + timeout = {bound:?})");
     assert!(took <= bound, "down after {took:?} > {bound:?}");
@@ -147,8 +130,11 @@ async fn dead_backend_leaves_within_fall_intervals_and_returns_within_rise_inter
 
     backend.restart().await;
     let restarted = Instant::now();
-    let v = wait_for(&mut rx, ms(3000), "up again", |v| is_up(v, &id)).await;
+    let v = eventually_watch(&mut rx, ms(3000), "up again", |v| is_up(v, &id)).await;
     let took = restarted.elapsed();
+    // Wall-clock bound, from the listener's rebind to the published UP
+    // view: `rise` good probes `interval` apart, plus a 100 ms margin for
+    // the last probe's connect and the wake-ups of two tasks.
     let bound = p.interval * p.rise;
     println!(
         "up after {took:?} (bound rise × interval = {bound:?}, + 100ms for the probe and wake-ups)"
@@ -174,7 +160,7 @@ async fn passive_failures_mark_down_at_once_and_probes_bring_it_back() {
     let shutdown = CancellationToken::new();
     let h = Checker::spawn(vec![tcp(&id, backend.addr, p.clone())], shutdown.clone());
     let mut rx = h.subscribe();
-    wait_for(&mut rx, ms(2000), "a first probe", |v| {
+    eventually_watch(&mut rx, ms(2000), "a first probe", |v| {
         v.get(&id).unwrap().last_probe.is_some()
     })
     .await;
@@ -186,8 +172,11 @@ async fn passive_failures_mark_down_at_once_and_probes_bring_it_back() {
     for _ in 0..3 {
         th.report_passive(false);
     }
-    let v = wait_for(&mut rx, ms(1000), "passive down", |v| !is_up(v, &id)).await;
+    let v = eventually_watch(&mut rx, ms(1000), "passive down", |v| !is_up(v, &id)).await;
     let took = reported.elapsed();
+    // Wall-clock bound, from the reports to the published DOWN view: no
+    // timer is involved (the verdict is immediate), so all 100 ms are
+    // margin for the checker task to be scheduled on two loaded cores.
     println!("passive down after {took:?}");
     assert!(took < ms(100), "passive detection took {took:?}");
     assert_eq!(
@@ -198,7 +187,7 @@ async fn passive_failures_mark_down_at_once_and_probes_bring_it_back() {
     assert_eq!(th.weight_permille(), 0);
 
     // The backend really listens: probes bring it back with `rise`.
-    let v = wait_for(&mut rx, ms(2000), "up via probes", |v| is_up(v, &id)).await;
+    let v = eventually_watch(&mut rx, ms(2000), "up via probes", |v| is_up(v, &id)).await;
     assert_eq!(v.get(&id).unwrap().reason, "connected");
     assert!(th.is_up());
 
@@ -206,7 +195,7 @@ async fn passive_failures_mark_down_at_once_and_probes_bring_it_back() {
     for _ in 0..3 {
         h.report_passive(&id, false);
     }
-    wait_for(&mut rx, ms(1000), "passive down by id", |v| !is_up(v, &id)).await;
+    eventually_watch(&mut rx, ms(1000), "passive down by id", |v| !is_up(v, &id)).await;
     shutdown.cancel();
 }
 
@@ -225,15 +214,15 @@ async fn weight_ramps_over_slow_start_after_coming_back() {
     let h = Checker::spawn(vec![tcp(&id, backend.addr, p)], shutdown.clone());
     let th = h.target(&id).unwrap();
     let mut rx = h.subscribe();
-    wait_for(&mut rx, ms(2000), "down", |v| !is_up(v, &id)).await;
+    eventually_watch(&mut rx, ms(2000), "down", |v| !is_up(v, &id)).await;
     assert_eq!(th.weight_permille(), 0);
 
     backend.restart().await;
-    wait_for(&mut rx, ms(2000), "up", |v| is_up(v, &id)).await;
+    eventually_watch(&mut rx, ms(2000), "up", |v| is_up(v, &id)).await;
     let up_at = Instant::now();
     let mut seen = vec![th.weight_permille()];
     loop {
-        let v = wait_for(&mut rx, ms(3000), "a weight step", |_| true).await;
+        let v = eventually_watch(&mut rx, ms(3000), "a weight step", |_| true).await;
         let w = v.get(&id).unwrap().weight_factor_permille;
         // Atomics are stored before each publish and the ramp only grows.
         assert!(th.weight_permille() >= w, "atomic behind the view");
@@ -243,6 +232,8 @@ async fn weight_ramps_over_slow_start_after_coming_back() {
         if w == 1000 {
             break;
         }
+        // Wall-clock bound: the 1 s ramp, with 2 s of margin; it only stops
+        // a ramp that never ends.
         assert!(up_at.elapsed() < ms(3000), "ramp did not finish: {seen:?}");
         rx.changed().await.unwrap();
     }
@@ -257,6 +248,9 @@ async fn weight_ramps_over_slow_start_after_coming_back() {
         seen.iter().filter(|&&w| w > 0 && w < 1000).count() >= 10,
         "{seen:?}"
     );
+    // Wall-clock lower bound, from the UP view seen here: the 1 s ramp
+    // starts at the verdict, which is published (and seen) a little before
+    // `up_at`; 150 ms allows for that, so a ramp of 0.85 s or less fails.
     assert!(took >= ms(850), "full weight too early: {took:?}");
     shutdown.cancel();
 }
@@ -279,15 +273,19 @@ async fn a_dead_backend_at_start_is_out_after_fall_probes() {
     assert_eq!(v.len(), 2, "every target is in the first view");
     assert_eq!(v.service("api").up, 2, "both take traffic at start");
     let mut rx = h.subscribe();
-    wait_for(&mut rx, ms(2000), "dead one down", |v| !is_up(v, &d)).await;
+    eventually_watch(&mut rx, ms(2000), "dead one down", |v| !is_up(v, &d)).await;
     let took = started.elapsed();
     // The first probe at once (no jitter), then fall - 1 fastinter steps:
     // the first failure was a result, not a verdict.
+    // Wall-clock bounds, from the spawn to the DOWN view: at least the
+    // (fall − 1) intervals the rules demand (exact: timers never fire
+    // early); at most that plus one `timeout` (300 ms) of margin for
+    // scheduling on two loaded cores.
     let bound = p.interval * (p.fall - 1) + p.timeout;
     println!("dead backend out {took:?} after start (bound {bound:?})");
     assert!(took >= p.interval * (p.fall - 1), "out too early: {took:?}");
     assert!(took <= bound, "{took:?} > {bound:?}");
-    let v = wait_for(&mut rx, ms(1000), "live probed", |v| {
+    let v = eventually_watch(&mut rx, ms(1000), "live probed", |v| {
         v.get(&l).unwrap().last_probe.is_some()
     })
     .await;
@@ -319,13 +317,13 @@ async fn a_target_added_by_reload_starts_up_and_rides_out_a_late_bind() {
     assert!(is_up(&first, &b), "added UP, before any probe");
     let th = h.target(&b).unwrap();
     assert!(th.is_up());
-    wait_for(&mut rx, ms(2000), "a refused first probe", |v| {
+    eventually_watch(&mut rx, ms(2000), "a refused first probe", |v| {
         last_ok(v, &b) == Some(false)
     })
     .await;
     assert!(th.is_up(), "one failure does not take it out");
     late.restart().await;
-    let v = wait_for(&mut rx, ms(2000), "a good probe", |v| {
+    let v = eventually_watch(&mut rx, ms(2000), "a good probe", |v| {
         last_ok(v, &b) == Some(true)
     })
     .await;
@@ -363,7 +361,7 @@ async fn reload_adds_alpha_targets_down_and_replaced_ones_keep_their_state() {
         shutdown.clone(),
     );
     let mut rx = h.subscribe();
-    wait_for(&mut rx, ms(2000), "b down", |v| !is_up(v, &b)).await;
+    eventually_watch(&mut rx, ms(2000), "b down", |v| !is_up(v, &b)).await;
 
     // c is new with alpha; a and b get other probes (another port), b with
     // alpha off: neither changes state on the reload itself.
@@ -380,12 +378,12 @@ async fn reload_adds_alpha_targets_down_and_replaced_ones_keep_their_state() {
     assert!(!is_up(&v, &c), "alpha: added DOWN");
     assert!(!h.target(&c).unwrap().is_up());
     // b and c need rise (3) successes: one good probe leaves them DOWN.
-    let v = wait_for(&mut rx, ms(2000), "first good probes of b and c", |v| {
+    let v = eventually_watch(&mut rx, ms(2000), "first good probes of b and c", |v| {
         [&b, &c].iter().all(|id| last_ok(v, id) == Some(true))
     })
     .await;
     assert!(!is_up(&v, &b) && !is_up(&v, &c), "{v:#?}");
-    wait_for(&mut rx, ms(2000), "b and c up after rise", |v| {
+    eventually_watch(&mut rx, ms(2000), "b and c up after rise", |v| {
         is_up(v, &b) && is_up(v, &c)
     })
     .await;
@@ -413,7 +411,7 @@ async fn reload_keeps_unchanged_targets_and_forgets_removed_ones() {
         shutdown.clone(),
     );
     let mut rx = h.subscribe();
-    let before = wait_for(&mut rx, ms(2000), "b down", |v| !is_up(v, &b)).await;
+    let before = eventually_watch(&mut rx, ms(2000), "b down", |v| !is_up(v, &b)).await;
     let b_handle = h.target(&b).unwrap();
 
     // Same probes (b with new parameters), plus a new target.
@@ -448,11 +446,11 @@ async fn reload_keeps_unchanged_targets_and_forgets_removed_ones() {
     b_handle.report_passive(false); // a stale handle is harmless
     // Several later publishes never bring b back.
     for _ in 0..5 {
-        let v = wait_for(&mut rx, ms(2000), "another update", |_| true).await;
+        let v = eventually_watch(&mut rx, ms(2000), "another update", |_| true).await;
         assert!(v.get(&b).is_none(), "removed target reappeared");
         rx.changed().await.unwrap();
     }
-    let v = wait_for(&mut rx, ms(2000), "exec probe ran", |v| {
+    let v = eventually_watch(&mut rx, ms(2000), "exec probe ran", |v| {
         v.get(&a)
             .and_then(|x| x.last_probe.as_ref())
             .is_some_and(|r| r.detail == "exit 0")

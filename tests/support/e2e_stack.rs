@@ -1,11 +1,10 @@
 //! Processes of the end-to-end bed: `tandem` nodes and a private mariadbd,
 //! each run inside its host's namespace with `ip netns exec` (which execs,
 //! so the child's PID is the program's own and SIGKILL hits it directly),
-//! logging to a file; and a minimal HTTP/1.1 client on std sockets.
+//! logging to a file; and the shared HTTP client with this bed's timeouts.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -13,19 +12,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use super::e2e_net::Bed;
-
-/// Polls `cond` every 20 ms until it holds; panics after `within`.
-pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use tandem_test_support::http::Request;
+use tandem_test_support::netns::Topology;
+use tandem_test_support::wait::Wait;
 
 /// The last `n` lines of a file.
 pub fn tail(path: &Path, n: usize) -> String {
@@ -57,7 +46,7 @@ impl Proc {
     }
 
     /// Starts (or restarts) it; the log is appended to.
-    pub fn start(&mut self, bed: &Bed) {
+    pub fn start(&mut self, bed: &Topology) {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -131,7 +120,7 @@ pub struct MariaDb {
 }
 
 impl MariaDb {
-    pub fn start(bed: &Bed, host: &str, dir: &Path, logs: &Path) -> MariaDb {
+    pub fn start(bed: &Topology, host: &str, dir: &Path, logs: &Path) -> MariaDb {
         let data = dir.join("data");
         let out = std::process::Command::new("mariadb-install-db")
             .args([
@@ -175,19 +164,13 @@ impl MariaDb {
         let mut proc = Proc::new("mariadb", host, mariadbd, &args, logs);
         proc.start(bed);
         let mut db = MariaDb { proc, socket };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            db.proc.assert_alive();
-            if db.sql("SELECT 1").is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mariadbd did not come up in 60 s:\n{}",
-                tail(&db.proc.log, 30)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        Wait::new(Duration::from_secs(60), "mariadbd up")
+            .every(Duration::from_millis(100))
+            .until_blocking(|| {
+                db.proc.assert_alive();
+                db.sql("SELECT 1")
+                    .map_err(|e| format!("{e}\nlog tail:\n{}", tail(&db.proc.log, 30)))
+            });
         db.sql(
             "CREATE DATABASE tandem; CREATE USER 'tandem'@'%' IDENTIFIED BY 'tandem'; \
              GRANT ALL PRIVILEGES ON tandem.* TO 'tandem'@'%'",
@@ -225,36 +208,11 @@ impl MariaDb {
 
 // -------------------------------------------------------------------- HTTP
 
-/// How an HTTP exchange failed.
-#[derive(Debug)]
-pub enum HttpError {
-    /// The TCP connect failed (refused, unreachable, timed out).
-    Connect(std::io::Error),
-    /// Connected, then the exchange failed (reset, closed early, timeout).
-    Exchange(String),
-}
+pub use tandem_test_support::http::{HttpError, Response};
 
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
-    }
-}
-
-/// One request on a fresh connection (`Connection: close`).
+/// One request on a fresh connection with the shared test client: a 1 s
+/// connect (the VIP is on the bridge: a slower connect is an outage the
+/// scenario counts) and 15 s for the exchange.
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -262,79 +220,10 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<Response, HttpError> {
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(HttpError::Connect)?;
-    let ex = |e: std::io::Error| HttpError::Exchange(e.to_string());
-    s.set_read_timeout(Some(Duration::from_secs(15)))
-        .map_err(ex)?;
-    s.set_write_timeout(Some(Duration::from_secs(15)))
-        .map_err(ex)?;
-    let _ = s.set_nodelay(true);
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    let mut wire = req.into_bytes();
-    wire.extend_from_slice(body);
-    s.write_all(&wire).map_err(ex)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).map_err(ex)?;
-    parse_response(&raw).ok_or_else(|| {
-        HttpError::Exchange(format!(
-            "incomplete response ({} bytes): {:?}",
-            raw.len(),
-            String::from_utf8_lossy(&raw[..raw.len().min(200)])
-        ))
-    })
-}
-
-fn parse_response(raw: &[u8]) -> Option<Response> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&raw[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    let rest = &raw[end + 4..];
-    let get = |n: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(n))
-            .map(|(_, v)| v.as_str())
-    };
-    let body = if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        dechunk(rest)?
-    } else if let Some(len) = get("content-length") {
-        let len: usize = len.parse().ok()?;
-        // A short body means the connection broke mid-response.
-        rest.get(..len)?.to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Some(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&rest[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        rest = &rest[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
+    Request::new(method, path)
+        .headers(headers)
+        .body(body)
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(15))
+        .send_blocking(addr)
 }

@@ -15,9 +15,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{Attempts, HOSTS, Holders, Kind, Outcome, PRIORITIES, Recorder, Ref, report};
-use crate::support::netns::Topology;
 use crate::vrrp_bed::watch::{Adverts, VipWatch, log_times_us};
 use crate::vrrp_bed::{ADVERT, Helper, LB_PORT, Node, Spec, bed, now_us, vip};
+use tandem_test_support::netns::Topology;
+use tandem_test_support::wait::Wait;
 
 pub const LB1: usize = 0;
 pub const LB2: usize = 1;
@@ -120,15 +121,10 @@ impl Soak {
     /// The first instant from `from_us` on at which `node` alone holds the
     /// VIP, waiting at most until `deadline`.
     pub fn wait_sole(&self, node: usize, from_us: u64, deadline: Instant) -> Option<u64> {
-        loop {
-            if let Some(t) = self.holders().sole_from(node, from_us, u64::MAX) {
-                return Some(t);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        until(deadline, "the sole holder")
+            .every(Duration::from_millis(5))
+            .try_until_blocking(|| self.holders().sole_from(node, from_us, u64::MAX))
+            .ok()
     }
 
     /// Whether an attempt started at or after `t_us` succeeded. The probe
@@ -157,10 +153,9 @@ impl Soak {
     /// Waits until the client was served after `t_us` (at most
     /// [`SERVICE_WAIT`]; an outage that lasts is judged at the end).
     pub fn wait_service(&self, t_us: u64) {
-        let deadline = Instant::now() + SERVICE_WAIT;
-        while !self.served_since(t_us) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let _ = Wait::new(SERVICE_WAIT, "the client served")
+            .every(Duration::from_millis(5))
+            .try_until_blocking(|| self.served_since(t_us));
     }
 
     pub fn delay(&mut self) {
@@ -173,16 +168,10 @@ impl Soak {
     /// heard), or None if `peer` sent nothing within ten intervals.
     pub fn after_advert(&mut self, peer: usize) -> Option<u64> {
         let t = now_us();
-        let deadline = Instant::now() + 10 * ADVERT;
-        let heard = loop {
-            if let Some(a) = self.adverts.first_from_after(self.ips[peer], t) {
-                break a;
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
+        let heard = Wait::new(10 * ADVERT, "the peer's next advert")
+            .every(Duration::from_millis(2))
+            .try_until_blocking(|| self.adverts.first_from_after(self.ips[peer], t))
+            .ok()?;
         let off = self.rng.random_range(0..ADVERT.as_micros() as u64);
         let wake = heard + off;
         let now = now_us();
@@ -301,19 +290,13 @@ impl Soak {
     /// `node`'s first "vrrp instance starting" at or after `t_us`, waiting
     /// for it until `deadline`.
     pub fn instance_start(&self, node: usize, t_us: u64, deadline: Instant) -> Option<u64> {
-        loop {
-            let log = self.nodes[node].log();
-            if let Some(s) = log_times_us(&log, INSTANCE_STARTING)
-                .into_iter()
-                .find(|s| *s >= t_us)
-            {
-                return Some(s);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        until(deadline, "the instance start")
+            .try_until_blocking(|| {
+                log_times_us(&self.nodes[node].log(), INSTANCE_STARTING)
+                    .into_iter()
+                    .find(|s| *s >= t_us)
+            })
+            .ok()
     }
 
     /// Every event judged so far.
@@ -391,4 +374,9 @@ impl Soak {
             resigned.0, resigned.1
         );
     }
+}
+
+/// A wait that ends at `deadline` (now, if it has passed: one check).
+fn until(deadline: Instant, what: &str) -> Wait {
+    Wait::new(deadline.saturating_duration_since(Instant::now()), what)
 }

@@ -16,12 +16,15 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::support::netns::Topology;
+use tandem_test_support::eventually_blocking;
+use tandem_test_support::http::Request;
+use tandem_test_support::netns::Topology;
+use tandem_test_support::wait::Wait;
 
 #[path = "vrrp_watch.rs"]
 pub mod watch;
@@ -38,17 +41,6 @@ pub fn now_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_micros() as u64
-}
-
-pub fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Skew of a backup at `priority` (RFC 5798 §6.1) for `advert`.
@@ -123,18 +115,15 @@ fn slow_http(port: u16, delay: Duration) {
     }
 }
 
-/// One `GET path` to `addr`; prints each body line prefixed `@`.
+/// One `GET path` to `addr` (2 s for the connect, 2 s for the answer);
+/// prints each body line prefixed `@`.
 fn get(addr: SocketAddr, path: &str) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let r = Request::get(path)
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2))
+        .send_blocking(addr)
+        .unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"));
+    let body = r.text();
     let mut out = std::io::stdout().lock();
     for line in body.lines() {
         writeln!(out, "@{line}").unwrap();
@@ -148,11 +137,9 @@ fn gate(path: &Path) {
     use std::os::unix::process::CommandExt;
     let cmd = std::env::var("TANDEM_GATE_EXEC").unwrap();
     let argv: Vec<&str> = cmd.split('\x1f').collect();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "gate never opened");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    Wait::new(Duration::from_secs(30), "the gate to open")
+        .every(Duration::from_millis(1))
+        .until_blocking(|| path.exists());
     let e = Command::new(argv[0]).args(&argv[1..]).exec();
     panic!("exec {argv:?}: {e}");
 }
@@ -236,7 +223,7 @@ impl Helper {
     /// timeout message).
     fn spawn_ready(topo: &Topology, host: &str, spec: &str, what: &str) -> Helper {
         let h = Helper::spawn(topo, host, spec);
-        wait_until(Duration::from_secs(10), what, || {
+        eventually_blocking(Duration::from_secs(10), what, || {
             h.lines.lock().unwrap().iter().any(|l| l == "ready")
         });
         h
@@ -286,12 +273,9 @@ impl Helper {
     /// Waits for a success started at or after `t_us`; returns the outage
     /// in ms (from `t_us` to the end of that success) and the tag.
     pub fn outage_after(&self, t_us: u64, within: Duration) -> (f64, String) {
-        let mut got = None;
-        wait_until(within, "a successful connect to the VIP", || {
-            got = self.first_ok_after(t_us);
-            got.is_some()
+        let (end, tag) = eventually_blocking(within, "a successful connect to the VIP", || {
+            self.first_ok_after(t_us)
         });
-        let (end, tag) = got.unwrap();
         ((end - t_us) as f64 / 1000.0, tag)
     }
 
@@ -509,21 +493,14 @@ impl Node {
         kill(Pid::from_raw(c.id() as i32), sig).unwrap();
     }
 
-    /// Waits for the process to exit (after a signal).
+    /// Waits for the process to exit (after a signal). On a timeout the
+    /// panic's unwinding drops the node, which kills the process.
     pub fn reap(&mut self, within: Duration) {
-        let mut c = self.child.take().expect("node running");
-        let deadline = Instant::now() + within;
-        loop {
-            if c.try_wait().unwrap().is_some() {
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("{} did not exit within {within:?}", self.host);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let c = self.child.as_mut().expect("node running");
+        eventually_blocking(within, &format!("{}'s exit", self.host), || {
+            c.try_wait().unwrap()
+        });
+        self.child = None;
     }
 
     pub fn log(&self) -> String {
@@ -545,12 +522,12 @@ impl Drop for Node {
 
 /// lb1 (.11), lb2 (.12), backend (.30), client (.50).
 pub fn bed() -> Topology {
-    let mut t = Topology::new();
-    t.host("lb1", 11);
-    t.host("lb2", 12);
-    t.host("be", 30);
-    t.host("cl", 50);
-    t
+    Topology::builder()
+        .host("lb1", 11)
+        .host("lb2", 12)
+        .host("be", 30)
+        .host("cl", 50)
+        .build()
 }
 
 pub fn vip(t: &Topology) -> Ipv4Addr {
@@ -560,7 +537,7 @@ pub fn vip(t: &Topology) -> Ipv4Addr {
 /// Waits until exactly `host` holds the VIP among `hosts`.
 pub fn wait_master(t: &Topology, host: &str, hosts: &[&str], within: Duration) {
     let v = vip(t);
-    wait_until(within, &format!("{host} the only VIP holder"), || {
+    eventually_blocking(within, &format!("{host} the only VIP holder"), || {
         hosts.iter().all(|h| t.has_addr(h, v) == (*h == host))
     });
 }

@@ -16,10 +16,11 @@ use std::net::Ipv4Addr;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Helper, now_us};
-use crate::support::netns::Topology;
+use tandem_test_support::netns::Topology;
+use tandem_test_support::wait::Wait;
 
 // ---------------------------------------------------------------- VIP events
 
@@ -58,16 +59,21 @@ impl VipWatch {
         });
         // The monitor subscribes some time after it starts: toggle a marker
         // address on lo until it reports one, so no event is missed after.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !marker_seen.load(Ordering::SeqCst) {
-            assert!(
-                Instant::now() < deadline,
-                "ip monitor in {host} never ready"
-            );
+        // No extra pause between checks: each toggle already takes 5 ms.
+        Wait::new(
+            Duration::from_secs(5),
+            format!("ip monitor in {host} ready"),
+        )
+        .every(Duration::ZERO)
+        .until_blocking(|| {
+            if marker_seen.load(Ordering::SeqCst) {
+                return true;
+            }
             t.exec(host, &["ip", "addr", "add", "127.0.0.99/32", "dev", "lo"]);
             std::thread::sleep(Duration::from_millis(5));
             t.exec(host, &["ip", "addr", "del", "127.0.0.99/32", "dev", "lo"]);
-        }
+            false
+        });
         VipWatch { child, events }
     }
 

@@ -101,7 +101,7 @@ async fn run_serves_until_sigterm_then_exits_zero() {
     });
 
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    eventually("worker up", Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "worker up", || async {
         request(addr, "GET", "/healthz", None, Vec::new())
             .await
             .is_ok_and(|r| r.status == 200)

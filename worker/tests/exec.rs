@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::ErrorBody;
 use common::{Worker, eventually};
 use tandem_worker::config::Kind;
 
@@ -105,6 +106,9 @@ async fn timeout_kills_the_whole_group_even_when_sigterm_is_ignored() {
     let took = started.elapsed();
     assert_eq!(r.status, 504, "{}", r.text());
     assert_eq!(r.error_code(), "timeout");
+    // Wall-clock bound: the 500 ms timeout, then the kill of a group that
+    // ignores SIGTERM; 10 s is far above both and fails only a worker that
+    // waits for the 30 s sleep.
     assert!(took < Duration::from_secs(10), "took {took:?}");
 
     let pids: Vec<i32> = std::fs::read_to_string(&pidfile)
@@ -113,7 +117,7 @@ async fn timeout_kills_the_whole_group_even_when_sigterm_is_ignored() {
         .map(|l| l.trim().parse().unwrap())
         .collect();
     assert_eq!(pids.len(), 2);
-    eventually("group killed", Duration::from_secs(5), || {
+    eventually(Duration::from_secs(5), "group killed", || {
         let all_dead = pids.iter().all(|&p| dead(p));
         async move { all_dead }
     })
@@ -136,7 +140,9 @@ async fn huge_stdout_is_cut_and_the_command_killed() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.error_code(), "output_too_large");
     assert!(r.error_message().contains("100000 bytes"), "{}", r.text());
-    // Killed at the cap, not at the timeout.
+    // Killed at the cap, not at the timeout. Wall-clock bound: producing
+    // 100 kB takes milliseconds; 10 s of margin still fails a worker that
+    // stops the command only at its 20 s timeout.
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // Exactly at the cap is fine.

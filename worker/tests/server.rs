@@ -7,6 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use common::ErrorBody;
 use common::{Worker, eventually, request};
 use tandem_worker::config::Kind;
 
@@ -45,7 +46,7 @@ async fn excess_runs_get_503_with_retry_after_at_once() {
     let held: Vec<_> = (0..2)
         .map(|_| tokio::spawn(request(addr, "POST", "/v1/run", None, b"x".to_vec())))
         .collect();
-    eventually("both slots taken", Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "both slots taken", || async {
         w.get("/readyz").await.status == 503
     })
     .await;
@@ -79,7 +80,7 @@ async fn graceful_shutdown_finishes_in_flight_runs() {
     let mut w = gated_worker(&dir, 4).await;
     let addr = w.addr;
     let in_flight = tokio::spawn(request(addr, "POST", "/v1/run", None, b"x".to_vec()));
-    eventually("run in flight", Duration::from_secs(10), || {
+    eventually(Duration::from_secs(10), "run in flight", || {
         let up = started(&dir).exists();
         async move { up }
     })
@@ -87,7 +88,7 @@ async fn graceful_shutdown_finishes_in_flight_runs() {
 
     w.shutdown.cancel();
     // New connections are refused once the listener is closed...
-    eventually("listener closed", Duration::from_secs(10), || async {
+    eventually(Duration::from_secs(10), "listener closed", || async {
         tokio::net::TcpStream::connect(addr).await.is_err()
     })
     .await;

@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::ErrorBody;
 use common::Worker;
 use tandem_worker::config::Kind;
 

@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Cursor;
 
+use common::ErrorBody;
 use common::Worker;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use tandem_worker::config::Kind;

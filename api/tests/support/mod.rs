@@ -12,32 +12,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tandem_api::config::Config;
 use tandem_api::db::Db;
+use tandem_test_support::http::Request;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Waits for `cond` to hold, polling, up to `limit`.
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+/// The bounded wait of every Tandem test: `(within, what, condition)`.
+pub use tandem_test_support::eventually;
 
 // ---------------------------------------------------------------- MariaDB
 
@@ -470,72 +452,39 @@ pub fn child_main() {
 
 // ------------------------------------------------------------ HTTP client
 
-/// One answer.
-#[derive(Debug)]
-pub struct Answer {
-    /// Status.
-    pub status: u16,
-    /// Headers.
-    pub headers: HeaderMap,
-    /// Body.
-    pub body: Bytes,
+/// One answer: the shared test client's.
+pub use tandem_test_support::http::Response as Answer;
+
+/// The API's JSON error shape, `{"error": {"code", "message"}}`.
+pub trait ErrorBody {
+    /// `error.code` of a JSON error, or "".
+    fn code(&self) -> String;
 }
 
-impl Answer {
-    /// The body as JSON.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-
-    /// `error.code` of a JSON error.
-    pub fn code(&self) -> String {
+impl ErrorBody for Answer {
+    fn code(&self) -> String {
         self.json()["error"]["code"]
             .as_str()
             .unwrap_or("")
             .to_owned()
     }
-
-    /// A header as text.
-    pub fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    }
 }
 
-/// Sends one request.
+/// Sends one request, on a fresh connection, to `url` (`http://IP:port/...`).
 pub async fn call(
     method: &str,
     url: &str,
     token: Option<&str>,
     extra: &[(&str, &str)],
-    body: impl Into<Bytes>,
+    body: impl Into<Vec<u8>>,
 ) -> Answer {
-    static CLIENT: OnceLock<
-        Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    > = OnceLock::new();
-    let client = CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http());
-    let mut b = hyper::Request::builder().method(method).uri(url);
+    let mut req = Request::new(method, "/").headers(extra).body(body);
     if let Some(t) = token {
-        b = b.header("authorization", format!("Bearer {t}"));
+        req = req.bearer(t);
     }
-    for (k, v) in extra {
-        b = b.header(*k, *v);
-    }
-    let resp = client
-        .request(b.body(Full::new(body.into())).unwrap())
+    req.send_url(url)
         .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
 }
 
 /// `POST /v1/jobs` with a JSON body.
@@ -552,17 +501,18 @@ pub async fn post_job(base: &str, token: &str, body: serde_json::Value) -> Answe
 
 /// Waits for job `id` to reach `done` or `failed`; returns its JSON.
 pub async fn wait_finished(base: &str, token: &str, id: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let what = format!("job {id} finished");
+    eventually(Duration::from_secs(30), &what, || async {
         let a = call("GET", &format!("{base}/v1/jobs/{id}"), Some(token), &[], "").await;
         assert_eq!(a.status, 200, "{:?}", a.body);
         let j = a.json();
         if j["status"] == "done" || j["status"] == "failed" {
-            return j;
+            Ok(j)
+        } else {
+            Err(j)
         }
-        assert!(Instant::now() < deadline, "job {id} not finished: {j}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await
 }
 
 /// One scalar from the database.

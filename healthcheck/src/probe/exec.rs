@@ -122,6 +122,7 @@ mod tests {
     use super::*;
     use crate::probe::Probe;
     use std::time::Instant;
+    use tandem_test_support::eventually;
 
     async fn run(p: ExecProbe, timeout: Duration) -> (Outcome, String, Duration) {
         let out = Probe::Exec(p).run(timeout).await;
@@ -214,15 +215,7 @@ mod tests {
             .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         // SIGKILL is delivered at once, but /proc may lag a moment: bounded wait.
-        let deadline = Instant::now() + Duration::from_secs(3);
-        loop {
-            let left = live_members(pgid);
-            if left.is_empty() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "group {pgid} still has {left:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        gone(pgid, "the timed-out probe's group gone").await;
         println!("exec timeout 500ms: probe returned after {elapsed:?}, group {pgid} gone");
     }
 
@@ -235,15 +228,11 @@ mod tests {
         let probe = Probe::Exec(ExecProbe::new("sh", &["-c", &script]));
         let fut = probe.run(Duration::from_secs(60));
         // Run until the script has written its pid, then drop the future.
-        let deadline = Instant::now() + Duration::from_secs(5);
         tokio::select! {
             _ = fut => panic!("probe finished early"),
-            _ = async {
-                while std::fs::read_to_string(&pidfile).map_or(true, |s| !s.ends_with('\n')) {
-                    assert!(Instant::now() < deadline, "script never started");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            } => {}
+            _ = eventually(Duration::from_secs(5), "the script started", || async {
+                std::fs::read_to_string(&pidfile).is_ok_and(|s| s.ends_with('\n'))
+            }) => {}
         }
         let pgid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()
@@ -251,10 +240,23 @@ mod tests {
             .parse()
             .unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while !live_members(pgid).is_empty() {
-            assert!(Instant::now() < deadline, "group {pgid} survived the drop");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        gone(pgid, "the dropped probe's group gone").await;
+    }
+
+    /// Waits (3 s at most) until process group `pgid` has no live member.
+    async fn gone(pgid: i32, what: &str) {
+        eventually(
+            Duration::from_secs(3),
+            &format!("{what} (group {pgid})"),
+            || async {
+                let left = live_members(pgid);
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("members {left:?}"))
+                }
+            },
+        )
+        .await;
     }
 }

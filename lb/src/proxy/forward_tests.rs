@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tandem_test_support::eventually;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -427,18 +428,6 @@ async fn client_reset_is_client_error() {
     );
 }
 
-/// Waits for `cond` for at most 2 s.
-async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    cond()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_connection_holds_no_pipe() {
     let pool = Arc::new(PipePool::new(8, 256 * 1024));
@@ -453,11 +442,19 @@ async fn quiet_connection_holds_no_pipe() {
     w.unwrap();
     r.unwrap();
     // Connection still open, no data flowing: both pipes back in the pool.
-    assert!(
-        eventually(|| pool.stats().in_use == 0).await,
-        "{:?}",
-        pool.stats()
-    );
+    eventually(
+        Duration::from_secs(2),
+        "both pipes back in the pool",
+        || async {
+            let s = pool.stats();
+            if s.in_use == 0 {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
+    .await;
     let s = pool.stats();
     assert!(s.created >= 1 && s.idle >= 1, "{s:?}");
     assert!(!p.fwd.is_finished());

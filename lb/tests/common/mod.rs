@@ -1,12 +1,12 @@
 //! Test fixtures for the balancer: backends on loopback, a balancer built
-//! from TOML text, and a bounded wait. Everything binds 127.0.0.1:0.
+//! from TOML text, and (from tandem-test-support) the bounded wait and the
+//! HTTP client. Everything binds 127.0.0.1:0.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tandem_lb::config::Config;
 use tandem_lb::runtime::{Balancer, Options};
@@ -14,23 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// Waits until `cond` holds, polling every 10 ms; panics with `what` after `within`.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if cond().await {
-            return;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+/// The bounded wait of every Tandem test: `(within, what, condition)`.
+pub use tandem_test_support::eventually;
 
 /// What a test backend does with each connection.
 #[derive(Clone, Debug)]

@@ -1,18 +1,14 @@
-//! Test harness: a worker on 127.0.0.1:0 and a tiny HTTP/1.1 client.
+//! Test harness: a worker on 127.0.0.1:0, and the shared HTTP client and
+//! bounded wait (tandem-test-support) in the shapes these tests use.
 #![allow(dead_code)] // each test file uses a different part
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{HeaderMap, Request};
-use hyper_util::rt::TokioIo;
+use tandem_test_support::http::Request;
 use tandem_worker::config::{Config, Kind};
 use tandem_worker::server::{AppState, serve};
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +53,7 @@ impl Worker {
     pub async fn assert_healthy(&self) {
         let r = self.get("/healthz").await;
         assert_eq!(r.status, 200, "healthz: {}", r.text());
-        eventually("readyz 200", Duration::from_secs(10), || async {
+        eventually(Duration::from_secs(10), "readyz 200", || async {
             self.get("/readyz").await.status == 200
         })
         .await;
@@ -70,44 +66,32 @@ impl Drop for Worker {
     }
 }
 
-/// An HTTP answer.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+/// The bounded wait of every Tandem test: `(within, what, condition)`.
+pub use tandem_test_support::eventually;
+/// An HTTP answer: the shared test client's.
+pub use tandem_test_support::http::Response as Reply;
+
+/// The worker's JSON error shape, `{"error": {"code", "message"}}`.
+pub trait ErrorBody {
+    /// `error.code`; panics, showing the body, without one.
+    fn error_code(&self) -> String;
+    /// `error.message`, or "".
+    fn error_message(&self) -> String;
 }
 
-impl Reply {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    /// `error.code` of a JSON error answer.
-    pub fn error_code(&self) -> String {
+impl ErrorBody for Reply {
+    fn error_code(&self) -> String {
         self.json()["error"]["code"]
             .as_str()
             .unwrap_or_else(|| panic!("no error.code: {}", self.text()))
             .to_owned()
     }
 
-    pub fn error_message(&self) -> String {
+    fn error_message(&self) -> String {
         self.json()["error"]["message"]
             .as_str()
             .unwrap_or("")
             .to_owned()
-    }
-
-    pub fn content_type(&self) -> &str {
-        self.headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
     }
 }
 
@@ -119,42 +103,9 @@ pub async fn request(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> anyhow::Result<Reply> {
-    let stream = TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(conn);
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
+    let mut req = Request::new(method, path).body(body);
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
     }
-    let resp = sender
-        .send_request(req.body(Full::new(Bytes::from(body)))?)
-        .await?;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await?.to_bytes();
-    driver.abort();
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// Waits until `cond` holds, polling every 20 ms, failing after `limit`.
-pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Ok(req.send(addr).await?)
 }

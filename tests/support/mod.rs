@@ -1,3 +1,0 @@
-//! Shared helpers of the integration tests.
-
-pub mod netns;
