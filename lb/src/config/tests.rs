@@ -199,7 +199,10 @@ fn example_file_parses() {
 
     assert_eq!(c.vrrp.len(), 2);
     let v = &c.vrrp[0];
-    assert_eq!((v.vrid, v.priority, v.version), (51, 150, 3));
+    assert_eq!(
+        (v.vrid.get(), v.priority.get(), v.version.number()),
+        (51, 150, 3)
+    );
     assert_eq!(
         v.track[0],
         Track {
@@ -210,7 +213,7 @@ fn example_file_parses() {
     assert_eq!(v.track[1].weight, 0);
     assert!(!v.is_unicast());
     let legacy = &c.vrrp[1];
-    assert_eq!(legacy.version, 2);
+    assert_eq!(legacy.version.number(), 2);
     assert_eq!(legacy.auth_pass.as_deref(), Some("tandem"));
     assert_eq!(
         legacy.unicast_peers,

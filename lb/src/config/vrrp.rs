@@ -5,12 +5,15 @@
 //! "master resigning" advert, 255 the address owner; RFC 5798 §5.2.3-4); the
 //! advert interval is a 12-bit count of centiseconds in VRRPv3 (§5.2.7) and an
 //! 8-bit count of seconds in VRRPv2 (RFC 3768 §5.3.7); authentication exists
-//! only in v2 (RFC 3768 §5.3.6, removed by RFC 5798). Nothing here depends on
-//! the VRRP code: the runtime maps these values onto it, and every value was
-//! validated by the parser, so that mapping cannot fail.
+//! only in v2 (RFC 3768 §5.3.6, removed by RFC 5798). The fields the
+//! protocol constrains hold the VRRP code's own types ([`Vrid`],
+//! [`Priority`], [`Version`], [`AdvertInterval`]), built by the parser, so a
+//! value that is here is valid and nothing downstream checks it again.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
+
+pub use crate::vrrp::types::{AdvertInterval, Priority, Version, Vrid};
 
 /// One VRRP instance: a virtual router this node takes part in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,14 +25,14 @@ pub struct VrrpConfig {
     /// interface name: 1 to 15 bytes, no `/`, `:` or whitespace, not `.` or `..`.
     pub interface: String,
     /// `virtual_router_id` (required): 1 to 255. Unique per interface.
-    pub vrid: u8,
+    pub vrid: Vrid,
     /// `priority`: default 100; 1 to 255 (255 = this node owns the addresses).
-    pub priority: u8,
+    pub priority: Priority,
     /// `version`: 2 (RFC 3768) or 3 (RFC 5798, default).
-    pub version: u8,
+    pub version: Version,
     /// `advert_interval` (keepalived `advert_int`): default `"100ms"`. v3:
     /// 10 ms to 40.95 s in whole centiseconds; v2: whole seconds, 1 to 255.
-    pub advert_interval: Duration,
+    pub advert_interval: AdvertInterval,
     /// `preempt`: a higher-priority backup takes over from a lower master.
     /// Default true (`false` is keepalived's `nopreempt`).
     pub preempt: bool,
@@ -67,8 +70,8 @@ pub struct VrrpConfig {
 }
 
 impl VrrpConfig {
-    pub const DEFAULT_PRIORITY: u8 = 100;
-    pub const DEFAULT_VERSION: u8 = 3;
+    pub const DEFAULT_PRIORITY: Priority = Priority(100);
+    pub const DEFAULT_VERSION: Version = Version::V3;
     pub const DEFAULT_ADVERT_INTERVAL: Duration = Duration::from_millis(100);
     pub const MAX_PREEMPT_DELAY: Duration = Duration::from_secs(1000);
     pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);

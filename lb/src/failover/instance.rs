@@ -45,7 +45,7 @@ use crate::config::{TrackTarget, VrrpConfig};
 use crate::vrrp::machine::{Action, Event, Machine, Params};
 use crate::vrrp::packet::{self, Advert, V2Auth};
 use crate::vrrp::status::VrrpStatus;
-use crate::vrrp::{AdvertInterval, Priority, Version, Vrid};
+use crate::vrrp::{Priority, Version};
 
 mod publish;
 
@@ -122,17 +122,13 @@ impl<E: Edge> Instance<E> {
             instance: cfg.name.clone(),
             source,
         };
-        let version = if cfg.version == 2 {
-            Version::V2
-        } else {
-            Version::V3
-        };
+        // VrrpConfig holds the protocol's own types, checked by the parser.
+        let version = cfg.version;
         let params = Params {
-            vrid: Vrid::new(cfg.vrid).map_err(params_err)?,
+            vrid: cfg.vrid,
             version,
-            priority: Priority::configured(cfg.priority).map_err(params_err)?,
-            advert_interval: AdvertInterval::for_version(version, cfg.advert_interval)
-                .map_err(params_err)?,
+            priority: cfg.priority,
+            advert_interval: cfg.advert_interval,
             preempt: cfg.preempt,
             preempt_delay: cfg.preempt_delay,
             primary_ip: opened.primary,
@@ -151,7 +147,7 @@ impl<E: Edge> Instance<E> {
         };
         let machine = Machine::new(params).map_err(params_err)?;
         Ok(Instance {
-            priority: cfg.priority,
+            priority: cfg.priority.get(),
             cfg,
             edge: Arc::new(opened.edge),
             primary: opened.primary,
@@ -174,12 +170,12 @@ impl<E: Edge> Instance<E> {
         tracing::info!(
             instance = %name,
             interface = %self.cfg.interface,
-            vrid = self.cfg.vrid,
-            version = self.cfg.version,
-            priority = self.cfg.priority,
+            vrid = self.cfg.vrid.get(),
+            version = self.cfg.version.number(),
+            priority = self.cfg.priority.get(),
             primary = %self.primary,
             unicast = self.cfg.is_unicast(),
-            advert_ms = self.cfg.advert_interval.as_millis() as u64,
+            advert_ms = self.cfg.advert_interval.as_duration().as_millis() as u64,
             "vrrp instance starting"
         );
         let (fwd_stop, mut changed) = self.forward_link_changes();
@@ -268,7 +264,7 @@ impl<E: Edge> Instance<E> {
     async fn start_up(&mut self, ctx: &mut Ctx) {
         self.sync_ready(ctx).await;
         let v = self.verdict(ctx);
-        if v.priority != self.cfg.priority {
+        if v.priority != self.cfg.priority.get() {
             self.priority = v.priority;
             self.feed(Event::PriorityChanged(Priority(v.priority)), ctx)
                 .await;
@@ -374,7 +370,7 @@ impl<E: Edge> Instance<E> {
                 }
             })
             .collect();
-        let mut v = verdict(self.cfg.priority, states);
+        let mut v = verdict(self.cfg.priority.get(), states);
         if !*self.link.borrow() {
             downs.push(format!("link:{}", self.cfg.interface));
             v.fault = true;
@@ -559,7 +555,7 @@ impl<E: Edge> Instance<E> {
                 Action::IntervalNotAdopted { src, advertised } => {
                     tracing::warn!(instance = %self.cfg.name, master = %src,
                         advertised_ms = advertised.as_duration().as_millis() as u64,
-                        ours_ms = self.cfg.advert_interval.as_millis() as u64,
+                        ours_ms = self.cfg.advert_interval.as_duration().as_millis() as u64,
                         "master advertises a longer interval than ours: keeping ours as the ceiling \
                          (check advert_interval on every node)");
                 }

@@ -185,11 +185,11 @@ fn initial_status(cfg: &VrrpConfig) -> VrrpStatus {
     VrrpStatus {
         instance: cfg.name.clone(),
         interface: cfg.interface.clone(),
-        vrid: cfg.vrid,
-        version: cfg.version,
+        vrid: cfg.vrid.get(),
+        version: cfg.version.number(),
         state: State::Initialize.as_str().into(),
-        priority: cfg.priority,
-        configured_priority: cfg.priority,
+        priority: cfg.priority.get(),
+        configured_priority: cfg.priority.get(),
         master: None,
         vips: cfg
             .virtual_ips

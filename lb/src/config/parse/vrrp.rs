@@ -10,7 +10,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::super::values::{boolean, ifname, ipv4_cidr, ipv4_host};
-use super::super::vrrp::{GarpConfig, Track, TrackTarget, VrrpConfig};
+use super::super::vrrp::{
+    AdvertInterval, GarpConfig, Priority, Track, TrackTarget, Version, Vrid, VrrpConfig,
+};
 use super::{
     DURATION_EXAMPLES, DeValue, ErrorKind, Field, Reported, Table, VALID_NAME, Value, Walker,
     duration, integer, is_name_char, parse_name, string,
@@ -97,12 +99,15 @@ impl Walker<'_> {
             table,
             "virtual_router_id",
             "an integer from 1 to 255",
-            |v| integer(v, 1, 255),
+            |v| {
+                integer(v, 1, 255)
+                    .and_then(|n| Vrid::new(n as u8).map_err(|_| ErrorKind::OutOfRange))
+            },
         );
         if let (Ok(ifname), Ok(vrid)) = (&interface, &vrid) {
             let v = self.key_value(table, "virtual_router_id");
             let valid = format!("a virtual_router_id no other instance on \"{ifname}\" uses");
-            let key = (ifname.clone(), *vrid as u8);
+            let key = (ifname.clone(), vrid.get());
             let path = table.field("virtual_router_id");
             self.unique(&mut seen.vrids, key, v, path, &valid);
         }
@@ -110,10 +115,18 @@ impl Walker<'_> {
             table,
             "priority",
             "an integer from 1 to 255 (255 = this node owns the addresses)",
-            |v| integer(v, 1, 255),
+            |v| {
+                integer(v, 1, 255)
+                    .and_then(|n| Priority::configured(n as u8).map_err(|_| ErrorKind::OutOfRange))
+            },
         );
-        let version = self.field(table, "version", "2 or 3", |v| integer(v, 2, 3));
-        let version_n = version.as_ref().ok().map(|v| v.unwrap_or(3) as u8);
+        let version = self.field(table, "version", "2 or 3", |v| {
+            integer(v, 2, 3).map(|n| if n == 2 { Version::V2 } else { Version::V3 })
+        });
+        let version_n = version
+            .as_ref()
+            .ok()
+            .map(|v| if *v == Some(Version::V2) { 2 } else { 3 });
         let advert = self.advert_interval(table, version_n);
         let preempt = self.field(table, "preempt", "true or false", boolean);
         let preempt_valid = format!(
@@ -140,9 +153,9 @@ impl Walker<'_> {
         Ok(VrrpConfig {
             name: name?,
             interface: interface?,
-            vrid: vrid? as u8,
-            priority: priority?.map_or(VrrpConfig::DEFAULT_PRIORITY, |p| p as u8),
-            version: version?.map_or(VrrpConfig::DEFAULT_VERSION, |v| v as u8),
+            vrid: vrid?,
+            priority: priority?.unwrap_or(VrrpConfig::DEFAULT_PRIORITY),
+            version: version?.unwrap_or(VrrpConfig::DEFAULT_VERSION),
             advert_interval: advert?,
             preempt: preempt?.unwrap_or(true),
             preempt_delay: preempt_delay?.unwrap_or(Duration::ZERO),
@@ -170,13 +183,13 @@ impl Walker<'_> {
         &mut self,
         table: &Table<'_, '_>,
         version: Option<u8>,
-    ) -> Result<Duration, Reported> {
-        let default = match version {
-            Some(2) => Duration::from_secs(1),
-            _ => VrrpConfig::DEFAULT_ADVERT_INTERVAL,
-        };
+    ) -> Result<AdvertInterval, Reported> {
         let Some(v) = table.get("advert_interval") else {
-            return Ok(default);
+            return Ok(match version {
+                Some(2) => AdvertInterval::ONE_SECOND,
+                _ => AdvertInterval::for_version(Version::V3, VrrpConfig::DEFAULT_ADVERT_INTERVAL)
+                    .expect("the default interval fits VRRPv3"),
+            });
         };
         let which = if table.get("version").is_some() {
             format!("version = {}", version.unwrap_or(3))
@@ -199,7 +212,7 @@ impl Walker<'_> {
             return Err(Reported);
         }
         match advert_fits(version.unwrap_or(3), d) {
-            Ok(()) => Ok(d),
+            Ok(interval) => Ok(interval),
             Err(kind) => Err(self.bad_value(v, table.field("advert_interval"), kind, &valid)),
         }
     }
@@ -477,7 +490,7 @@ impl Walker<'_> {
 
 /// RFC 5798 §5.2.7: v3 carries 12 bits of centiseconds; RFC 3768 §5.3.7:
 /// v2 carries 8 bits of seconds.
-fn advert_fits(version: u8, d: Duration) -> Result<(), ErrorKind> {
+fn advert_fits(version: u8, d: Duration) -> Result<AdvertInterval, ErrorKind> {
     let (unit, min, max, unit_name) = match version {
         2 => (1_000_000_000, 1, 255, "seconds, which VRRPv2"),
         _ => (10_000_000, 1, 4095, "centiseconds, which VRRPv3"),
@@ -490,7 +503,12 @@ fn advert_fits(version: u8, d: Duration) -> Result<(), ErrorKind> {
     } else if !(min..=max).contains(&(n / unit)) {
         Err(ErrorKind::OutOfRange)
     } else {
-        Ok(())
+        let version = if version == 2 {
+            Version::V2
+        } else {
+            Version::V3
+        };
+        AdvertInterval::for_version(version, d).map_err(|_| ErrorKind::OutOfRange)
     }
 }
 

@@ -3,6 +3,7 @@
 use std::net::Ipv4Addr;
 
 use super::*;
+use crate::config::vrrp::{AdvertInterval, Priority, Version, Vrid};
 
 const MINIMAL_VRRP: &str = r#"
 [[vrrp]]
@@ -25,10 +26,10 @@ fn vrrp_without_services_is_valid_and_defaults_apply() {
         vec![VrrpConfig {
             name: "vi1".into(),
             interface: "eth0".into(),
-            vrid: 51,
-            priority: 100,
-            version: 3,
-            advert_interval: Duration::from_millis(100),
+            vrid: Vrid::new(51).unwrap(),
+            priority: Priority(100),
+            version: Version::V3,
+            advert_interval: AdvertInterval::from_centis(10).unwrap(),
             preempt: true,
             preempt_delay: Duration::ZERO,
             virtual_ips: vec![(ip("198.18.0.100"), 24)],
@@ -76,8 +77,11 @@ garp_master_refresh = "60s"
 "#
     ));
     let v = &c.vrrp[0];
-    assert_eq!((v.vrid, v.priority, v.version), (255, 255, 2));
-    assert_eq!(v.advert_interval, Duration::from_secs(3));
+    assert_eq!(
+        (v.vrid.get(), v.priority.get(), v.version.number()),
+        (255, 255, 2)
+    );
+    assert_eq!(v.advert_interval.as_duration(), Duration::from_secs(3));
     assert!(!v.preempt);
     assert_eq!(v.preempt_delay, Duration::from_secs(1000));
     assert_eq!(
@@ -124,13 +128,19 @@ garp_master_refresh = "60s"
 #[test]
 fn advert_interval_default_follows_the_version() {
     let c = ok(&MINIMAL_VRRP.replace("name = \"vi1\"", "name = \"vi1\"\nversion = 2"));
-    assert_eq!(c.vrrp[0].advert_interval, Duration::from_secs(1));
+    assert_eq!(
+        c.vrrp[0].advert_interval.as_duration(),
+        Duration::from_secs(1)
+    );
     for (written, want) in [("\"10ms\"", 10), ("\"40.95s\"", 40_950), ("\"1s\"", 1000)] {
         let c = ok(&MINIMAL_VRRP.replace(
             "name = \"vi1\"",
             &format!("name = \"vi1\"\nadvert_interval = {written}"),
         ));
-        assert_eq!(c.vrrp[0].advert_interval, Duration::from_millis(want));
+        assert_eq!(
+            c.vrrp[0].advert_interval.as_duration(),
+            Duration::from_millis(want)
+        );
     }
 }
 
