@@ -127,6 +127,17 @@ struct KindFields {
     command: Field<Vec<String>>,
 }
 
+/// A probe period (`interval`, `fastinter`, `downinter`, `timeout`): at
+/// least [`HealthConfig::MIN_PERIOD`].
+fn at_least_1ms(v: &DeValue<'_>) -> Result<std::time::Duration, ErrorKind> {
+    let d = duration(v, false)?;
+    if d < HealthConfig::MIN_PERIOD {
+        Err(ErrorKind::OutOfRange)
+    } else {
+        Ok(d)
+    }
+}
+
 impl<'t, 'i> Walker<'_> {
     /// Reads `parent.health` if present. `inherited` is the service's layer
     /// when `parent` is a backend: its kind decides which keys belong here
@@ -148,14 +159,6 @@ impl<'t, 'i> Walker<'_> {
         } = kind;
 
         let period = format!("{DURATION_EXAMPLES}, at least 1ms");
-        let at_least_1ms = |v: &DeValue<'_>| {
-            let d = duration(v, false)?;
-            if d < HealthConfig::MIN_PERIOD {
-                Err(ErrorKind::OutOfRange)
-            } else {
-                Ok(d)
-            }
-        };
         let interval = self.field(&table, "interval", &period, at_least_1ms);
         let fastinter = self.field(&table, "fastinter", &period, at_least_1ms);
         let downinter = self.field(&table, "downinter", &period, at_least_1ms);

@@ -95,15 +95,7 @@ impl Walker<'_> {
             self.unique(&mut seen.names, n.clone(), v, table.field("name"), valid);
         }
         let interface = self.required(table, "interface", VALID_IFNAME, ifname);
-        let vrid = self.required(
-            table,
-            "virtual_router_id",
-            "an integer from 1 to 255",
-            |v| {
-                integer(v, 1, 255)
-                    .and_then(|n| Vrid::new(n as u8).map_err(|_| ErrorKind::OutOfRange))
-            },
-        );
+        let vrid = self.required(table, "virtual_router_id", "an integer from 1 to 255", vrid);
         if let (Ok(ifname), Ok(vrid)) = (&interface, &vrid) {
             let v = self.key_value(table, "virtual_router_id");
             let valid = format!("a virtual_router_id no other instance on \"{ifname}\" uses");
@@ -115,14 +107,9 @@ impl Walker<'_> {
             table,
             "priority",
             "an integer from 1 to 255 (255 = this node owns the addresses)",
-            |v| {
-                integer(v, 1, 255)
-                    .and_then(|n| Priority::configured(n as u8).map_err(|_| ErrorKind::OutOfRange))
-            },
+            priority,
         );
-        let version = self.field(table, "version", "2 or 3", |v| {
-            integer(v, 2, 3).map(|n| if n == 2 { Version::V2 } else { Version::V3 })
-        });
+        let version = self.field(table, "version", "2 or 3", version);
         let version_n = version
             .as_ref()
             .ok()
@@ -486,6 +473,26 @@ impl Walker<'_> {
             refresh: refresh?.unwrap_or(d.refresh),
         })
     }
+}
+
+/// `virtual_router_id`: 1 to 255 (RFC 5798 §5.2.3).
+fn vrid(v: &DeValue<'_>) -> Result<Vrid, ErrorKind> {
+    let n = integer(v, 1, 255)?;
+    Vrid::new(n as u8).map_err(|_| ErrorKind::OutOfRange)
+}
+
+/// `priority`: 1 to 255 (RFC 5798 §5.2.4; 0 is only ever sent, to resign).
+fn priority(v: &DeValue<'_>) -> Result<Priority, ErrorKind> {
+    let n = integer(v, 1, 255)?;
+    Priority::configured(n as u8).map_err(|_| ErrorKind::OutOfRange)
+}
+
+/// `version`: 2 (RFC 3768) or 3 (RFC 5798).
+fn version(v: &DeValue<'_>) -> Result<Version, ErrorKind> {
+    Ok(match integer(v, 2, 3)? {
+        2 => Version::V2,
+        _ => Version::V3,
+    })
 }
 
 /// RFC 5798 §5.2.7: v3 carries 12 bits of centiseconds; RFC 3768 §5.3.7:
