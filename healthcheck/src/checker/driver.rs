@@ -157,9 +157,16 @@ impl Driver {
     fn on_passive(&mut self) {
         let n = self.shared.passive_failures.load(Ordering::Acquire);
         let now = Instant::now();
-        if let Some(tr) = self.machine.on_passive_failures(n, now.into_std()) {
-            self.apply(tr, now);
-            self.publish();
+        match self.machine.on_passive_failures(n, now.into_std()) {
+            Some(tr) => {
+                self.apply(tr, now);
+                self.publish();
+            }
+            // The data plane took the target out of rotation when the streak
+            // reached passive_fall (TargetHandle::report_passive), but a
+            // success reset the streak before this ran: the machine's view
+            // (still up) stands, and is stored again.
+            None => self.store_atomics(now),
         }
         if self.machine.state() == State::Down {
             // Reports about a backend already down prove nothing new.

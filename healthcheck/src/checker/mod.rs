@@ -119,8 +119,13 @@ pub struct TargetHandle(Arc<Shared>);
 impl TargetHandle {
     /// Reports one connect attempt by the data plane. A success resets the
     /// failure streak (a load, and a store only if it was non-zero); a failure
-    /// is one atomic add, plus a wake-up of the target's task when the streak
-    /// reaches `passive_fall`. Never blocks, never allocates.
+    /// is one atomic add. When the streak reaches `passive_fall`, the target
+    /// leaves rotation here and now (`up` false, weight 0: the very next pick
+    /// skips it, as HAProxy's `on-error mark-down` does) and its task is woken
+    /// to make it official (state, log, metrics). Waiting for the task alone
+    /// let a loaded machine send one connect or more past `passive_fall` to a
+    /// dead backend. Only the task brings a target back, on probes. Never
+    /// blocks, never allocates.
     pub fn report_passive(&self, ok: bool) {
         let s = &self.0;
         if ok {
@@ -135,6 +140,8 @@ impl TargetHandle {
             .saturating_add(1);
         let limit = s.passive_fall.load(Ordering::Relaxed);
         if limit != 0 && n >= limit {
+            s.up.store(false, Ordering::Release);
+            s.weight_permille.store(0, Ordering::Release);
             s.wake.notify_one();
         }
     }
@@ -381,7 +388,14 @@ mod tests {
         // No wake-up yet: a permit would make `notified()` ready at once.
         let woke = tokio::time::timeout(std::time::Duration::from_millis(20), h.0.wake.notified());
         assert!(woke.await.is_err());
+        assert!(
+            h.is_up() && h.weight_permille() == 1000,
+            "two failures: still in rotation"
+        );
         h.report_passive(false);
+        // Out of rotation before the task has run: no task exists here.
+        assert!(!h.is_up(), "third failure takes it out of rotation at once");
+        assert_eq!(h.weight_permille(), 0);
         let woke = tokio::time::timeout(std::time::Duration::from_millis(20), h.0.wake.notified());
         assert!(woke.await.is_ok(), "third failure wakes the task");
         // passive_fall 0: never wakes.
