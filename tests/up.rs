@@ -27,11 +27,23 @@ fn http(addr: SocketAddr, method: &str, path: &str, key: &str, body: &str) -> (u
     (r.status, r.body.to_vec())
 }
 
+/// The first of 40 consecutive ports on 127.0.0.1 (what `tandem up --port`
+/// uses) that are all free now: ranges start at one derived from the pid,
+/// so parallel runs rarely meet, and a busy range moves to the next one.
+fn free_port_range() -> u16 {
+    let first = (std::process::id() % 400) as u16;
+    (0..400u16)
+        .map(|i| 20_000 + ((first + i) % 400) * 100)
+        .find(|&base| {
+            (base..base + 40).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        })
+        .expect("a free range of 40 ports between 20000 and 59999")
+}
+
 #[test]
 fn tandem_up_serves_jobs_end_to_end_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    // A port range no other test uses: derived from the pid, retried if busy.
-    let base = 20_000 + (std::process::id() % 400) as u16 * 100;
+    let base = free_port_range();
     let mut child = Command::new(BIN)
         .args(["up", "--port", &base.to_string(), "--dir"])
         .arg(dir.path())
