@@ -79,40 +79,38 @@ fn check(role: &str, text: &str) -> (Option<i32>, String) {
     (out.status.code(), stderr)
 }
 
-#[test]
-fn api_check_prints_every_error_with_its_location() {
-    let (code, stderr) = check(
-        "api",
-        "lease = \"30\"\n[kinds.text]\nurl = \"http://127.0.0.1:9\"\nconcurrency = 0\n",
-    );
+/// `ROLE check` exits 1 and prints one located line per error, in file
+/// order, each starting with the given prefix.
+fn assert_check_errors(role: &str, text: &str, prefixes: &[&str]) {
+    let (code, stderr) = check(role, text);
     assert_eq!(code, Some(1), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 2, "{stderr}");
-    assert!(
-        lines[0].starts_with("FILE:1:9: lease = \"30\": "),
-        "{stderr}"
-    );
-    assert!(
-        lines[1].starts_with("FILE:4:15: kinds.text.concurrency = 0: out of range; valid: "),
-        "{stderr}"
+    assert_eq!(lines.len(), prefixes.len(), "{stderr}");
+    for (line, prefix) in lines.iter().zip(prefixes) {
+        assert!(line.starts_with(prefix), "expected {prefix:?}: {stderr}");
+    }
+}
+
+#[test]
+fn api_check_prints_every_error_with_its_location() {
+    assert_check_errors(
+        "api",
+        "lease = \"30\"\n[kinds.text]\nurl = \"http://127.0.0.1:9\"\nconcurrency = 0\n",
+        &[
+            "FILE:1:9: lease = \"30\": ",
+            "FILE:4:15: kinds.text.concurrency = 0: out of range; valid: ",
+        ],
     );
 }
 
 #[test]
 fn worker_check_prints_every_error_with_its_location() {
-    let (code, stderr) = check(
+    assert_check_errors(
         "worker",
         "listen = \"127.0.0.1:1\"\n[limits]\nconcurrency = 0\n[text]\ntimeout = \"1w\"\n",
-    );
-    assert_eq!(code, Some(1), "{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 2, "{stderr}");
-    assert!(
-        lines[0].starts_with("FILE:3:15: limits.concurrency = 0: out of range; valid: "),
-        "{stderr}"
-    );
-    assert!(
-        lines[1].starts_with("FILE:5:11: text.timeout = \"1w\": not a duration: unknown unit"),
-        "{stderr}"
+        &[
+            "FILE:3:15: limits.concurrency = 0: out of range; valid: ",
+            "FILE:5:11: text.timeout = \"1w\": not a duration: unknown unit",
+        ],
     );
 }

@@ -237,6 +237,19 @@ impl Bed {
         f
     }
 
+    /// The end of every settle scenario: a fresh, steady but down result
+    /// keeps the node Backup past the claim bound (the backend was up before
+    /// the fault and is not back); its coming up lets it claim at once.
+    async fn claims_once_the_backend_is_back(&self, f: &Failover<FakeOpener>) {
+        self.probed_now(false, false);
+        tokio::time::sleep(CLAIM_BOUND).await;
+        assert_eq!(state(f), "backup");
+        self.probed_now(true, false);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(state(f), "master");
+        assert!(self.holds_vip());
+    }
+
     fn holds_vip(&self) -> bool {
         self.seen.lock().unwrap().vips.contains(&VIP)
     }
@@ -462,12 +475,7 @@ fn a_fault_during_the_settle_wait_keeps_waiting_for_the_first_ones_backends() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         // Fresh and steady, but down: the backend up before the first cut
         // is not back.
-        bed.probed_now(false, false);
-        tokio::time::sleep(CLAIM_BOUND).await;
-        assert_eq!(state(&f), "backup");
-        bed.probed_now(true, false);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(state(&f), "master");
+        bed.claims_once_the_backend_is_back(&f).await;
         f.shutdown().await;
     });
 }
@@ -488,12 +496,7 @@ fn a_fault_present_at_start_up_waits_for_health_too() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         bed.set_link(true);
         tokio::time::sleep(Duration::from_millis(10)).await;
-        bed.probed_now(false, false);
-        tokio::time::sleep(CLAIM_BOUND).await;
-        assert_eq!(state(&f), "backup");
-        bed.probed_now(true, false);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(state(&f), "master");
+        bed.claims_once_the_backend_is_back(&f).await;
         f.shutdown().await;
     });
 }
