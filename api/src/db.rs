@@ -78,20 +78,49 @@ pub struct Db {
 }
 
 /// The newest migration version; `/readyz` checks it has been applied.
-pub const LATEST_MIGRATION: i64 = 1;
+pub const LATEST_MIGRATION: i64 = 2;
+
+/// Every migration of `backend`, oldest first: (version, name, SQL).
+fn migrations(backend: Backend) -> [(i64, &'static str, &'static str); 2] {
+    match backend {
+        Backend::Sqlite => [
+            (
+                1,
+                "init",
+                include_str!("../migrations/sqlite/0001_init.sql"),
+            ),
+            (
+                2,
+                "priority",
+                include_str!("../migrations/sqlite/0002_priority.sql"),
+            ),
+        ],
+        Backend::Mysql => [
+            (1, "init", include_str!("../migrations/mysql/0001_init.sql")),
+            (
+                2,
+                "priority",
+                include_str!("../migrations/mysql/0002_priority.sql"),
+            ),
+        ],
+    }
+}
 
 fn migrator(backend: Backend) -> Migrator {
-    let sql: &'static str = match backend {
-        Backend::Sqlite => include_str!("../migrations/sqlite/0001_init.sql"),
-        Backend::Mysql => include_str!("../migrations/mysql/0001_init.sql"),
-    };
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        SqlStr::from_static(sql),
-        false,
-    )])
+    Migrator::with_migrations(
+        migrations(backend)
+            .into_iter()
+            .map(|(version, name, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(name),
+                    MigrationType::Simple,
+                    SqlStr::from_static(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
 }
 
 /// Hides the password of a URL for messages and logs.

@@ -1,0 +1,242 @@
+//! Durable jobs: the rows, and every statement that moves a job between
+//! states.
+//!
+//! ```text
+//! queued --claim--> running --complete(token)--> done
+//!   ^                  |  \--fail(token), attempts left--> queued (run_at = backoff)
+//!   |                  |   \-fail(token), none left-----> failed (last error)
+//!   +--lease expired---+  (claimable again by any replica)
+//! ```
+//!
+//! A claim writes a fresh random lease token. Completing, failing and
+//! heartbeating all say `WHERE id = ? AND lease_token = ?`, so an attempt
+//! whose lease expired (its replica stalled or died and another replica
+//! claimed the job) can no longer change the job: its result is dropped.
+//! The result row is inserted in the same transaction as the `done` update
+//! and keyed by job id, so there is exactly one per job.
+//!
+//! Claiming: on MySQL/MariaDB, `SELECT ... FOR UPDATE SKIP LOCKED` in a short
+//! transaction, so replicas claiming at once take disjoint rows without
+//! waiting on each other. SQLite has one writer at a time, so one
+//! `UPDATE ... WHERE id IN (SELECT ... LIMIT n)` is already atomic.
+
+use serde::Serialize;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::db::{Ctx, Db, DbError};
+
+mod create;
+mod finish;
+mod lease;
+
+pub use create::{Created, NewJob, create};
+pub use finish::{complete, fail, release};
+pub use lease::{Claimed, claim, fail_exhausted, heartbeat};
+
+/// A job's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Waiting for a dispatcher (or for its retry time).
+    Queued,
+    /// Claimed by a dispatcher that holds the lease.
+    Running,
+    /// Finished with a result.
+    Done,
+    /// Gave up after `max_attempts`, with the last error.
+    Failed,
+}
+
+impl State {
+    /// Every state, for metrics.
+    pub const ALL: [State; 4] = [State::Queued, State::Running, State::Done, State::Failed];
+
+    /// As stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Running => "running",
+            State::Done => "done",
+            State::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored or queried state.
+    pub fn parse(s: &str) -> Option<State> {
+        State::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// A job as `GET /v1/jobs/{id}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// Public id.
+    pub id: String,
+    /// Job kind.
+    pub kind: String,
+    /// Current state.
+    pub status: State,
+    /// Attempts started so far.
+    pub attempts: i64,
+    /// Attempts allowed.
+    pub max_attempts: i64,
+    /// Epoch ms.
+    pub created_at_ms: i64,
+    /// First claim, epoch ms.
+    pub started_at_ms: Option<i64>,
+    /// Done or failed, epoch ms.
+    pub finished_at_ms: Option<i64>,
+    /// The latest attempt's error.
+    pub last_error: Option<String>,
+    /// Present when done.
+    pub result: Option<ResultMeta>,
+    #[serde(skip)]
+    seq: i64,
+}
+
+/// What is known about a result without its body.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResultMeta {
+    /// The worker's content type.
+    pub content_type: String,
+    /// Body length.
+    pub bytes: i64,
+    /// Where to fetch it.
+    pub url: String,
+}
+
+const VIEW_COLS: &str = "j.seq, j.id, j.kind, j.state, j.attempts, j.max_attempts, j.created_ms, j.started_ms, \
+     j.finished_ms, j.last_error, r.content_type, LENGTH(r.body) AS result_len";
+
+fn view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
+    let id: String = row.try_get("id")?;
+    let state: String = row.try_get("state")?;
+    let ctype: Option<String> = row.try_get("content_type")?;
+    let len: Option<i64> = row.try_get("result_len")?;
+    Ok(JobView {
+        result: ctype.map(|content_type| ResultMeta {
+            content_type,
+            bytes: len.unwrap_or(0),
+            url: format!("/v1/jobs/{id}/result"),
+        }),
+        status: State::parse(&state)
+            .ok_or_else(|| sqlx::Error::Protocol(format!("bad state {state:?}")))?,
+        kind: row.try_get("kind")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        created_at_ms: row.try_get("created_ms")?,
+        started_at_ms: row.try_get("started_ms")?,
+        finished_at_ms: row.try_get("finished_ms")?,
+        last_error: row.try_get("last_error")?,
+        seq: row.try_get("seq")?,
+        id,
+    })
+}
+
+pub(crate) async fn get_by(
+    db: &Db,
+    key_id: &str,
+    column: &'static str,
+    value: &str,
+) -> Result<Option<(JobView, Vec<u8>)>, DbError> {
+    let sql = format!(
+        "SELECT {VIEW_COLS}, j.body_hash FROM jobs j LEFT JOIN results r ON r.job_id = j.id \
+         WHERE j.key_id = ? AND j.{column} = ?"
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(key_id)
+        .bind(value)
+        .fetch_optional(&db.pool)
+        .await
+        .ctx("get job")?;
+    row.map(|r| Ok((view(&r)?, r.try_get("body_hash")?)))
+        .transpose()
+        .ctx("get job")
+}
+
+/// The job `id` if `key_id` created it.
+pub async fn get(db: &Db, key_id: &str, id: &str) -> Result<Option<JobView>, DbError> {
+    Ok(get_by(db, key_id, "id", id).await?.map(|(v, _)| v))
+}
+
+/// A page of `key_id`'s jobs, newest first, and the cursor of the next page.
+pub async fn list(
+    db: &Db,
+    key_id: &str,
+    status: Option<State>,
+    kind: Option<&str>,
+    limit: u32,
+    before_seq: Option<i64>,
+) -> Result<(Vec<JobView>, Option<String>), DbError> {
+    let mut sql = format!(
+        "SELECT {VIEW_COLS} FROM jobs j LEFT JOIN results r ON r.job_id = j.id WHERE j.key_id = ?"
+    );
+    if status.is_some() {
+        sql.push_str(" AND j.state = ?");
+    }
+    if kind.is_some() {
+        sql.push_str(" AND j.kind = ?");
+    }
+    if before_seq.is_some() {
+        sql.push_str(" AND j.seq < ?");
+    }
+    sql.push_str(" ORDER BY j.seq DESC LIMIT ?");
+    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(key_id);
+    if let Some(s) = status {
+        q = q.bind(s.as_str());
+    }
+    if let Some(k) = kind {
+        q = q.bind(k);
+    }
+    if let Some(c) = before_seq {
+        q = q.bind(c);
+    }
+    // One more than asked: tells whether a next page exists.
+    let rows = q
+        .bind(i64::from(limit) + 1)
+        .fetch_all(&db.pool)
+        .await
+        .ctx("list jobs")?;
+    let mut jobs = rows
+        .iter()
+        .map(view)
+        .collect::<Result<Vec<_>, _>>()
+        .ctx("list jobs")?;
+    let next = if jobs.len() > limit as usize {
+        jobs.truncate(limit as usize);
+        jobs.last().map(|j| j.seq.to_string())
+    } else {
+        None
+    };
+    Ok((jobs, next))
+}
+
+/// The result body of `key_id`'s job `id`: `None` if no such job, else its
+/// state and, when done, `(content_type, body)`.
+pub async fn result(
+    db: &Db,
+    key_id: &str,
+    id: &str,
+) -> Result<Option<(State, Option<(String, Vec<u8>)>)>, DbError> {
+    let row: Option<(String, Option<String>, Option<Vec<u8>>)> = sqlx::query_as(
+        "SELECT j.state, r.content_type, r.body FROM jobs j LEFT JOIN results r ON r.job_id = j.id \
+         WHERE j.key_id = ? AND j.id = ?",
+    )
+    .bind(key_id)
+    .bind(id)
+    .fetch_optional(&db.pool)
+    .await
+    .ctx("get result")?;
+    Ok(row.map(|(state, ct, body)| {
+        let state = State::parse(&state).unwrap_or(State::Queued);
+        (state, ct.zip(body))
+    }))
+}
+
+/// Job counts by kind and state, for the metrics.
+pub async fn counts(db: &Db) -> Result<Vec<(String, String, i64)>, DbError> {
+    sqlx::query_as("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state")
+        .fetch_all(&db.pool)
+        .await
+        .ctx("count jobs")
+}
