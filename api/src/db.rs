@@ -71,8 +71,11 @@ pub enum OpenError {
 /// The pool and what it talks to. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
-    /// The connections.
+    /// The connections, for reads.
     pub pool: AnyPool,
+    /// The connections for writes: statements that change rows and the
+    /// transactions they run in. The same pool as `pool` today.
+    pub writer: AnyPool,
     /// SQLite or MySQL.
     pub backend: Backend,
 }
@@ -184,7 +187,11 @@ impl Db {
                 source,
             })?;
         migrator(backend).run(&pool).await?;
-        Ok(Db { pool, backend })
+        Ok(Db {
+            writer: pool.clone(),
+            pool,
+            backend,
+        })
     }
 
     /// The database answers and the newest migration is applied.
