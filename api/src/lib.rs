@@ -16,6 +16,7 @@ pub mod db;
 pub mod dispatcher;
 pub mod jobs;
 pub mod keys;
+pub mod limit;
 pub mod metrics;
 pub mod ratelimit;
 pub mod reqlog;
