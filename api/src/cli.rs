@@ -205,7 +205,9 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 None
             }
         };
-        let pool_size = config.kinds.values().map(|k| k.concurrency).sum::<u32>() + 16;
+        // Writes are batched (claims, completions): the pool serves reads and
+        // the heartbeats of long jobs, not one connection per job in flight.
+        let pool_size = 16 + 4 * config.kinds.len() as u32;
         let db = Db::open(&config.database_url, pool_size)
             .await
             .with_context(|| format!("database {}", redact(&config.database_url)))?;

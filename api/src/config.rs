@@ -49,8 +49,14 @@ pub struct KindConfig {
     /// Base URL of the kind's worker pool (the balancer's VIP and port);
     /// the dispatcher posts to `{url}/v1/run`.
     pub url: String,
-    /// Jobs of this kind in flight from one replica at once.
-    pub concurrency: u32,
+    /// Safety cap on the jobs of this kind in flight from one replica at
+    /// once. The limit itself adapts to the pool (`crate::limit`); this
+    /// only bounds it.
+    pub max_concurrency: u32,
+    /// A pooled connection to the kind's pool is not reused past this age,
+    /// so new connections (which the balancer may send to a worker that
+    /// joined) replace old ones under steady load.
+    pub connection_lifetime: Duration,
     /// Longest one worker call may take before it counts as a failed attempt.
     pub timeout: Duration,
     /// Attempts before the job fails with its last error (≥ 1).
@@ -90,6 +96,11 @@ pub struct Config {
     pub kinds: BTreeMap<String, KindConfig>,
 }
 
+/// Default cap on a kind's jobs in flight from one replica: high, since the
+/// limit under it adapts; it bounds memory and connections if a pool
+/// never says "full".
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 512;
+
 /// Default state directory, where the SQLite file lives.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tandem";
 
@@ -109,7 +120,9 @@ const ROOT_KEYS: &[&str] = &[
 ];
 const KIND_KEYS: &[&str] = &[
     "url",
+    "max_concurrency",
     "concurrency",
+    "connection_lifetime",
     "timeout",
     "max_attempts",
     "max_input_bytes",
@@ -275,17 +288,33 @@ fn parse_kind(w: &mut Walker<'_>, table: &Table<'_, '_>) -> Result<KindConfig, R
         }
     });
     let u32_max = i64::from(u32::MAX);
-    let concurrency = w.integer_or(table, "concurrency", (1, u32_max), 4);
+    // `concurrency` was a fixed number of jobs in flight per replica; the
+    // limit adapts now, and the old key is read as the cap it has become.
+    let old = w.integer_or(
+        table,
+        "concurrency",
+        (1, u32_max),
+        DEFAULT_MAX_CONCURRENCY.into(),
+    );
+    let max_concurrency = w.integer_or(
+        table,
+        "max_concurrency",
+        (1, u32_max),
+        old.unwrap_or(DEFAULT_MAX_CONCURRENCY.into()),
+    );
     let max_attempts = w.integer_or(table, "max_attempts", (1, u32_max), 5);
     let max_input_bytes = w.integer_or(table, "max_input_bytes", (1, i64::MAX), 1024 * 1024);
     let secs = Duration::from_secs;
     let timeout = w.positive_duration(table, "timeout", secs(30));
     let retry_base = w.positive_duration(table, "retry_base", secs(1));
     let retry_max = w.positive_duration(table, "retry_max", secs(300));
+    let connection_lifetime = w.positive_duration(table, "connection_lifetime", secs(2));
+    old?;
     // The casts cannot truncate: integer_or() checked the ranges.
     Ok(KindConfig {
         url: url?,
-        concurrency: concurrency? as u32,
+        max_concurrency: max_concurrency? as u32,
+        connection_lifetime: connection_lifetime?,
         timeout: timeout?,
         max_attempts: max_attempts? as u32,
         max_input_bytes: max_input_bytes? as u64,
@@ -308,7 +337,10 @@ mod tests {
             parse("state_dir = \"/tmp/x\"\n[kinds.text]\nurl = \"http://127.0.0.1:9\"\n").unwrap();
         assert_eq!(c.database_url, "sqlite:///tmp/x/api.db?mode=rwc");
         let k = &c.kinds["text"];
-        assert_eq!((k.concurrency, k.max_attempts), (4, 5));
+        assert_eq!(
+            (k.max_concurrency, k.max_attempts),
+            (DEFAULT_MAX_CONCURRENCY, 5)
+        );
         assert_eq!(c.proxy_protocol, ProxyProtocol::Optional);
     }
 

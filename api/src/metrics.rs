@@ -27,6 +27,21 @@ pub const DISPATCHES: &str = "tandem_api_dispatches_total";
 /// Counter: request log rows dropped because the writer fell behind.
 pub const LOG_DROPPED: &str = "tandem_api_request_log_dropped_total";
 
+/// Gauge, label `kind`: this replica's adaptive dispatch limit.
+pub const DISPATCH_LIMIT: &str = "tandem_api_dispatch_limit";
+/// Gauge, label `kind`: worker calls in flight from this replica.
+pub const DISPATCH_IN_FLIGHT: &str = "tandem_api_dispatch_in_flight";
+/// Gauge, label `kind`: slots the pool's workers advertise (0: none do).
+pub const POOL_SLOTS: &str = "tandem_api_pool_slots";
+/// Histogram: outcomes written per transaction.
+pub const FINISH_BATCH: &str = "tandem_api_finish_batch_jobs";
+/// Histogram: time to write one batch of outcomes, seconds.
+pub const FINISH_DURATION: &str = "tandem_api_finish_batch_duration_seconds";
+/// Counter: outcomes dropped because the lease had been lost.
+pub const LEASES_LOST: &str = "tandem_api_leases_lost_total";
+/// Histogram, label `kind`: jobs taken per claim.
+pub const CLAIM_BATCH: &str = "tandem_api_claim_batch_jobs";
+
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
@@ -73,6 +88,37 @@ pub fn describe() {
         "Duration of worker calls by kind and outcome."
     );
     describe_counter!(DISPATCHES, Unit::Count, "Worker calls by kind and outcome.");
+    describe_gauge!(
+        DISPATCH_LIMIT,
+        Unit::Count,
+        "This replica's adaptive limit of worker calls in flight, by kind."
+    );
+    describe_gauge!(
+        DISPATCH_IN_FLIGHT,
+        Unit::Count,
+        "Worker calls in flight from this replica, by kind."
+    );
+    describe_gauge!(
+        POOL_SLOTS,
+        Unit::Count,
+        "Slots the kind's workers advertise (X-Tandem-Slots), summed over those heard from in the last 10 s; 0 when none advertise."
+    );
+    describe_histogram!(
+        FINISH_BATCH,
+        Unit::Count,
+        "Attempt outcomes written per transaction."
+    );
+    describe_histogram!(
+        FINISH_DURATION,
+        Unit::Seconds,
+        "Time to write one batch of attempt outcomes."
+    );
+    describe_counter!(
+        LEASES_LOST,
+        Unit::Count,
+        "Attempt outcomes dropped because the job's lease had been lost (another replica took it)."
+    );
+    describe_histogram!(CLAIM_BATCH, Unit::Count, "Jobs taken per claim, by kind.");
     describe_counter!(
         LOG_DROPPED,
         Unit::Count,
@@ -101,4 +147,41 @@ pub fn job_count(kind: &str, state: &'static str, n: i64) {
     if state == "queued" {
         gauge!(QUEUE_DEPTH, "kind" => kind.to_owned()).set(n as f64);
     }
+}
+
+/// One batch of outcomes written.
+pub fn finish_batch(jobs: usize, lost: usize, elapsed: Duration) {
+    histogram!(FINISH_BATCH).record(jobs as f64);
+    histogram!(FINISH_DURATION).record(elapsed.as_secs_f64());
+    counter!(LEASES_LOST).increment(lost as u64);
+}
+
+/// One kind's dispatch gauges, resolved once per kind (not per call).
+pub struct KindGauges {
+    limit: metrics::Gauge,
+    in_flight: metrics::Gauge,
+    pool_slots: metrics::Gauge,
+}
+
+impl KindGauges {
+    /// The gauges of `kind`.
+    pub fn new(kind: &str) -> KindGauges {
+        KindGauges {
+            limit: gauge!(DISPATCH_LIMIT, "kind" => kind.to_owned()),
+            in_flight: gauge!(DISPATCH_IN_FLIGHT, "kind" => kind.to_owned()),
+            pool_slots: gauge!(POOL_SLOTS, "kind" => kind.to_owned()),
+        }
+    }
+
+    /// The kind's dispatch state now.
+    pub fn set(&self, limit: usize, in_flight: usize, pool_slots: Option<u32>) {
+        self.limit.set(limit as f64);
+        self.in_flight.set(in_flight as f64);
+        self.pool_slots.set(f64::from(pool_slots.unwrap_or(0)));
+    }
+}
+
+/// One claim.
+pub fn claim(kind: &str, jobs: usize) {
+    histogram!(CLAIM_BATCH, "kind" => kind.to_owned()).record(jobs as f64);
 }

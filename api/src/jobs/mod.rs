@@ -30,7 +30,7 @@ mod finish;
 mod lease;
 
 pub use create::{Created, NewJob, create};
-pub use finish::{complete, fail, release};
+pub use finish::{Finish, Finisher, release};
 pub use lease::{Claimed, claim, fail_exhausted, heartbeat};
 
 /// A job's state.

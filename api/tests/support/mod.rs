@@ -313,7 +313,7 @@ lease = "{lease}"
 poll_interval = "50ms"
 [kinds.upper]
 url = "{worker_url}"
-concurrency = 4
+max_concurrency = 4
 timeout = "5s"
 max_attempts = 3
 max_input_bytes = 1000
@@ -321,7 +321,7 @@ retry_base = "50ms"
 retry_max = "200ms"
 [kinds.other]
 url = "{worker_url}"
-concurrency = 1
+max_concurrency = 1
 max_attempts = 2
 retry_base = "50ms"
 retry_max = "100ms"
