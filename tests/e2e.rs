@@ -190,7 +190,7 @@ fn api_config(s: &Stack, node: &str) -> String {
     // connection to the VIP after it moved).
     let kind = |k: &str, port: u16| {
         format!(
-            "[kinds.{k}]\nurl = \"http://{vip}:{port}\"\nconcurrency = 4\ntimeout = \"20s\"\n\
+            "[kinds.{k}]\nurl = \"http://{vip}:{port}\"\ntimeout = \"20s\"\n\
              max_attempts = 10\nretry_base = \"200ms\"\nretry_max = \"2s\"\n"
         )
     };

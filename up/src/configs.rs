@@ -1,7 +1,9 @@
 //! The configs `tandem up` generates: each worker (the demo `exec` kind
 //! upper-cases its input), each API replica (one SQLite file in `--dir`,
-//! each kind's URL the balancer's service for it), and the balancer (the
-//! API service with PROXY v2, one service per kind, HTTP health checks).
+//! each kind's URL the balancer's service for it, no per-kind concurrency:
+//! the dispatcher finds the pool's limit itself), and the balancer (the
+//! API service with PROXY v2, one service per kind on `wlc`, HTTP health
+//! checks).
 
 use std::path::Path;
 
@@ -33,7 +35,7 @@ pub fn write_configs(dir: &Path, ports: &Ports) -> anyhow::Result<()> {
     let mut kinds = String::new();
     for (k, kind) in KINDS.iter().enumerate() {
         kinds.push_str(&format!(
-            "[kinds.{kind}]\nurl = \"http://{}\"\nconcurrency = 4\ntimeout = \"30s\"\nmax_attempts = 5\n",
+            "[kinds.{kind}]\nurl = \"http://{}\"\ntimeout = \"30s\"\nmax_attempts = 5\n",
             ports.kind_vip(k)
         ));
     }
@@ -66,6 +68,9 @@ pub fn write_configs(dir: &Path, ports: &Ports) -> anyhow::Result<()> {
     for (k, kind) in KINDS.iter().enumerate() {
         lb.push_str(&format!(
             "[[service]]\nname = \"{kind}\"\nlisten = \"{}\"\n\
+             # Least connections: the dispatchers keep their connections open, so\n\
+             # a worker that joins must be the one new connections go to.\n\
+             scheduler = \"wlc\"\n\
              [service.health]\nkind = \"http\"\npath = \"/healthz\"\ninterval = \"1s\"\n",
             ports.kind_vip(k)
         ));

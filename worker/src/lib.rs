@@ -14,7 +14,9 @@
 //!   [`kinds::text`], [`kinds::exec`], and [`kinds::RunError`], which says who
 //!   failed.
 //! - [`server`]: the axum routes, admission (concurrency limit → 503),
-//!   status mapping, graceful shutdown; [`server::serve`] takes a bound
+//!   status mapping, the slot and instance headers, the accept loop and
+//!   graceful shutdown (idle connections closed, the last answer on a busy
+//!   one says `Connection: close`); [`server::serve`] takes a bound
 //!   listener and a `CancellationToken`.
 //! - [`metrics`]: metric names, descriptions and the Prometheus recorder.
 //! - [`cli`]: `tandem worker run|check`, called by the `tandem` binary.

@@ -18,29 +18,56 @@
 //! instance"; 502/504/500 mean this run failed and a retry may succeed.
 //! Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
 //!
-//! Shutdown: when the token is cancelled the listener stops accepting, new
-//! runs on kept-alive connections get 503, `/readyz` turns 503, and
-//! [`serve`] returns once in-flight requests have been answered.
+//! Every answer of `/v1/run` (also 405 and the 503s) says how many slots this
+//! instance has ([`SLOTS_HEADER`]) and which process answered
+//! ([`INSTANCE_HEADER`]), so the dispatcher, which only sees the balancer's
+//! address, can tell instances apart and size its limit; `/healthz` reports
+//! the same plus the slots in use.
+//!
+//! Shutdown, when the token is cancelled, in this order: the accept loop
+//! stops and the listening socket is closed (new connections are refused);
+//! runs are refused with 503 `Connection: close` and `/readyz` turns 503;
+//! then every connection is told to shut down gracefully. hyper closes an
+//! idle kept-alive connection at once, and on a connection with a request
+//! in flight it answers that request with `Connection: close` and closes
+//! after it. A run whose head was read before the connection heard of the
+//! shutdown is refused by the handler, and its `Connection: close` makes
+//! hyper close the connection after the answer, so a client's pooled
+//! connection is dropped either way and its next request opens a new one,
+//! which the balancer sends to another instance. [`serve`] returns once
+//! every connection has closed. A 503 *busy* keeps the connection open: the
+//! instance is healthy, only full for now.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::map_response_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
-use tokio::net::TcpListener;
+use tandem_service::accept::Acceptor;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError, Kind};
 use crate::kinds::{self, RunError};
 use crate::metrics as m;
+
+/// On every `/v1/run` answer: this instance's `limits.concurrency`.
+pub const SLOTS_HEADER: HeaderName = HeaderName::from_static("x-tandem-slots");
+/// On every `/v1/run` answer: this process's [`AppState::instance`] id.
+pub const INSTANCE_HEADER: HeaderName = HeaderName::from_static("x-tandem-instance");
 
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
@@ -57,6 +84,10 @@ struct Inner {
     metrics: Option<PrometheusHandle>,
     /// Cancelled when shutdown starts: readiness turns off, runs are refused.
     draining: CancellationToken,
+    /// [`SLOTS_HEADER`]'s value, rendered once.
+    slots_value: HeaderValue,
+    /// [`INSTANCE_HEADER`]'s value: 16 random hex digits chosen at start.
+    instance: HeaderValue,
 }
 
 impl AppState {
@@ -69,12 +100,21 @@ impl AppState {
     ) -> Result<Self, ConfigError> {
         config.check_kind(kind)?;
         let slots = Arc::new(Semaphore::new(config.limits.concurrency as usize));
+        // Random rather than hostname:port: the listen address may be a
+        // wildcard and hostnames repeat across containers, while 64 random
+        // bits do not repeat among the instances one dispatcher sees. A
+        // restarted process is a new instance with all its slots free, so
+        // a new id is the truth, not a loss.
+        let instance = format!("{:016x}", rand::random::<u64>());
         Ok(AppState(Arc::new(Inner {
             kind,
+            slots_value: HeaderValue::from(config.limits.concurrency),
             config,
             slots,
             metrics,
             draining: CancellationToken::new(),
+            // Cannot fail: hex digits are visible ASCII.
+            instance: HeaderValue::from_str(&instance).expect("hex is a header value"),
         })))
     }
 
@@ -82,12 +122,34 @@ impl AppState {
     pub fn kind(&self) -> Kind {
         self.0.kind
     }
+
+    /// This process's id, sent as [`INSTANCE_HEADER`] and in `/healthz`:
+    /// 16 lowercase hex digits chosen at random when the state is made, the
+    /// same for the life of the process.
+    pub fn instance(&self) -> &str {
+        // Cannot fail: made from hex digits in `new`.
+        self.0.instance.to_str().expect("hex")
+    }
+
+    /// Starts refusing runs (503 `Connection: close`) and reporting not
+    /// ready, as [`serve`] does when shutdown starts.
+    pub fn start_draining(&self) {
+        self.0.draining.cancel();
+    }
+
+    /// Slots taken now: runs in flight, counting a timed-out decode whose
+    /// thread has not returned yet.
+    fn in_flight(&self) -> u32 {
+        let free = u32::try_from(self.0.slots.available_permits()).unwrap_or(u32::MAX);
+        self.0.config.limits.concurrency.saturating_sub(free)
+    }
 }
 
 /// The routes, without a listener (tests may drive it with `oneshot`).
 pub fn router(state: AppState) -> Router {
+    let run_route = post(run).layer(map_response_with_state(state.clone(), advertise));
     Router::new()
-        .route("/v1/run", post(run))
+        .route("/v1/run", run_route)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -95,8 +157,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on an already bound `listener` until `shutdown` is cancelled and
-/// every in-flight request has been answered.
+/// Serves on an already bound `listener` until `shutdown` is cancelled,
+/// then drains as the module doc describes and returns once every
+/// connection has closed.
+///
+/// Connections are accepted by `tandem_service::accept::Acceptor` (running
+/// out of descriptors backs off, it never ends the server) and each is
+/// served by hyper's HTTP/1.1 connection, so the order of the shutdown
+/// steps is ours, not a library's.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -107,19 +175,70 @@ pub async fn serve(
         kind = %state.kind(),
         addr = %listener.local_addr()?,
         concurrency = state.0.config.limits.concurrency,
+        instance = state.instance(),
         "worker listening"
     );
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.cancelled().await;
-            draining.cancel();
-            tracing::info!("shutdown: no new connections, finishing in-flight runs");
-        })
-        .await
+    let app = router(state);
+    let conns = TaskTracker::new();
+    let mut acceptor = Acceptor::new(listener, shutdown, "worker");
+    while let Some((stream, peer)) = acceptor.next().await {
+        conns.spawn(connection(stream, peer, app.clone(), draining.clone()));
+    }
+    // Closes the listening socket: connections not yet accepted are refused.
+    drop(acceptor);
+    // Refuse runs first, then tell the connections: a run read from here on
+    // gets 503 with `Connection: close` whichever of the two it meets first.
+    draining.cancel();
+    tracing::info!(
+        connections = conns.len(),
+        "shutdown: no new connections, closing idle ones, finishing in-flight runs"
+    );
+    conns.close();
+    conns.wait().await;
+    tracing::info!("worker stopped");
+    Ok(())
 }
 
+/// One client connection, HTTP/1.1 with keep-alive, until the client is
+/// done or, once `draining`, until its in-flight request is answered (at
+/// once when it is idle).
+async fn connection(stream: TcpStream, peer: SocketAddr, app: Router, draining: CancellationToken) {
+    // Answers are small and written whole; do not wait for an ACK to send them.
+    let _ = stream.set_nodelay(true);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = draining.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Adds [`SLOTS_HEADER`] and [`INSTANCE_HEADER`] to a `/v1/run` answer.
+async fn advertise(State(s): State<AppState>, mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(SLOTS_HEADER, s.0.slots_value.clone());
+    h.insert(INSTANCE_HEADER, s.0.instance.clone());
+    resp
+}
+
+/// Alive, with the capacity the dispatcher can count on: `slots` (this
+/// instance's concurrency), `in_flight` (slots taken now) and `instance`.
 async fn healthz(State(s): State<AppState>) -> Response {
-    status_json(StatusCode::OK, "ok", s.kind())
+    let body = serde_json::json!({
+        "status": "ok",
+        "kind": s.kind().as_str(),
+        "slots": s.0.config.limits.concurrency,
+        "in_flight": s.in_flight(),
+        "instance": s.instance(),
+    });
+    (StatusCode::OK, axum::Json(body)).into_response()
 }
 
 /// Ready = not stopping and a slot is free right now.
@@ -344,19 +463,27 @@ fn refusal_response(s: &AppState, refusal: Refusal) -> Response {
     let code = refusal.outcome();
     match refusal {
         Refusal::Busy | Refusal::Draining => {
-            let message = if matches!(refusal, Refusal::Busy) {
+            let draining = matches!(refusal, Refusal::Draining);
+            let message = if draining {
+                "this instance is shutting down; try another instance".to_owned()
+            } else {
                 format!(
                     "all {} slots are busy; try another instance",
                     s.0.config.limits.concurrency
                 )
-            } else {
-                "this instance is shutting down; try another instance".to_owned()
             };
             let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, code, message);
-            resp.headers_mut().insert(
+            let h = resp.headers_mut();
+            h.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(s.0.config.limits.retry_after_secs),
             );
+            // Stopping: the client must not send its next run down this
+            // connection (hyper closes it after this answer). Busy: the
+            // connection stays, a slot frees soon.
+            if draining {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             resp
         }
         Refusal::TooLarge(limit) => error(

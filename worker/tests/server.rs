@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::ErrorBody;
-use common::{Worker, eventually, request};
-use tandem_worker::config::Kind;
+use common::{KeptAlive, Worker, eventually, request};
+use tandem_worker::config::{Config, Kind};
+use tandem_worker::server::{AppState, router};
+use tower::ServiceExt;
 
 /// An exec worker whose runs create `started`, then wait for `gate` to
 /// exist (at most ~20 s).
@@ -149,4 +151,157 @@ async fn health_readiness_and_unknown_routes() {
     assert_eq!(w.get("/readyz").await.json()["status"], "ready");
     let r = w.get("/nope").await;
     assert_eq!((r.status, r.error_code().as_str()), (404, "not_found"));
+}
+
+#[tokio::test]
+async fn every_run_answer_advertises_slots_and_instance() {
+    let w = Worker::start(
+        Kind::Text,
+        "[limits]\nconcurrency = 3\n[text]\nmax_input_bytes = 10\n",
+    )
+    .await;
+    let health = w.get("/healthz").await.json();
+    assert_eq!(
+        (health["slots"].as_u64(), health["in_flight"].as_u64()),
+        (Some(3), Some(0))
+    );
+    let instance = health["instance"]
+        .as_str()
+        .expect("instance in healthz")
+        .to_owned();
+    assert_eq!(instance.len(), 16, "{instance}");
+    assert!(
+        instance.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{instance}"
+    );
+
+    let answers = [
+        w.post("/v1/run", None, b"hi".to_vec()).await,
+        w.post("/v1/run", None, b"\xff".to_vec()).await,
+        w.post("/v1/run", None, vec![b'a'; 11]).await,
+        w.get("/v1/run").await,
+    ];
+    let seen: Vec<_> = answers
+        .iter()
+        .map(|r| {
+            (
+                r.status,
+                r.header("x-tandem-slots"),
+                r.header("x-tandem-instance"),
+            )
+        })
+        .collect();
+    let want = |status| (status, Some("3"), Some(instance.as_str()));
+    assert_eq!(seen, [want(200), want(422), want(413), want(405)]);
+    // Only the run route advertises.
+    assert_eq!(w.get("/readyz").await.header("x-tandem-slots"), None);
+
+    // Another process (here: another state) is another instance.
+    let other = Worker::start(Kind::Text, "").await;
+    let r = other.post("/v1/run", None, b"hi".to_vec()).await;
+    assert_eq!(r.header("x-tandem-slots"), Some("4"));
+    assert_ne!(r.header("x-tandem-instance"), Some(instance.as_str()));
+}
+
+#[tokio::test]
+async fn busy_503_advertises_slots_and_keeps_the_connection_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = gated_worker(&dir, 1).await;
+    let held = tokio::spawn(request(w.addr, "POST", "/v1/run", None, b"x".to_vec()));
+    eventually(Duration::from_secs(10), "the slot taken", || {
+        let up = started(&dir).exists();
+        async move { up }
+    })
+    .await;
+    let health = w.get("/healthz").await.json();
+    assert_eq!(
+        (health["slots"].as_u64(), health["in_flight"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    let mut conn = KeptAlive::open(w.addr).await;
+    conn.send("POST", "/v1/run", b"x").await;
+    let r = conn.reply().await;
+    assert_eq!(
+        (r.status, r.header("x-tandem-slots")),
+        (503, Some("1")),
+        "{r:?}"
+    );
+    assert_eq!(r.header("retry-after"), Some("2"));
+    assert!(r.header("x-tandem-instance").is_some(), "{r:?}");
+    assert!(!r.closes(), "a busy 503 keeps the connection: {r:?}");
+    // The same connection still serves.
+    conn.send("GET", "/healthz", b"").await;
+    assert_eq!(conn.reply().await.status, 200);
+
+    std::fs::write(gate(&dir), b"").unwrap();
+    assert_eq!(held.await.unwrap().unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_kept_alive_connections_and_busy_ones_after_their_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = gated_worker(&dir, 2).await;
+    let mut idle = KeptAlive::open(w.addr).await;
+    idle.send("GET", "/healthz", b"").await;
+    let r = idle.reply().await;
+    assert!(r.status == 200 && !r.closes(), "{r:?}");
+    let mut busy = KeptAlive::open(w.addr).await;
+    busy.send("POST", "/v1/run", b"x").await;
+    eventually(Duration::from_secs(10), "run in flight", || {
+        let up = started(&dir).exists();
+        async move { up }
+    })
+    .await;
+
+    w.shutdown.cancel();
+    // The idle connection is closed by the server while a run is still in
+    // flight elsewhere (serve has not returned).
+    assert!(
+        idle.closed_by_server().await,
+        "idle kept-alive connection left open"
+    );
+    let task = w.task.take().unwrap();
+    assert!(!task.is_finished(), "serve returned with a run in flight");
+
+    // The run in flight is answered, told the connection closes, and it does.
+    std::fs::write(gate(&dir), b"").unwrap();
+    let r = busy.reply().await;
+    assert_eq!(
+        (r.status, r.body.as_slice()),
+        (200, b"released\n".as_slice())
+    );
+    assert!(r.closes(), "the last answer says Connection: close: {r:?}");
+    assert_eq!(r.header("x-tandem-slots"), Some("2"));
+    assert!(
+        busy.closed_by_server().await,
+        "connection left open after its last run"
+    );
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("serve returns after the last connection closes")
+        .unwrap()
+        .unwrap();
+}
+
+/// A run whose head was read before its connection heard of the shutdown
+/// reaches the handler after draining started: it is refused, and told the
+/// connection closes. (On a socket this is a race hyper usually wins by
+/// closing the idle connection first, hence the router alone.)
+#[tokio::test]
+async fn a_run_after_shutdown_started_gets_503_with_connection_close() {
+    let config =
+        Config::parse("listen = \"127.0.0.1:0\"\n", std::path::Path::new("t.toml")).unwrap();
+    let state = AppState::new(config, Kind::Text, None).unwrap();
+    state.start_draining();
+    let req = axum::http::Request::post("/v1/run")
+        .body(axum::body::Body::from("hi"))
+        .unwrap();
+    let r = router(state.clone()).oneshot(req).await.unwrap();
+    let h = r.headers();
+    assert_eq!(r.status(), 503);
+    assert_eq!(h["connection"], "close");
+    assert_eq!(h["retry-after"], "1");
+    assert_eq!(h["x-tandem-slots"], "4");
+    assert_eq!(h["x-tandem-instance"], state.instance());
 }

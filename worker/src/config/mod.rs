@@ -42,7 +42,7 @@ pub struct Config {
 /// Limits shared by every kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Runs at once on this instance.
+    /// Runs at once on this instance; advertised as `X-Tandem-Slots`.
     pub concurrency: u32,
     /// `Retry-After` of a 503, whole seconds (at least 1).
     pub retry_after_secs: u64,

@@ -109,3 +109,107 @@ pub async fn request(
     }
     Ok(req.send(addr).await?)
 }
+
+/// One kept-alive HTTP/1.1 connection driven by hand, so a test sees what
+/// the server does to the connection itself (keeps it, or closes it).
+pub struct KeptAlive {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+/// An answer read off a [`KeptAlive`] connection.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    /// Names lowercased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawReply {
+    /// The first value of header `name` (lowercase), if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the server said it closes the connection after this answer.
+    pub fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+impl KeptAlive {
+    pub async fn open(addr: SocketAddr) -> KeptAlive {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        KeptAlive {
+            stream: tokio::io::BufReader::new(stream),
+        }
+    }
+
+    /// Writes one request (HTTP/1.1 keeps the connection by default).
+    pub async fn send(&mut self, method: &str, path: &str, body: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: worker\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let s = self.stream.get_mut();
+        s.write_all(head.as_bytes()).await.expect("write head");
+        s.write_all(body).await.expect("write body");
+    }
+
+    /// Reads one answer (its body framed by `content-length`), within 20 s.
+    pub async fn reply(&mut self) -> RawReply {
+        tokio::time::timeout(Duration::from_secs(20), self.read_reply())
+            .await
+            .expect("an answer within 20 s")
+    }
+
+    async fn read_reply(&mut self) -> RawReply {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await.expect("status line");
+        let status = line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {line:?}"));
+        let mut headers = Vec::new();
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await.expect("header line");
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            let (n, v) = l.split_once(':').expect("header has a colon");
+            headers.push((n.to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse().expect("content-length"));
+        let mut body = vec![0; len];
+        self.stream.read_exact(&mut body).await.expect("body");
+        RawReply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Waits (at most 10 s) for the server to close the connection: a read
+    /// returns end of file (or a reset) with nothing more sent.
+    pub async fn closed_by_server(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(_)) => panic!("the server sent more bytes instead of closing"),
+            Err(_) => false,
+        }
+    }
+}
