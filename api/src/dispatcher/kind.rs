@@ -49,6 +49,9 @@ pub(super) struct KindLoop {
     /// The last claim found fewer jobs than it asked for: wait for a wake
     /// or the poll before claiming again.
     drained: bool,
+    /// A wake came while a claim was on its way: the claim may have read
+    /// the queue before the new job was in it.
+    woken: bool,
     /// The key of the last job claimed: the next claim's walk over keys
     /// starts after it.
     cursor: String,
@@ -88,6 +91,7 @@ impl KindLoop {
             claiming: JoinSet::new(),
             asked: 0,
             drained: false,
+            woken: false,
             cursor: String::new(),
         }
     }
@@ -108,7 +112,10 @@ impl KindLoop {
                     }
                 },
                 Some(r) = self.claiming.join_next(), if !self.claiming.is_empty() => self.claimed(r),
-                () = waker.notified() => self.drained = false,
+                () = waker.notified() => {
+                    self.drained = false;
+                    self.woken = !self.claiming.is_empty();
+                }
                 () = tokio::time::sleep(self.poll_interval), if self.drained => self.drained = false,
                 () = sleep_until(resume), if resume.is_some() => {}
                 _ = chores.tick() => self.chores().await,
@@ -172,6 +179,7 @@ impl KindLoop {
             Ok(Ok(jobs)) => jobs,
             Ok(Err(e)) => {
                 tracing::warn!(kind = %self.name, error = %e, "claim failed");
+                // Try again at the next poll, not in a tight loop.
                 self.drained = true;
                 return;
             }
@@ -184,7 +192,8 @@ impl KindLoop {
         m::claim(&self.name, jobs.len());
         // Fewer than asked for: the queue is empty for now (or the rest is
         // another replica's); wait for a wake or the poll.
-        self.drained = jobs.len() < self.asked;
+        self.drained = jobs.len() < self.asked && !self.woken;
+        self.woken = false;
         if let Some(last) = jobs.last() {
             self.cursor.clone_from(&last.key_id);
         }

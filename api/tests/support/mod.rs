@@ -211,6 +211,8 @@ pub async fn database(backend: &str, dir: &Path) -> Option<String> {
     }
 }
 
+pub mod pool;
+
 // ------------------------------------------------------------ fake worker
 
 /// A fake worker pool. Its behaviour follows the input text:
