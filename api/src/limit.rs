@@ -134,6 +134,11 @@ impl Limiter {
         self.limit.floor().max(1.0) as usize
     }
 
+    /// The smoothed latency of taken calls, once one was taken.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
     /// When a call may be sent, with `in_flight` out: `None` while the
     /// limit is used up (wait for an answer), else the earliest instant
     /// (`now` or the end of a pause after a 503).
