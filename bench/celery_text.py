@@ -75,7 +75,7 @@ def analyze(data):
 def text_stats(text, created_ms):
     """One job: the statistics of `text`, with the job's times (epoch ms)."""
     started_ms = time.time() * 1000
-    result = json.dumps(analyze(text.encode("utf-8")), separators=(",", ":"))
+    result = json.dumps(analyze(text.encode("utf-8")), separators=(",", ":"), ensure_ascii=False)
     return {"created_ms": created_ms, "started_ms": started_ms, "ran_ms": time.time() * 1000, "result": result}
 
 
@@ -134,6 +134,6 @@ if __name__ == "__main__":
         submit(int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5]))
     elif len(sys.argv) == 3 and sys.argv[1] == "analyze":
         with open(sys.argv[2], "rb") as f:
-            print(json.dumps(analyze(f.read()), separators=(",", ":")))
+            print(json.dumps(analyze(f.read()), separators=(",", ":"), ensure_ascii=False))
     else:
         sys.exit("usage: celery_text.py submit N BODY_FILE OUT_FILE DEADLINE_S | analyze FILE")
