@@ -48,7 +48,7 @@ const WINDOW: Duration = Duration::from_secs(2);
 /// ...and at least this many runs.
 const WINDOW_RUNS: u64 = 40;
 /// After the join, the share must hold over this many more runs.
-const CONFIRM_RUNS: u64 = 150;
+const CONFIRM_RUNS: u64 = 250;
 /// The drained worker must be quiet for `QUIET` this soon after the drain.
 const DRAIN_WITHIN: Duration = Duration::from_secs(10);
 const QUIET: Duration = Duration::from_secs(2);
@@ -315,190 +315,253 @@ fn start_api(stack: &mut Stack, listen: SocketAddr, exec: SocketAddr) -> String 
     key.trim().to_string()
 }
 
-#[test]
-fn a_joining_worker_takes_its_share_and_a_drained_one_loses_it_without_failed_jobs() {
-    let mut stack = Stack {
-        procs: Vec::new(),
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let names = ["w1", "w2", "w3"];
-    let workers = [free_port(), free_port(), free_port()];
-    let (lb, api) = (free_port(), free_port());
-    for (name, addr) in names.iter().zip(workers) {
-        start_worker(&mut stack, name, addr);
-    }
-    for w in workers {
-        Wait::new(Duration::from_secs(30), format!("worker {w} healthy"))
+/// The started stack and where each part listens.
+struct Bed {
+    stack: Stack,
+    names: [&'static str; 3],
+    workers: [SocketAddr; 3],
+    lb: SocketAddr,
+    lb_toml: String,
+    api: SocketAddr,
+    key: String,
+}
+
+impl Bed {
+    /// Three workers, the balancer with w1 and w2, the API; all ready.
+    fn start() -> Bed {
+        let mut stack = Stack {
+            procs: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let names = ["w1", "w2", "w3"];
+        let workers = [free_port(), free_port(), free_port()];
+        let (lb, api) = (free_port(), free_port());
+        for (name, addr) in names.iter().zip(workers) {
+            start_worker(&mut stack, name, addr);
+        }
+        for w in workers {
+            Wait::new(Duration::from_secs(30), format!("worker {w} healthy"))
+                .every(Duration::from_millis(50))
+                .until_blocking(|| {
+                    stack.assert_alive();
+                    get(w, "/healthz", None).is_ok_and(|(s, _)| s == 200)
+                });
+        }
+        let lb_toml = stack.path("lb.toml");
+        let mut bed = Bed {
+            stack,
+            names,
+            workers,
+            lb,
+            lb_toml,
+            api,
+            key: String::new(),
+        };
+        bed.write_pool(2);
+        let lb_toml = bed.lb_toml.clone();
+        bed.stack.spawn("lb", &["lb", "run", "-c", &lb_toml]);
+        let sock = bed.stack.dir.path().join("lb.sock");
+        // The admin socket is bound after every service listener.
+        Wait::new(Duration::from_secs(20), "the balancer serving")
             .every(Duration::from_millis(50))
             .until_blocking(|| {
-                stack.assert_alive();
-                get(w, "/healthz", None)
-                    .map(|(s, _)| s == 200)
-                    .unwrap_or(false)
+                bed.stack.assert_alive();
+                sock.exists()
             });
+        bed.key = start_api(&mut bed.stack, api, lb);
+        bed
     }
-    let lb_toml = stack.path("lb.toml");
-    let pool =
-        |n: usize| -> Vec<(&str, SocketAddr)> { names.into_iter().zip(workers).take(n).collect() };
-    std::fs::write(&lb_toml, lb_config(&stack, lb, &pool(2))).unwrap();
-    stack.spawn("lb", &["lb", "run", "-c", &lb_toml]);
-    let sock = stack.dir.path().join("lb.sock");
-    Wait::new(Duration::from_secs(20), "the balancer serving")
-        .every(Duration::from_millis(50))
-        .until_blocking(|| {
-            stack.assert_alive();
-            sock.exists()
-        });
-    let key = start_api(&mut stack, api, lb);
 
-    // The stream starts; phase 1 lasts until it is steady (WINDOW_RUNS
-    // runs over at least WINDOW), and w3, outside the pool, gets nothing.
+    /// Writes `lb.toml` with the first `n` workers as the pool.
+    fn write_pool(&self, n: usize) {
+        let pool: Vec<(&str, SocketAddr)> =
+            self.names.into_iter().zip(self.workers).take(n).collect();
+        std::fs::write(&self.lb_toml, lb_config(&self.stack, self.lb, &pool)).unwrap();
+    }
+
+    /// Samples the counters every 250 ms until `done`, given the first
+    /// sample and the latest, says the window is over; its value.
+    fn watch<T>(
+        &mut self,
+        within: Duration,
+        what: &str,
+        mut done: impl FnMut(&Sample, &Sample) -> Result<T, String>,
+    ) -> T {
+        let first = sample(&self.workers);
+        Wait::new(within, what)
+            .every(Duration::from_millis(250))
+            .until_blocking(|| {
+                self.stack.assert_alive();
+                done(&first, &sample(&self.workers))
+            })
+    }
+
+    /// Phase 1: the stream is steady on w1 and w2 (WINDOW_RUNS runs over
+    /// at least WINDOW), and w3, outside the pool, gets nothing.
+    fn before_the_join(&mut self) {
+        let (d, share) = self.watch(
+            Duration::from_secs(30),
+            "phase 1: w1 and w2 running jobs",
+            |from, now| {
+                let (d, share) = window(from, now);
+                if now.at - from.at >= WINDOW && d.iter().sum::<u64>() >= WINDOW_RUNS {
+                    Ok((d, share))
+                } else {
+                    Err(format!("runs {d:?}"))
+                }
+            },
+        );
+        println!("phase 1 (w1, w2): runs {d:?}, shares {share:.2?}");
+        assert_eq!(d[2], 0, "w3 is not in the pool yet, yet it ran jobs: {d:?}");
+        assert!(d[0] > 0 && d[1] > 0, "both pool workers run jobs: {d:?}");
+    }
+
+    /// Phase 2: w3 joins. Every window of at least WINDOW and WINDOW_RUNS
+    /// that ends at a sample is judged, the shortest first; the first one
+    /// that gives w3 FAIR ends the wait. Then w3 must keep FAIR over the
+    /// next CONFIRM_RUNS runs.
+    fn join(&mut self) {
+        self.write_pool(3);
+        let lb_toml = self.lb_toml.clone();
+        let joined = Instant::now();
+        println!(
+            "{}",
+            self.stack.cli(&["lb", "reload", "-c", &lb_toml]).trim()
+        );
+        let mut seen = Vec::new();
+        let (took, d, share) =
+            self.watch(JOIN_WITHIN, "phase 2: w3 doing its share", |first, now| {
+                if seen.is_empty() {
+                    seen.push(*first);
+                }
+                seen.push(*now);
+                let judged = seen
+                    .iter()
+                    .rev()
+                    .filter(|from| now.at - from.at >= WINDOW)
+                    .map(|from| window(from, now))
+                    .find(|(d, _)| d.iter().sum::<u64>() >= WINDOW_RUNS);
+                match judged {
+                    Some((d, share)) if share[2] >= FAIR => Ok((now.at - joined, d, share)),
+                    other => Err(format!("last window {other:?}")),
+                }
+            });
+        println!(
+            "phase 2: w3 at {:.2} {took:?} after the reload: runs {d:?}, shares {share:.2?}",
+            share[2]
+        );
+        let (over, d, share) = self.watch(
+            Duration::from_secs(20),
+            "phase 2: the confirming window",
+            |from, now| {
+                let (d, share) = window(from, now);
+                if d.iter().sum::<u64>() >= CONFIRM_RUNS {
+                    Ok((now.at - from.at, d, share))
+                } else {
+                    Err(format!("runs {d:?}"))
+                }
+            },
+        );
+        println!("phase 2, the next {over:?}: runs {d:?}, shares {share:.2?}");
+        assert!(
+            share[2] >= FAIR,
+            "w3 lost its share after joining: runs {d:?}, shares {share:.2?}"
+        );
+    }
+
+    /// Phase 3: w1 is drained. Its counter must stop for QUIET while w2
+    /// and w3 go on running jobs.
+    fn drain(&mut self) {
+        let lb_toml = self.lb_toml.clone();
+        let drained = Instant::now();
+        self.stack
+            .cli(&["lb", "drain", "-c", &lb_toml, "exec", "w1"]);
+        let mut quiet_from: Option<Sample> = None;
+        let (stopped_after, quiet, d) = self.watch(
+            DRAIN_WITHIN,
+            "phase 3: w1 quiet while the others run",
+            |first, now| {
+                let from = quiet_from.get_or_insert(*first);
+                if now.runs[0] != from.runs[0] {
+                    *from = *now;
+                }
+                let (d, _) = window(from, now);
+                let quiet = now.at - from.at;
+                if quiet >= QUIET && d[1] > 0 && d[2] > 0 {
+                    Ok((from.at - drained, quiet, d))
+                } else {
+                    Err(format!("w1 quiet for {quiet:?}: runs since {d:?}"))
+                }
+            },
+        );
+        println!(
+            "phase 3: w1's last run at most {stopped_after:?} after the drain; then {quiet:?}: runs {d:?}"
+        );
+    }
+
+    /// The end: every submitted job is done, none failed, and the workers'
+    /// successful runs add up to the jobs (each ran once).
+    fn settle(&mut self, submitted: &HashSet<String>) {
+        let (api, key) = (self.api, self.key.clone());
+        let done = Wait::new(SETTLE_WITHIN, "every job done")
+            .every(Duration::from_millis(500))
+            .until_blocking(|| {
+                self.stack.assert_alive();
+                let failed = jobs_in(api, &key, "failed")?;
+                assert!(failed.is_empty(), "failed jobs: {failed:?}");
+                let done = jobs_in(api, &key, "done")?;
+                let finished: HashSet<&String> = done.iter().map(|(id, _)| id).collect();
+                let missing = submitted.iter().filter(|id| !finished.contains(id)).count();
+                if missing == 0 {
+                    Ok(done)
+                } else {
+                    Err(format!("{missing} of {} not done yet", submitted.len()))
+                }
+            });
+        let mut attempts = BTreeMap::new();
+        for (_, a) in &done {
+            *attempts.entry(*a).or_insert(0u32) += 1;
+        }
+        let runs: u64 = sample(&self.workers).runs.iter().sum();
+        println!(
+            "end: {} jobs submitted, {} done, 0 failed; attempts {attempts:?}; worker runs {runs}",
+            submitted.len(),
+            done.len()
+        );
+        assert_eq!(
+            done.len(),
+            submitted.len(),
+            "the key's done jobs are the submitted ones"
+        );
+        assert_eq!(
+            runs,
+            done.len() as u64,
+            "each job ran once on a worker: {runs} runs for {} jobs",
+            done.len()
+        );
+    }
+}
+
+#[test]
+fn a_joining_worker_takes_its_share_and_a_drained_one_loses_it_without_failed_jobs() {
+    let mut bed = Bed::start();
     let stop = Arc::new(AtomicBool::new(false));
     let ids = Arc::new(Mutex::new(Vec::new()));
     let errors = Arc::new(Mutex::new(Vec::new()));
-    let feeder = submitter(api, key.clone(), stop.clone(), ids.clone(), errors.clone());
-    let s0 = sample(&workers);
-    let s1 = Wait::new(Duration::from_secs(30), "phase 1: w1 and w2 running jobs")
-        .every(Duration::from_millis(250))
-        .until_blocking(|| {
-            stack.assert_alive();
-            let s = sample(&workers);
-            let (d, _) = window(&s0, &s);
-            let steady = s.at - s0.at >= WINDOW && d.iter().sum::<u64>() >= WINDOW_RUNS;
-            if steady {
-                Ok(s)
-            } else {
-                Err(format!("runs {d:?}, errors {:?}", errors.lock().unwrap()))
-            }
-        });
-    let (d1, share1) = window(&s0, &s1);
-    println!("phase 1 (w1, w2): runs {d1:?}, shares {share1:.2?}");
-    assert_eq!(
-        d1[2], 0,
-        "w3 is not in the pool yet, yet it ran jobs: {d1:?}"
+    let feeder = submitter(
+        bed.api,
+        bed.key.clone(),
+        stop.clone(),
+        ids.clone(),
+        errors.clone(),
     );
-    assert!(d1[0] > 0 && d1[1] > 0, "both pool workers run jobs: {d1:?}");
-
-    // Phase 2: w3 joins. The share is judged over every window of at least
-    // WINDOW and WINDOW_RUNS ending now; the first that gives w3 FAIR ends
-    // the wait.
-    std::fs::write(&lb_toml, lb_config(&stack, lb, &pool(3))).unwrap();
-    let joined = sample(&workers);
-    println!("{}", stack.cli(&["lb", "reload", "-c", &lb_toml]).trim());
-    let mut seen = vec![joined];
-    let (took, d2, share2) = Wait::new(JOIN_WITHIN, "phase 2: w3 doing its share")
-        .every(Duration::from_millis(250))
-        .until_blocking(|| {
-            stack.assert_alive();
-            let now = sample(&workers);
-            seen.push(now);
-            // The shortest window ending now that is long enough.
-            let judged = seen
-                .iter()
-                .rev()
-                .filter(|from| now.at - from.at >= WINDOW)
-                .map(|from| window(from, &now))
-                .find(|(d, _)| d.iter().sum::<u64>() >= WINDOW_RUNS);
-            match judged {
-                Some((d, share)) if share[2] >= FAIR => Ok((now.at - joined.at, d, share)),
-                other => Err(format!("last window {other:?}")),
-            }
-        });
-    println!(
-        "phase 2: w3 at {:.2} after {took:?}: runs {d2:?}, shares {share2:.2?}",
-        share2[2]
-    );
-    // And it keeps it: the next CONFIRM_RUNS runs.
-    let c0 = sample(&workers);
-    let c1 = Wait::new(Duration::from_secs(20), "phase 2: the confirming window")
-        .every(Duration::from_millis(250))
-        .until_blocking(|| {
-            stack.assert_alive();
-            let s = sample(&workers);
-            (window(&c0, &s).0.iter().sum::<u64>() >= CONFIRM_RUNS).then_some(s)
-        });
-    let (dc, sharec) = window(&c0, &c1);
-    println!(
-        "phase 2, over {:?} after: runs {dc:?}, shares {sharec:.2?}",
-        c1.at - c0.at
-    );
-    assert!(
-        sharec[2] >= FAIR,
-        "w3 lost its share after joining: runs {dc:?}, shares {sharec:.2?}"
-    );
-
-    // Phase 3: w1 is drained. Its counter must stop for QUIET while w2 and
-    // w3 go on running jobs.
-    let drained = Instant::now();
-    stack.cli(&["lb", "drain", "-c", &lb_toml, "exec", "w1"]);
-    let mut last = sample(&workers);
-    let mut last_w1_run = last.at;
-    let mut quiet_from = last;
-    let (stopped_after, d3) = Wait::new(DRAIN_WITHIN, "phase 3: w1 quiet while the others run")
-        .every(Duration::from_millis(250))
-        .until_blocking(|| {
-            stack.assert_alive();
-            let now = sample(&workers);
-            if now.runs[0] != last.runs[0] {
-                last_w1_run = now.at;
-                quiet_from = now;
-            }
-            last = now;
-            let (d, _) = window(&quiet_from, &now);
-            if now.at - last_w1_run >= QUIET && d[1] > 0 && d[2] > 0 {
-                Ok((last_w1_run - drained, d))
-            } else {
-                Err(format!(
-                    "since w1's last run {:?} ago: runs {d:?}",
-                    now.at - last_w1_run
-                ))
-            }
-        });
-    println!(
-        "phase 3: w1's last run {stopped_after:?} after the drain; then {:?}: runs {d3:?}",
-        last.at - last_w1_run
-    );
-
-    // The end: the stream stops, and every job is done exactly once.
+    bed.before_the_join();
+    bed.join();
+    bed.drain();
     stop.store(true, Ordering::Relaxed);
     feeder.join().unwrap();
     let errors = errors.lock().unwrap().clone();
     assert!(errors.is_empty(), "refused submissions: {errors:?}");
-    let ids: HashSet<String> = ids.lock().unwrap().iter().cloned().collect();
-    let done = Wait::new(SETTLE_WITHIN, "every job done")
-        .every(Duration::from_millis(500))
-        .until_blocking(|| {
-            stack.assert_alive();
-            let failed = jobs_in(api, &key, "failed")?;
-            assert!(failed.is_empty(), "failed jobs: {failed:?}");
-            let done = jobs_in(api, &key, "done")?;
-            let finished: HashSet<&String> = done.iter().map(|(id, _)| id).collect();
-            let missing = ids.iter().filter(|id| !finished.contains(id)).count();
-            if missing == 0 {
-                Ok(done)
-            } else {
-                Err(format!("{missing} of {} not done yet", ids.len()))
-            }
-        });
-    let mut attempts = BTreeMap::new();
-    for (_, a) in &done {
-        *attempts.entry(*a).or_insert(0u32) += 1;
-    }
-    let total: u64 = sample(&workers).runs.iter().sum();
-    println!(
-        "end: {} jobs submitted, {} done, 0 failed; attempts {attempts:?}; worker runs {total}",
-        ids.len(),
-        done.len()
-    );
-    assert_eq!(
-        done.len(),
-        ids.len(),
-        "the key's done jobs are the submitted ones"
-    );
-    assert_eq!(
-        total,
-        done.len() as u64,
-        "each job ran once on a worker: {total} runs for {} jobs",
-        done.len()
-    );
+    let submitted: HashSet<String> = ids.lock().unwrap().iter().cloned().collect();
+    bed.settle(&submitted);
 }
