@@ -41,8 +41,10 @@ const SUBMIT_FOR: Duration = Duration::from_secs(120);
 /// The share of a window's runs a joined worker must do (a fair share of
 /// three is a third).
 const FAIR: f64 = 0.20;
-/// The joined worker must reach `FAIR` this soon after the reload.
-const JOIN_WITHIN: Duration = Duration::from_secs(10);
+/// The joined worker must reach `FAIR` this soon after the reload: "within
+/// a few seconds" (measured 2.0-2.6 s; with connections kept for an hour
+/// it took 5-10 s or never).
+const JOIN_WITHIN: Duration = Duration::from_secs(5);
 /// A share is judged over windows of at least this long...
 const WINDOW: Duration = Duration::from_secs(2);
 /// ...and at least this many runs.
@@ -50,7 +52,7 @@ const WINDOW_RUNS: u64 = 40;
 /// After the join, the share must hold over this many more runs.
 const CONFIRM_RUNS: u64 = 250;
 /// The drained worker must be quiet for `QUIET` this soon after the drain.
-const DRAIN_WITHIN: Duration = Duration::from_secs(10);
+const DRAIN_WITHIN: Duration = Duration::from_secs(8);
 const QUIET: Duration = Duration::from_secs(2);
 /// After the last submission, every job must be done within this.
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
