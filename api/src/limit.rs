@@ -52,6 +52,8 @@
 //!   and a replica with little in flight must not spin on refusals. A
 //!   completion ends the pause: it freed a slot, and a replica paused
 //!   through its own completions would hand its slots to the others.
+//! - **Told, not guessed.** Workers that advertise their slots let slow
+//!   start jump straight to what the pool has said it takes.
 //! - **Bounds.** Never below 1, never above `max_concurrency` (the
 //!   operator's safety cap), and never above the slots the pool's workers
 //!   advertise (`X-Tandem-Slots`, summed over the instances heard from in
@@ -211,10 +213,19 @@ impl Limiter {
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// An instance of the pool said it has `slots` slots.
+    /// An instance of the pool said it has `slots` slots. In slow start
+    /// (no "full" signal yet) the limit jumps to the slots advertised so
+    /// far: the pool has said what it takes, and doubling up to it would
+    /// leave slots idle for a few round trips (200 ms jobs: 400 ms to go
+    /// from 4 to 16). Replicas sharing the pool overshoot together once and
+    /// back off from there.
     pub fn advertised(&mut self, instance: &str, slots: u32, now: Instant) {
         self.capacity.heard(instance, slots, now);
-        self.limit = self.limit.min(self.ceiling(now));
+        let ceiling = self.ceiling(now);
+        if self.threshold.is_infinite() && self.capacity.total(now).is_some() {
+            self.limit = self.limit.max(ceiling);
+        }
+        self.limit = self.limit.min(ceiling);
     }
 
     /// The advertised slots of the pool, when any instance advertised.

@@ -426,6 +426,16 @@ fn bounds_hold_and_a_burst_of_refusals_counts_once() {
     l.advertised("w2", 2, now);
     grow(&mut l, 100);
     assert_eq!(l.limit(), 6, "grows to the slots of both");
+    // In slow start, what the pool says is taken at once.
+    let mut fresh = Limiter::new(100, 2);
+    fresh.advertised("w1", 16, now);
+    assert_eq!(
+        fresh.limit(),
+        16,
+        "slow start jumps to the advertised slots"
+    );
+    fresh.advertised("w2", 16, now);
+    assert_eq!(fresh.limit(), 32);
     assert_eq!(l.pool_slots(now), Some(6));
     let later = now + CAPACITY_WINDOW;
     assert_eq!(l.pool_slots(later), None, "silent instances stop counting");
