@@ -146,7 +146,7 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(&path)?;
     runtime()?.block_on(async move {
-        let db = Db::open(&config.database_url, 2).await?;
+        let db = Db::open_with(&config.database_url, 2, &config.db).await?;
         match cmd {
             KeysCommand::Create {
                 name, rate, burst, ..
@@ -206,7 +206,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             }
         };
         let pool_size = config.kinds.values().map(|k| k.concurrency).sum::<u32>() + 16;
-        let db = Db::open(&config.database_url, pool_size)
+        let db = Db::open_with(&config.database_url, pool_size, &config.db)
             .await
             .with_context(|| format!("database {}", redact(&config.database_url)))?;
         let listener = TcpListener::bind(config.listen)

@@ -16,14 +16,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
 use sqlx::Executor;
-use sqlx::SqlStr;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AssertSqlSafe, SqlStr};
+
+pub use crate::config::DbSettings;
 
 /// Which database sits behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// A local file; one writer at a time (WAL, busy timeout).
+    /// A local file; one writer at a time (WAL, busy timeout, one writer
+    /// connection per process).
     Sqlite,
     /// MySQL or MariaDB (≥ 10.6 for SKIP LOCKED).
     Mysql,
@@ -38,6 +41,17 @@ pub struct DbError {
     /// What sqlx said.
     #[source]
     pub source: sqlx::Error,
+}
+
+impl DbError {
+    /// The same error for another waiter of a failed batch (a sqlx error
+    /// cannot be cloned: the copy carries its text).
+    pub fn copy(&self) -> DbError {
+        DbError {
+            what: self.what,
+            source: sqlx::Error::Protocol(self.source.to_string()),
+        }
+    }
 }
 
 /// Adds context to sqlx errors.
@@ -74,7 +88,8 @@ pub struct Db {
     /// The connections, for reads.
     pub pool: AnyPool,
     /// The connections for writes: statements that change rows and the
-    /// transactions they run in. The same pool as `pool` today.
+    /// transactions they run in. SQLite: one connection (see
+    /// [`Db::open_with`]); MySQL: the same pool as `pool`.
     pub writer: AnyPool,
     /// SQLite or MySQL.
     pub backend: Backend,
@@ -126,6 +141,39 @@ fn migrator(backend: Backend) -> Migrator {
     )
 }
 
+/// The options of one pool: the connection settings every connection gets.
+fn pool_options(backend: Backend, max: u32, settings: &DbSettings) -> AnyPoolOptions {
+    let sync = settings.sqlite_synchronous.pragma();
+    let busy_ms = settings
+        .sqlite_busy_timeout
+        .as_millis()
+        .min(i32::MAX as u128);
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL: readers do not block the writer, and a commit
+                    // appends to one file. The busy timeout is how long a
+                    // writer waits for another process's write lock.
+                    // synchronous: see `SqliteSync`.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute(AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}")))
+                        .await?;
+                    conn.execute(AssertSqlSafe(format!("PRAGMA synchronous = {sync}")))
+                        .await?;
+                } else {
+                    // READ COMMITTED: claims see rows committed by other
+                    // replicas without gap locks between them.
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+}
+
 /// Hides the password of a URL for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -141,8 +189,27 @@ pub fn redact(url: &str) -> String {
 }
 
 impl Db {
-    /// Connects and applies pending migrations.
+    /// Connects with the default [`DbSettings`] and applies pending
+    /// migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Db, OpenError> {
+        Db::open_with(url, max_connections, &DbSettings::default()).await
+    }
+
+    /// Connects and applies pending migrations (through the writer).
+    ///
+    /// SQLite: `pool` has `max_connections` connections for reads and
+    /// `writer` exactly one. Every write of one process then queues for
+    /// that connection in the pool's fair (FIFO) wait list, in our code,
+    /// and never in SQLite's busy handler, which sleeps and retries; and no
+    /// two connections of ours can hold snapshots that a write of the other
+    /// invalidates (SQLITE_BUSY_SNAPSHOT). Another process on the same file
+    /// still contends for the file's write lock through the busy timeout.
+    /// MySQL: one pool for both.
+    pub async fn open_with(
+        url: &str,
+        max_connections: u32,
+        settings: &DbSettings,
+    ) -> Result<Db, OpenError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -159,39 +226,34 @@ impl Db {
             // Best effort: a missing state dir is reported by connect below.
             let _ = std::fs::create_dir_all(dir);
         }
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL: readers do not block the writer. The busy
-                        // timeout makes a second writer wait instead of
-                        // failing at once with SQLITE_BUSY.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    } else {
-                        // READ COMMITTED: claims see rows committed by other
-                        // replicas without gap locks between them.
-                        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await
-            .map_err(|source| OpenError::Connect {
-                url: redact(url),
-                source,
-            })?;
-        migrator(backend).run(&pool).await?;
+        let connect = |n: u32| pool_options(backend, n, settings).connect(url);
+        let err = |source| OpenError::Connect {
+            url: redact(url),
+            source,
+        };
+        let pool = connect(max_connections).await.map_err(err)?;
+        let writer = match backend {
+            Backend::Sqlite => connect(1).await.map_err(err)?,
+            Backend::Mysql => pool.clone(),
+        };
+        migrator(backend).run(&writer).await?;
         Ok(Db {
-            writer: pool.clone(),
             pool,
+            writer,
             backend,
         })
+    }
+
+    /// Begins a write transaction on the writer. SQLite: `BEGIN IMMEDIATE`,
+    /// which takes the file's write lock at once (waiting through the busy
+    /// timeout if another process holds it), so reads inside the
+    /// transaction see the latest commit and its writes cannot fail with
+    /// SQLITE_BUSY halfway. MySQL: a plain `BEGIN`.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Mysql => self.writer.begin().await,
+        }
     }
 
     /// The database answers and the newest migration is applied.

@@ -76,7 +76,7 @@ pub async fn create(
     let id = random_hex(8);
     let token = format!("tandem_{id}_{}", random_hex(32));
     let now = now_ms();
-    let mut tx = db.pool.begin().await.ctx("create key")?;
+    let mut tx = db.begin_write().await.ctx("create key")?;
     sqlx::query("INSERT INTO api_keys (id, name, token_hash, rate, burst, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(&id)
         .bind(name)
@@ -133,7 +133,7 @@ pub async fn revoke(db: &Db, id_or_name: &str) -> Result<u64, DbError> {
     .bind(now_ms())
     .bind(id_or_name)
     .bind(id_or_name)
-    .execute(&db.pool)
+    .execute(&db.writer)
     .await
     .ctx("revoke key")?;
     Ok(done.rows_affected())

@@ -347,7 +347,9 @@ impl Replica {
     pub async fn start(config_toml: &str) -> Replica {
         let config =
             Arc::new(Config::parse(config_toml, Path::new("test.toml")).expect("test config"));
-        let db = Db::open(&config.database_url, 16).await.expect("open db");
+        let db = Db::open_with(&config.database_url, 16, &config.db)
+            .await
+            .expect("open db");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
