@@ -316,6 +316,67 @@ mod tests {
         assert!(d.allowed, "one emission interval later one more fits");
     }
 
+    proptest::proptest! {
+        /// Coalesced decisions equal sequential ones: random keys, limits
+        /// and arrival times, cut into random batches. Sequential: each
+        /// request reads the stored TAT, decides, stores. Coalesced: per
+        /// batch, the requests grouped by key (`by_key_of`, as the task
+        /// does), each group decided from one read (`gcra_run`) and one
+        /// write.
+        #[test]
+        fn coalesced_equals_sequential(
+            arrivals in proptest::collection::vec((0usize..4, 0i64..300_000), 1..200),
+            cuts in proptest::collection::vec(1usize..40, 1..50),
+            limits in proptest::collection::vec((1u32..50, 1i64..8), 4),
+        ) {
+            let limit = |k: usize| (f64::from(limits[k].0), limits[k].1);
+            // Arrival times: increasing by random gaps from 100 s.
+            let mut now = 100 * S;
+            let reqs: Vec<(usize, i64)> = arrivals
+                .iter()
+                .map(|&(k, gap)| {
+                    now += gap;
+                    (k, now)
+                })
+                .collect();
+            let mut store = [0i64; 4];
+            let sequential: Vec<Decision> = reqs
+                .iter()
+                .map(|&(k, now)| {
+                    let (rate, burst) = limit(k);
+                    let (d, t) = gcra(store[k], now, rate, burst);
+                    if let Some(t) = t {
+                        store[k] = t;
+                    }
+                    d
+                })
+                .collect();
+            let mut store = [0i64; 4];
+            let mut coalesced = vec![None; reqs.len()];
+            let (mut start, mut cut) = (0, cuts.iter().cycle());
+            while start < reqs.len() {
+                let end = (start + cut.next().copied().unwrap_or(1)).min(reqs.len());
+                let batch = &reqs[start..end];
+                let names = ["a", "b", "c", "d"];
+                for group in by_key_of(batch.iter().map(|&(k, _)| names[k])) {
+                    let k = batch[group[0]].0;
+                    let (rate, burst) = limit(k);
+                    let times: Vec<i64> = group.iter().map(|&i| batch[i].1).collect();
+                    let (ds, t) = gcra_run(store[k], &times, rate, burst);
+                    if let Some(t) = t {
+                        store[k] = t;
+                    }
+                    for (&i, d) in group.iter().zip(ds) {
+                        coalesced[start + i] = Some(d);
+                    }
+                }
+                start = end;
+            }
+            let coalesced: Vec<Decision> = coalesced.into_iter().map(|d| d.unwrap()).collect();
+            proptest::prop_assert_eq!(coalesced, sequential);
+        }
+    }
+
     #[test]
     fn admitted_count_over_a_window_is_bounded() {
         // Hammer every millisecond for 10 s at 5/s burst 10: at most

@@ -95,7 +95,7 @@ pub(super) async fn create_job(
     })
 }
 
-/// `priority`: an integer from 0 (runs first) to 9, default 0.
+/// `priority`: an integer from 0 (runs first) to 9; absent or null is 0.
 fn priority(v: Option<Value>) -> Result<i64, ApiError> {
     match v {
         None => Ok(0),
