@@ -17,8 +17,15 @@
 //! as `text/plain; charset=utf-8`), `{"kind": K, "input": {...}}` (any other
 //! JSON value, sent as `application/json`), or `{"kind": K,
 //! "input_base64": "...", "content_type": "image/png"}` for binary input.
+//! An optional `"priority"` (an integer 0 to 9, default 0) orders claims
+//! within the kind: lower runs first (422 `bad_priority` otherwise).
 //! `Idempotency-Key` makes retries safe: the same key and body give the same
 //! job (with `Idempotent-Replayed: true`), another body gives 409.
+//!
+//! The 202 is sent after the job's row is committed: the replica's
+//! submission batcher ([`crate::submit`]) stores many jobs per transaction.
+//! When its queue is full the answer is 503 `overloaded` with
+//! `Retry-After: 1`; a failed batch answers 503 `database_unavailable`.
 //!
 //! `POST /v1/jobs` lives in `create` (server/create.rs); the other routes here.
 
@@ -42,7 +49,7 @@ use crate::config::Config;
 use crate::db::{Db, DbError, now_ms};
 use crate::dispatcher::Wakers;
 use crate::jobs::{self, State as JobState};
-use crate::keys::{self, Caller};
+use crate::keys::{AuthCache, Caller};
 use crate::metrics as m;
 use crate::ratelimit::{Decision, LimitError, Limiter};
 use crate::reqlog::{Entry, RequestLog};
@@ -59,6 +66,8 @@ struct Inner {
     submitter: Submitter,
     /// The coalescing rate limiter.
     limiter: Limiter,
+    /// Recent authentications (≤ 1 s old).
+    auth: AuthCache,
     log: RequestLog,
     metrics: Option<PrometheusHandle>,
     /// Cancelled when shutdown starts: `/readyz` turns 503.
@@ -79,6 +88,7 @@ impl AppState {
         AppState(Arc::new(Inner {
             submitter: Submitter::spawn(db.clone(), &config.db, wakers),
             limiter: Limiter::spawn(db.clone(), &config.db),
+            auth: AuthCache::default(),
             db,
             config,
             log,
@@ -261,7 +271,7 @@ async fn admit(s: &AppState, headers: &HeaderMap) -> Result<(Caller, HeaderMap),
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = keys::authenticate(&s.0.db, auth).await?.map_err(|e| {
+    let caller = s.0.auth.authenticate(&s.0.db, auth).await?.map_err(|e| {
         let mut err = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
         err.headers
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
