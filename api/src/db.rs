@@ -14,13 +14,14 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::AnyPool;
 use sqlx::Executor;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
 use sqlx::{AssertSqlSafe, SqlStr};
 
-pub use crate::config::DbSettings;
+pub use crate::config::{DbSettings, SqliteSync};
 
 /// Which database sits behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,42 @@ pub struct Db {
     pub writer: AnyPool,
     /// SQLite or MySQL.
     pub backend: Backend,
+    /// The configured `PRAGMA synchronous` (SQLite).
+    sync: SqliteSync,
+}
+
+/// The writer's connection for writes whose loss on a power cut does not
+/// matter: rate limit state and request log rows. On SQLite with
+/// `sqlite_synchronous = "full"` their commits skip the fsync
+/// (`synchronous = NORMAL` while this is held); the next full commit, a
+/// job's, syncs their WAL frames too, and a crash of the process loses
+/// nothing either way. [`Relaxed::done`] puts the connection back as it
+/// was; dropped without it (an error path, a panic), the connection is
+/// closed instead, so the pool opens a fresh one with the configured
+/// settings and no job write ever runs relaxed.
+pub struct Relaxed {
+    /// The writer connection, relaxed.
+    pub conn: PoolConnection<Any>,
+    restore: Option<&'static str>,
+}
+
+impl Relaxed {
+    /// Restores the configured synchronous mode and returns the connection.
+    pub async fn done(mut self) {
+        if let Some(sql) = self.restore.take()
+            && self.conn.execute(sql).await.is_err()
+        {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl Drop for Relaxed {
+    fn drop(&mut self) {
+        if self.restore.is_some() {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 /// The newest migration version; `/readyz` checks it has been applied.
@@ -241,6 +278,7 @@ impl Db {
             pool,
             writer,
             backend,
+            sync: settings.sqlite_synchronous,
         })
     }
 
@@ -253,6 +291,30 @@ impl Db {
         match self.backend {
             Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
             Backend::Mysql => self.writer.begin().await,
+        }
+    }
+
+    /// The writer connection, relaxed (see [`Relaxed`]).
+    pub async fn relaxed(&self) -> Result<Relaxed, sqlx::Error> {
+        let mut conn = self.writer.acquire().await?;
+        let restore = if self.backend == Backend::Sqlite && self.sync == SqliteSync::Full {
+            conn.execute("PRAGMA synchronous = NORMAL").await?;
+            Some("PRAGMA synchronous = FULL")
+        } else {
+            None
+        };
+        Ok(Relaxed { conn, restore })
+    }
+
+    /// Begins a write transaction on `conn`, a writer connection, as
+    /// [`Db::begin_write`] does.
+    pub async fn begin_on<'c>(
+        &self,
+        conn: &'c mut AnyConnection,
+    ) -> Result<sqlx::Transaction<'c, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Mysql => conn.begin().await,
         }
     }
 

@@ -248,3 +248,33 @@ async fn a_full_queue_refuses_at_once_and_the_rest_commit() {
     assert!((7..=8).contains(&busy), "busy {busy}");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM jobs").await, stored);
 }
+
+/// Relaxed writes (rate limit, request log) never leave the writer relaxed
+/// for a job's commit: `done` restores `synchronous = FULL`, and a relaxed
+/// connection dropped without it is closed, not reused.
+#[tokio::test]
+async fn relaxed_writes_never_leak_into_job_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&database("sqlite", dir.path()).await.unwrap(), 2)
+        .await
+        .unwrap();
+    let sync = |db: Db| async move {
+        let n: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&db.writer)
+            .await
+            .unwrap();
+        n
+    };
+    // SQLite's codes: 1 NORMAL, 2 FULL.
+    assert_eq!(sync(db.clone()).await, 2);
+    let mut w = db.relaxed().await.unwrap();
+    let n: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *w.conn)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "relaxed while held");
+    w.done().await;
+    assert_eq!(sync(db.clone()).await, 2, "restored by done");
+    drop(db.relaxed().await.unwrap());
+    assert_eq!(sync(db.clone()).await, 2, "dropped: a fresh connection");
+}
