@@ -477,6 +477,30 @@ mod tests {
     }
 
     #[test]
+    fn database_settings_default_safe_and_are_located() {
+        let c = parse("").unwrap();
+        assert_eq!(c.db, DbSettings::default());
+        assert_eq!(c.db.sqlite_synchronous, SqliteSync::Full);
+        let c =
+            parse("sqlite_synchronous = \"normal\"\nsubmit_window = \"0ms\"\nsubmit_batch = 1\n")
+                .unwrap();
+        assert_eq!(c.db.sqlite_synchronous, SqliteSync::Normal);
+        assert_eq!((c.db.submit_window, c.db.submit_batch), (Duration::ZERO, 1));
+        let e = parse(
+            "sqlite_synchronous = \"off\"\nsubmit_window = \"1s\"\nsubmit_batch = 1001\n\
+             sqlite_busy_timeout = \"0s\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "api.toml:1:22: sqlite_synchronous = \"off\": unknown synchronous mode; valid: one of full, normal\n\
+             api.toml:2:17: submit_window = \"1s\": out of range; valid: a duration from \"0ms\" to \"100ms\", such as \"2ms\"\n\
+             api.toml:3:16: submit_batch = 1001: out of range; valid: an integer from 1 to 1000\n\
+             api.toml:4:23: sqlite_busy_timeout = \"0s\": out of range; valid: a duration such as \"250ms\", \"2s\" or \"5m\", greater than zero"
+        );
+    }
+
+    #[test]
     fn mariadb_scheme_is_mysql() {
         let c = parse("database_url = \"mariadb://u:p@127.0.0.1/t\"\n").unwrap();
         assert_eq!(c.database_url, "mysql://u:p@127.0.0.1/t");
