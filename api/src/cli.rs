@@ -146,7 +146,7 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(&path)?;
     runtime()?.block_on(async move {
-        let db = Db::open(&config.database_url, 2).await?;
+        let db = Db::open_with(&config.database_url, 2, &config.db).await?;
         match cmd {
             KeysCommand::Create {
                 name, rate, burst, ..
@@ -208,7 +208,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
         // Writes are batched (claims, completions): the pool serves reads and
         // the heartbeats of long jobs, not one connection per job in flight.
         let pool_size = 16 + 4 * config.kinds.len() as u32;
-        let db = Db::open(&config.database_url, pool_size)
+        let db = Db::open_with(&config.database_url, pool_size, &config.db)
             .await
             .with_context(|| format!("database {}", redact(&config.database_url)))?;
         let listener = TcpListener::bind(config.listen)

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tandem_service::config::ErrorKind;
-use tandem_service::config::values::{bind_addr, integer, one_of, string};
+use tandem_service::config::values::{bind_addr, duration, integer, one_of, string};
 use tandem_service::config::walk::{self, Reported, Table, Walker};
 use toml::de::DeValue;
 
@@ -69,6 +69,63 @@ pub struct KindConfig {
     pub retry_max: Duration,
 }
 
+/// `PRAGMA synchronous` for the SQLite file (always in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SqliteSync {
+    /// The WAL is fsynced at every commit: a committed job survives a
+    /// process crash and a power loss or kernel crash.
+    #[default]
+    Full,
+    /// The WAL is fsynced only at checkpoints: a committed job survives a
+    /// process crash (SIGKILL), but the last commits before a power loss or
+    /// kernel crash may be lost (the file stays consistent).
+    Normal,
+}
+
+impl SqliteSync {
+    /// Every value with its name in the file.
+    const NAMES: [(&'static str, SqliteSync); 2] =
+        [("full", SqliteSync::Full), ("normal", SqliteSync::Normal)];
+
+    /// The PRAGMA value.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            SqliteSync::Full => "FULL",
+            SqliteSync::Normal => "NORMAL",
+        }
+    }
+}
+
+/// How the database is driven: SQLite settings and the group commit of
+/// submissions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DbSettings {
+    /// `PRAGMA synchronous` (SQLite only).
+    pub sqlite_synchronous: SqliteSync,
+    /// How long a SQLite writer waits for another process's write lock
+    /// before failing with SQLITE_BUSY (SQLite only).
+    pub sqlite_busy_timeout: Duration,
+    /// Most submissions committed in one transaction.
+    pub submit_batch: usize,
+    /// Longest a submission waits for others to join its batch, counted
+    /// from its arrival; zero commits what has arrived at once.
+    pub submit_window: Duration,
+    /// Submissions that may wait for the batcher; past this, 503.
+    pub submit_queue: usize,
+}
+
+impl Default for DbSettings {
+    fn default() -> Self {
+        DbSettings {
+            sqlite_synchronous: SqliteSync::Full,
+            sqlite_busy_timeout: Duration::from_secs(10),
+            submit_batch: 256,
+            submit_window: Duration::from_millis(2),
+            submit_queue: 4096,
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -92,6 +149,8 @@ pub struct Config {
     pub default_rate: f64,
     /// Burst for keys created without `--burst`.
     pub default_burst: u32,
+    /// SQLite settings and the submission batcher.
+    pub db: DbSettings,
     /// Job kinds by name.
     pub kinds: BTreeMap<String, KindConfig>,
 }
@@ -116,6 +175,11 @@ const ROOT_KEYS: &[&str] = &[
     "shutdown_grace",
     "default_rate",
     "default_burst",
+    "sqlite_synchronous",
+    "sqlite_busy_timeout",
+    "submit_batch",
+    "submit_window",
+    "submit_queue",
     "kinds",
 ];
 const KIND_KEYS: &[&str] = &[
@@ -192,6 +256,7 @@ fn parse_root(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Result<Config, Report
         rate,
     );
     let default_burst = w.integer_or(root, "default_burst", (1, u32::MAX.into()), 20);
+    let db = parse_db(w, root);
     let kinds = parse_kinds(w, root);
     let state_dir = state_dir?.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     Ok(Config {
@@ -207,7 +272,40 @@ fn parse_root(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Result<Config, Report
         default_rate: default_rate?.unwrap_or(10.0),
         // Cannot truncate: integer_or() checked the range.
         default_burst: default_burst? as u32,
+        db: db?,
         kinds: kinds?,
+    })
+}
+
+/// The database keys of the top level; every one read before any `?`.
+fn parse_db(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Result<DbSettings, Reported> {
+    let d = DbSettings::default();
+    let names = SqliteSync::NAMES.map(|(n, _)| n).join(", ");
+    let sync = w.field(
+        root,
+        "sqlite_synchronous",
+        &format!("one of {names}"),
+        |v| one_of(v, SqliteSync::NAMES.into_iter(), "synchronous mode"),
+    );
+    let busy = w.positive_duration(root, "sqlite_busy_timeout", d.sqlite_busy_timeout);
+    let batch = w.integer_or(root, "submit_batch", (1, 1000), d.submit_batch as i64);
+    let window = w.field(
+        root,
+        "submit_window",
+        "a duration from \"0ms\" to \"100ms\", such as \"2ms\"",
+        |v| match duration(v, false)? {
+            d if d <= Duration::from_millis(100) => Ok(d),
+            _ => Err(ErrorKind::OutOfRange),
+        },
+    );
+    let queue = w.integer_or(root, "submit_queue", (1, 1_000_000), d.submit_queue as i64);
+    // The casts cannot truncate: integer_or() checked the ranges.
+    Ok(DbSettings {
+        sqlite_synchronous: sync?.unwrap_or_default(),
+        sqlite_busy_timeout: busy?,
+        submit_batch: batch? as usize,
+        submit_window: window?.unwrap_or(d.submit_window),
+        submit_queue: queue? as usize,
     })
 }
 
@@ -408,6 +506,30 @@ mod tests {
         );
         let c = parse("default_rate = 3\n").unwrap();
         assert_eq!(c.default_rate, 3.0);
+    }
+
+    #[test]
+    fn database_settings_default_safe_and_are_located() {
+        let c = parse("").unwrap();
+        assert_eq!(c.db, DbSettings::default());
+        assert_eq!(c.db.sqlite_synchronous, SqliteSync::Full);
+        let c =
+            parse("sqlite_synchronous = \"normal\"\nsubmit_window = \"0ms\"\nsubmit_batch = 1\n")
+                .unwrap();
+        assert_eq!(c.db.sqlite_synchronous, SqliteSync::Normal);
+        assert_eq!((c.db.submit_window, c.db.submit_batch), (Duration::ZERO, 1));
+        let e = parse(
+            "sqlite_synchronous = \"off\"\nsubmit_window = \"1s\"\nsubmit_batch = 1001\n\
+             sqlite_busy_timeout = \"0s\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e,
+            "api.toml:1:22: sqlite_synchronous = \"off\": unknown synchronous mode; valid: one of full, normal\n\
+             api.toml:2:17: submit_window = \"1s\": out of range; valid: a duration from \"0ms\" to \"100ms\", such as \"2ms\"\n\
+             api.toml:3:16: submit_batch = 1001: out of range; valid: an integer from 1 to 1000\n\
+             api.toml:4:23: sqlite_busy_timeout = \"0s\": out of range; valid: a duration such as \"250ms\", \"2s\" or \"5m\", greater than zero"
+        );
     }
 
     #[test]

@@ -14,16 +14,20 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::AnyPool;
 use sqlx::Executor;
-use sqlx::SqlStr;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection};
+use sqlx::{AssertSqlSafe, SqlStr};
+
+pub use crate::config::{DbSettings, SqliteSync};
 
 /// Which database sits behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// A local file; one writer at a time (WAL, busy timeout).
+    /// A local file; one writer at a time (WAL, busy timeout, one writer
+    /// connection per process).
     Sqlite,
     /// MySQL or MariaDB (≥ 10.6 for SKIP LOCKED).
     Mysql,
@@ -38,6 +42,17 @@ pub struct DbError {
     /// What sqlx said.
     #[source]
     pub source: sqlx::Error,
+}
+
+impl DbError {
+    /// The same error for another waiter of a failed batch (a sqlx error
+    /// cannot be cloned: the copy carries its text).
+    pub fn copy(&self) -> DbError {
+        DbError {
+            what: self.what,
+            source: sqlx::Error::Protocol(self.source.to_string()),
+        }
+    }
 }
 
 /// Adds context to sqlx errors.
@@ -74,10 +89,47 @@ pub struct Db {
     /// The connections, for reads.
     pub pool: AnyPool,
     /// The connections for writes: statements that change rows and the
-    /// transactions they run in. The same pool as `pool` today.
+    /// transactions they run in. SQLite: one connection (see
+    /// [`Db::open_with`]); MySQL: the same pool as `pool`.
     pub writer: AnyPool,
     /// SQLite or MySQL.
     pub backend: Backend,
+    /// The configured `PRAGMA synchronous` (SQLite).
+    sync: SqliteSync,
+}
+
+/// The writer's connection for writes whose loss on a power cut does not
+/// matter: rate limit state and request log rows. On SQLite with
+/// `sqlite_synchronous = "full"` their commits skip the fsync
+/// (`synchronous = NORMAL` while this is held); the next full commit, a
+/// job's, syncs their WAL frames too, and a crash of the process loses
+/// nothing either way. [`Relaxed::done`] puts the connection back as it
+/// was; dropped without it (an error path, a panic), the connection is
+/// closed instead, so the pool opens a fresh one with the configured
+/// settings and no job write ever runs relaxed.
+pub struct Relaxed {
+    /// The writer connection, relaxed.
+    pub conn: PoolConnection<Any>,
+    restore: Option<&'static str>,
+}
+
+impl Relaxed {
+    /// Restores the configured synchronous mode and returns the connection.
+    pub async fn done(mut self) {
+        if let Some(sql) = self.restore.take()
+            && self.conn.execute(sql).await.is_err()
+        {
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+impl Drop for Relaxed {
+    fn drop(&mut self) {
+        if self.restore.is_some() {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 /// The newest migration version; `/readyz` checks it has been applied.
@@ -126,6 +178,39 @@ fn migrator(backend: Backend) -> Migrator {
     )
 }
 
+/// The options of one pool: the connection settings every connection gets.
+fn pool_options(backend: Backend, max: u32, settings: &DbSettings) -> AnyPoolOptions {
+    let sync = settings.sqlite_synchronous.pragma();
+    let busy_ms = settings
+        .sqlite_busy_timeout
+        .as_millis()
+        .min(i32::MAX as u128);
+    AnyPoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL: readers do not block the writer, and a commit
+                    // appends to one file. The busy timeout is how long a
+                    // writer waits for another process's write lock.
+                    // synchronous: see `SqliteSync`.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute(AssertSqlSafe(format!("PRAGMA busy_timeout = {busy_ms}")))
+                        .await?;
+                    conn.execute(AssertSqlSafe(format!("PRAGMA synchronous = {sync}")))
+                        .await?;
+                } else {
+                    // READ COMMITTED: claims see rows committed by other
+                    // replicas without gap locks between them.
+                    conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+}
+
 /// Hides the password of a URL for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -141,8 +226,27 @@ pub fn redact(url: &str) -> String {
 }
 
 impl Db {
-    /// Connects and applies pending migrations.
+    /// Connects with the default [`DbSettings`] and applies pending
+    /// migrations.
     pub async fn open(url: &str, max_connections: u32) -> Result<Db, OpenError> {
+        Db::open_with(url, max_connections, &DbSettings::default()).await
+    }
+
+    /// Connects and applies pending migrations (through the writer).
+    ///
+    /// SQLite: `pool` has `max_connections` connections for reads and
+    /// `writer` exactly one. Every write of one process then queues for
+    /// that connection in the pool's fair (FIFO) wait list, in our code,
+    /// and never in SQLite's busy handler, which sleeps and retries; and no
+    /// two connections of ours can hold snapshots that a write of the other
+    /// invalidates (SQLITE_BUSY_SNAPSHOT). Another process on the same file
+    /// still contends for the file's write lock through the busy timeout.
+    /// MySQL: one pool for both.
+    pub async fn open_with(
+        url: &str,
+        max_connections: u32,
+        settings: &DbSettings,
+    ) -> Result<Db, OpenError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -159,39 +263,59 @@ impl Db {
             // Best effort: a missing state dir is reported by connect below.
             let _ = std::fs::create_dir_all(dir);
         }
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL: readers do not block the writer. The busy
-                        // timeout makes a second writer wait instead of
-                        // failing at once with SQLITE_BUSY.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA busy_timeout = 10000").await?;
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    } else {
-                        // READ COMMITTED: claims see rows committed by other
-                        // replicas without gap locks between them.
-                        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await
-            .map_err(|source| OpenError::Connect {
-                url: redact(url),
-                source,
-            })?;
-        migrator(backend).run(&pool).await?;
+        let connect = |n: u32| pool_options(backend, n, settings).connect(url);
+        let err = |source| OpenError::Connect {
+            url: redact(url),
+            source,
+        };
+        let pool = connect(max_connections).await.map_err(err)?;
+        let writer = match backend {
+            Backend::Sqlite => connect(1).await.map_err(err)?,
+            Backend::Mysql => pool.clone(),
+        };
+        migrator(backend).run(&writer).await?;
         Ok(Db {
-            writer: pool.clone(),
             pool,
+            writer,
             backend,
+            sync: settings.sqlite_synchronous,
         })
+    }
+
+    /// Begins a write transaction on the writer. SQLite: `BEGIN IMMEDIATE`,
+    /// which takes the file's write lock at once (waiting through the busy
+    /// timeout if another process holds it), so reads inside the
+    /// transaction see the latest commit and its writes cannot fail with
+    /// SQLITE_BUSY halfway. MySQL: a plain `BEGIN`.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Mysql => self.writer.begin().await,
+        }
+    }
+
+    /// The writer connection, relaxed (see [`Relaxed`]).
+    pub async fn relaxed(&self) -> Result<Relaxed, sqlx::Error> {
+        let mut conn = self.writer.acquire().await?;
+        let restore = if self.backend == Backend::Sqlite && self.sync == SqliteSync::Full {
+            conn.execute("PRAGMA synchronous = NORMAL").await?;
+            Some("PRAGMA synchronous = FULL")
+        } else {
+            None
+        };
+        Ok(Relaxed { conn, restore })
+    }
+
+    /// Begins a write transaction on `conn`, a writer connection, as
+    /// [`Db::begin_write`] does.
+    pub async fn begin_on<'c>(
+        &self,
+        conn: &'c mut AnyConnection,
+    ) -> Result<sqlx::Transaction<'c, Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => conn.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Mysql => conn.begin().await,
+        }
     }
 
     /// The database answers and the newest migration is applied.

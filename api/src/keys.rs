@@ -8,6 +8,10 @@
 //! the hashes in constant time (`subtle`), so response timing says nothing
 //! about how much of a guess was right. Tokens are never logged: only ids.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -76,7 +80,7 @@ pub async fn create(
     let id = random_hex(8);
     let token = format!("tandem_{id}_{}", random_hex(32));
     let now = now_ms();
-    let mut tx = db.pool.begin().await.ctx("create key")?;
+    let mut tx = db.begin_write().await.ctx("create key")?;
     sqlx::query("INSERT INTO api_keys (id, name, token_hash, rate, burst, created_ms) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(&id)
         .bind(name)
@@ -133,10 +137,17 @@ pub async fn revoke(db: &Db, id_or_name: &str) -> Result<u64, DbError> {
     .bind(now_ms())
     .bind(id_or_name)
     .bind(id_or_name)
-    .execute(&db.pool)
+    .execute(&db.writer)
     .await
     .ctx("revoke key")?;
     Ok(done.rows_affected())
+}
+
+/// The token of an `Authorization: Bearer` header value.
+fn bearer(authorization: Option<&str>) -> Option<&str> {
+    authorization
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 /// Who is calling, from the `Authorization` header value (if any).
@@ -144,10 +155,7 @@ pub async fn authenticate(
     db: &Db,
     authorization: Option<&str>,
 ) -> Result<Result<Caller, AuthError>, DbError> {
-    let Some(token) = authorization
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
+    let Some(token) = bearer(authorization) else {
         return Ok(Err(AuthError::Missing));
     };
     let Some(id) = token_id(token) else {
@@ -173,6 +181,57 @@ pub async fn authenticate(
         rate,
         burst,
     }))
+}
+
+/// How long a cached authentication is trusted: a revoked key (or a
+/// changed rate) takes effect on every replica within this.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Most tokens cached per replica.
+const AUTH_CACHE_MAX: usize = 10_000;
+
+/// Recent successful authentications, by the SHA-256 of the token: at most
+/// [`AUTH_CACHE_MAX`] entries, each trusted for [`AUTH_CACHE_TTL`]. Only
+/// successes are kept, so unknown tokens cannot fill it and a revoked key is
+/// refused from the database at most a second after revocation.
+#[derive(Debug, Default)]
+pub struct AuthCache(Mutex<HashMap<[u8; 32], (Caller, Instant)>>);
+
+impl AuthCache {
+    /// [`authenticate`], answered from the cache when the same token was
+    /// authenticated less than [`AUTH_CACHE_TTL`] ago.
+    pub async fn authenticate(
+        &self,
+        db: &Db,
+        authorization: Option<&str>,
+    ) -> Result<Result<Caller, AuthError>, DbError> {
+        let Some(token) = bearer(authorization) else {
+            return Ok(Err(AuthError::Missing));
+        };
+        let h = hash(token);
+        let now = Instant::now();
+        if let Some((caller, at)) = self.lock().get(&h)
+            && now.duration_since(*at) < AUTH_CACHE_TTL
+        {
+            return Ok(Ok(caller.clone()));
+        }
+        let answer = authenticate(db, authorization).await?;
+        if let Ok(caller) = &answer {
+            let mut map = self.lock();
+            if map.len() >= AUTH_CACHE_MAX {
+                map.retain(|_, (_, at)| now.duration_since(*at) < AUTH_CACHE_TTL);
+                if map.len() >= AUTH_CACHE_MAX {
+                    map.clear();
+                }
+            }
+            map.insert(h, (caller.clone(), now));
+        }
+        Ok(answer)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (Caller, Instant)>> {
+        // A panic while holding it leaves a map that is still valid.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Hex SHA-256 of a token, for tests and tooling that must not keep tokens.

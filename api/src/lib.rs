@@ -5,10 +5,14 @@
 //!   located (file:line:column, key, value, what is valid).
 //! - [`db`]: the sqlx Any pool (SQLite or MySQL/MariaDB) and migrations.
 //! - [`keys`]: API keys, hashed tokens, authentication.
-//! - [`ratelimit`]: GCRA per key, state in the database.
+//! - [`ratelimit`]: GCRA per key, state in the database, checks coalesced
+//!   per batch.
+//! - [`submit`]: the submission batcher (group commit of `POST /v1/jobs`).
+//! - [`batch`]: how both take batches off their queues.
 //! - [`jobs`]: job rows and their state transitions (leases, fencing).
 //! - [`dispatcher`]: per-kind loops that call the workers.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -22,3 +26,4 @@ pub mod ratelimit;
 pub mod reqlog;
 pub mod run;
 pub mod server;
+pub mod submit;

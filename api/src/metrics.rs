@@ -26,6 +26,21 @@ pub const DISPATCH_DURATION: &str = "tandem_api_dispatch_duration_seconds";
 pub const DISPATCHES: &str = "tandem_api_dispatches_total";
 /// Counter: request log rows dropped because the writer fell behind.
 pub const LOG_DROPPED: &str = "tandem_api_request_log_dropped_total";
+/// Histogram: submissions per group commit.
+pub const SUBMIT_BATCH: &str = "tandem_api_submit_batch_size";
+/// Histogram: time to store one batch of submissions (transaction and
+/// commit), seconds.
+pub const SUBMIT_COMMIT: &str = "tandem_api_submit_commit_seconds";
+/// Gauge: submissions waiting for the batcher.
+pub const SUBMIT_QUEUE: &str = "tandem_api_submit_queue_depth";
+/// Counter: submissions refused with 503 because the batcher's queue
+/// was full.
+pub const SUBMIT_REFUSED: &str = "tandem_api_submit_refused_total";
+
+/// Buckets of the batch size histogram: 1 to the largest `submit_batch`.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1000.0,
+];
 
 /// Gauge, label `kind`: this replica's adaptive dispatch limit.
 pub const DISPATCH_LIMIT: &str = "tandem_api_dispatch_limit";
@@ -50,7 +65,10 @@ const BUCKETS: &[f64] = &[
 /// handle (the same handle on later calls, so tests may call it freely).
 pub fn install() -> Result<PrometheusHandle, BuildError> {
     tandem_service::metrics::install(
-        |b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS),
+        |b| {
+            b.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), BUCKETS)?
+                .set_buckets_for_metric(Matcher::Full(SUBMIT_BATCH.to_owned()), BATCH_BUCKETS)
+        },
         describe,
     )
 }
@@ -123,6 +141,26 @@ pub fn describe() {
         LOG_DROPPED,
         Unit::Count,
         "Request log rows dropped because the writer fell behind."
+    );
+    describe_histogram!(
+        SUBMIT_BATCH,
+        Unit::Count,
+        "Submissions stored per group commit."
+    );
+    describe_histogram!(
+        SUBMIT_COMMIT,
+        Unit::Seconds,
+        "Time to store one batch of submissions, transaction and commit."
+    );
+    describe_gauge!(
+        SUBMIT_QUEUE,
+        Unit::Count,
+        "Submissions waiting for the batcher."
+    );
+    describe_counter!(
+        SUBMIT_REFUSED,
+        Unit::Count,
+        "Submissions refused with 503 because the batcher's queue was full."
     );
 }
 

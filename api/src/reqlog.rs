@@ -5,7 +5,8 @@
 //! the row is dropped and counted rather than slowing requests down). One
 //! task drains it, inserting up to [`BATCH`] rows per statement at most
 //! [`FLUSH_EVERY`] after the first of them arrived, and deletes rows older
-//! than the retention once a minute. At shutdown it writes what it holds.
+//! than the retention once a minute, a bounded chunk per statement. Both go
+//! through the database's writer. At shutdown it writes what it holds.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use sqlx::AssertSqlSafe;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::db::{Ctx, Db, DbError, now_ms};
+use crate::db::{Backend, Ctx, Db, DbError, now_ms};
 use crate::metrics as m;
 
 /// Rows per INSERT.
@@ -97,14 +98,35 @@ async fn writer(db: Db, retention: Duration, mut rx: mpsc::Receiver<Entry>) {
     }
 }
 
+/// Rows deleted per prune statement: each holds the writer (on SQLite the
+/// only one, which submissions share) for a bounded time.
+const PRUNE_CHUNK: i64 = 5_000;
+
 async fn prune(db: &Db, retention_ms: i64) {
     let cutoff = now_ms().saturating_sub(retention_ms);
-    if let Err(e) = sqlx::query("DELETE FROM request_log WHERE ts_ms < ?")
-        .bind(cutoff)
-        .execute(&db.pool)
-        .await
-    {
-        tracing::warn!(error = %e, "cannot prune the request log");
+    // SQLite has no DELETE ... LIMIT (without a compile option), MySQL no
+    // LIMIT in an IN subquery: one statement each.
+    let sql = match db.backend {
+        Backend::Sqlite => {
+            "DELETE FROM request_log WHERE id IN \
+             (SELECT id FROM request_log WHERE ts_ms < ? ORDER BY id LIMIT ?)"
+        }
+        Backend::Mysql => "DELETE FROM request_log WHERE ts_ms < ? ORDER BY id LIMIT ?",
+    };
+    loop {
+        match sqlx::query(sql)
+            .bind(cutoff)
+            .bind(PRUNE_CHUNK)
+            .execute(&db.writer)
+            .await
+        {
+            Ok(done) if done.rows_affected() < PRUNE_CHUNK as u64 => return,
+            Ok(_) => tokio::task::yield_now().await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot prune the request log");
+                return;
+            }
+        }
     }
 }
 
@@ -137,6 +159,9 @@ pub async fn insert(db: &Db, rows: &[Entry]) -> Result<(), DbError> {
             .bind(r.bytes_in)
             .bind(r.bytes_out);
     }
-    q.execute(&db.pool).await.ctx("request log")?;
+    // Log rows need no fsync of their own (see `Db::relaxed`).
+    let mut writer = db.relaxed().await.ctx("request log")?;
+    q.execute(&mut *writer.conn).await.ctx("request log")?;
+    writer.done().await;
     Ok(())
 }

@@ -17,8 +17,15 @@
 //! as `text/plain; charset=utf-8`), `{"kind": K, "input": {...}}` (any other
 //! JSON value, sent as `application/json`), or `{"kind": K,
 //! "input_base64": "...", "content_type": "image/png"}` for binary input.
+//! An optional `"priority"` (an integer 0 to 9, default 0) orders claims
+//! within the kind: lower runs first (422 `bad_priority` otherwise).
 //! `Idempotency-Key` makes retries safe: the same key and body give the same
 //! job (with `Idempotent-Replayed: true`), another body gives 409.
+//!
+//! The 202 is sent after the job's row is committed: the replica's
+//! submission batcher ([`crate::submit`]) stores many jobs per transaction.
+//! When its queue is full the answer is 503 `overloaded` with
+//! `Retry-After: 1`; a failed batch answers 503 `database_unavailable`.
 //!
 //! `POST /v1/jobs` lives in `create` (server/create.rs); the other routes here.
 
@@ -42,10 +49,11 @@ use crate::config::Config;
 use crate::db::{Db, DbError, now_ms};
 use crate::dispatcher::Wakers;
 use crate::jobs::{self, State as JobState};
-use crate::keys::{self, Caller};
+use crate::keys::{AuthCache, Caller};
 use crate::metrics as m;
-use crate::ratelimit::{self, Decision};
+use crate::ratelimit::{Decision, LimitError, Limiter};
 use crate::reqlog::{Entry, RequestLog};
+use crate::submit::Submitter;
 
 /// What every handler shares. Cheap to clone.
 #[derive(Clone)]
@@ -54,7 +62,12 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     db: Db,
     config: Arc<Config>,
-    wakers: Wakers,
+    /// The group commit of `POST /v1/jobs`.
+    submitter: Submitter,
+    /// The coalescing rate limiter.
+    limiter: Limiter,
+    /// Recent authentications (≤ 1 s old).
+    auth: AuthCache,
     log: RequestLog,
     metrics: Option<PrometheusHandle>,
     /// Cancelled when shutdown starts: `/readyz` turns 503.
@@ -62,7 +75,8 @@ struct Inner {
 }
 
 impl AppState {
-    /// Shared state for the routes.
+    /// Shared state for the routes. Starts the submission batcher and the
+    /// rate limit coalescer, which end when the state is dropped.
     pub fn new(
         db: Db,
         config: Arc<Config>,
@@ -72,9 +86,11 @@ impl AppState {
         draining: CancellationToken,
     ) -> AppState {
         AppState(Arc::new(Inner {
+            submitter: Submitter::spawn(db.clone(), &config.db, wakers),
+            limiter: Limiter::spawn(db.clone(), &config.db),
+            auth: AuthCache::default(),
             db,
             config,
-            wakers,
             log,
             metrics,
             draining,
@@ -115,12 +131,40 @@ impl ApiError {
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> ApiError {
         tracing::warn!(error = %e, "database error");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            "the database is unavailable; retry",
-        )
+        database_unavailable()
     }
+}
+
+/// 503 `database_unavailable` (the error was logged where it happened).
+fn database_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "database_unavailable",
+        "the database is unavailable; retry",
+    )
+}
+
+impl From<LimitError> for ApiError {
+    fn from(e: LimitError) -> ApiError {
+        match e {
+            LimitError::Busy => backed_up(),
+            // Logged once per batch by the coalescer.
+            LimitError::Db(_) => database_unavailable(),
+        }
+    }
+}
+
+/// 503 with `Retry-After: 1`: a batcher's queue is full, so the database
+/// is not keeping up; refused at once rather than queued without bound.
+fn backed_up() -> ApiError {
+    let mut err = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many requests are waiting for the database; retry",
+    );
+    err.headers
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    err
 }
 
 impl IntoResponse for ApiError {
@@ -227,13 +271,16 @@ async fn admit(s: &AppState, headers: &HeaderMap) -> Result<(Caller, HeaderMap),
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let caller = keys::authenticate(&s.0.db, auth).await?.map_err(|e| {
+    let caller = s.0.auth.authenticate(&s.0.db, auth).await?.map_err(|e| {
         let mut err = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
         err.headers
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         err
     })?;
-    let d = ratelimit::check(&s.0.db, &caller.key_id, caller.rate, caller.burst).await?;
+    let d =
+        s.0.limiter
+            .check(&caller.key_id, caller.rate, caller.burst)
+            .await?;
     let rl = ratelimit_headers(&d);
     if !d.allowed {
         let mut err = ApiError::new(

@@ -31,6 +31,11 @@ fn config(db_url: &str, kinds: &[(&str, &str)]) -> String {
 
 /// Stores `n` jobs of `kind` for `key_id` straight into the database.
 async fn insert(db: &Db, key_id: &str, kind: &str, n: usize) -> Vec<String> {
+    insert_at(db, key_id, kind, n, 0).await
+}
+
+/// [`insert`] with a `priority`.
+async fn insert_at(db: &Db, key_id: &str, kind: &str, n: usize, priority: u8) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         let job = NewJob {
@@ -41,6 +46,7 @@ async fn insert(db: &Db, key_id: &str, kind: &str, n: usize) -> Vec<String> {
             idem_key: None,
             body_hash: vec![0; 32],
             max_attempts: 3,
+            priority: priority.into(),
         };
         match jobs::create(db, job).await.unwrap() {
             Created::New(v) => ids.push(v.id),
@@ -152,11 +158,7 @@ async fn priority_runs_first_within_a_key() {
     pool.gate.send_replace(false);
     let r = Replica::start(&config(&url, &[("upper", &pool.url)])).await;
     let (_, a) = keys::create(&r.db, "a", 1000.0, 1000).await.unwrap();
-    let low = insert(&r.db, &key_id(&a), "upper", 300).await;
-    sqlx::query("UPDATE jobs SET priority = 9")
-        .execute(&r.db.writer)
-        .await
-        .unwrap();
+    let low = insert_at(&r.db, &key_id(&a), "upper", 300, 9).await;
     let urgent = insert(&r.db, &key_id(&a), "upper", 5).await;
     pool.gate.send_replace(true);
     eventually(Duration::from_secs(30), "all done", || async {

@@ -359,7 +359,21 @@ async fn suite(backend: &str) {
         200
     );
     assert_eq!(keys::revoke(&db, &info.id).await.unwrap(), 1);
-    let a = call("GET", &jobs_url, Some(&doomed), &[], "").await;
+    // Authentications are cached for at most keys::AUTH_CACHE_TTL (1 s):
+    // the revocation holds within that bound.
+    let a = eventually(
+        Duration::from_secs(5),
+        "revocation takes effect",
+        || async {
+            let a = call("GET", &jobs_url, Some(&doomed), &[], "").await;
+            if a.status == 401 {
+                Ok(a)
+            } else {
+                Err(a.status)
+            }
+        },
+    )
+    .await;
     assert_eq!((a.status, a.code().as_str()), (401, "unauthorized"));
     assert!(
         a.json()["error"]["message"]

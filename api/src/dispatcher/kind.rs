@@ -123,7 +123,7 @@ impl KindLoop {
                 }
                 () = tokio::time::sleep(self.poll_interval), if self.drained => self.drained = false,
                 () = sleep_until(resume), if resume.is_some() => {}
-                _ = chores.tick() => self.chores().await,
+                _ = chores.tick() => self.chores(),
                 () = shutdown.cancelled() => break,
             }
         }
@@ -286,16 +286,8 @@ impl KindLoop {
         self.finisher.finish(job, what);
     }
 
-    /// Once a second: fail jobs whose lease ran out on their last attempt,
-    /// and give back jobs that waited here too long.
-    async fn chores(&mut self) {
-        match jobs::fail_exhausted(&self.db, &self.name).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(kind = %self.name, jobs = n, "failed jobs whose lease ran out on their last attempt")
-            }
-            Err(e) => tracing::warn!(kind = %self.name, error = %e, "cannot fail exhausted jobs"),
-        }
+    /// Once a second: give back jobs that waited here too long.
+    fn chores(&mut self) {
         let too_long = self.lease / 3;
         let (stale, keep): (Vec<_>, Vec<_>) = self
             .waiting

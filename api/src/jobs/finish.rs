@@ -109,7 +109,7 @@ async fn writer(db: Db, mut rx: mpsc::UnboundedReceiver<(Claimed, Finish)>) {
 /// Writes `batch` in one transaction; returns how many were fenced off.
 async fn write(db: &Db, batch: &[(Claimed, Finish)]) -> Result<usize, DbError> {
     let now = now_ms();
-    let mut tx = db.writer.begin().await.ctx("store outcomes")?;
+    let mut tx = db.begin_write().await.ctx("store outcomes")?;
     let mut lost = 0;
     for (job, what) in batch {
         if !one(&mut tx, job, what, now).await.ctx("store outcomes")? {

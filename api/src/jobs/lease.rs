@@ -1,5 +1,4 @@
-//! Claiming jobs with a lease, renewing it, and failing jobs whose lease
-//! ran out on their last attempt.
+//! Claiming jobs with a lease, and renewing it.
 
 use sqlx::AssertSqlSafe;
 
@@ -24,8 +23,17 @@ pub struct Claimed {
     pub token: String,
 }
 
-const CLAIMABLE: &str = "kind = ? AND attempts < max_attempts AND \
-     ((state = 'queued' AND run_at_ms <= ?) OR (state = 'running' AND lease_until_ms < ?))";
+/// Queued jobs whose time has come, and running jobs whose lease expired.
+///
+/// Taking over an expired lease does not count an attempt: the replica
+/// that held it died or stalled, which says nothing about the job, and it
+/// may have held the job without ever sending it (a replica claims ahead
+/// of its calls). Counting it would let replica crashes fail jobs that
+/// never ran. What a worker does with a job is counted where it happens:
+/// every answer or error of a call is an attempt.
+const CLAIMABLE: &str = "kind = ? AND \
+     ((state = 'queued' AND run_at_ms <= ? AND attempts < max_attempts) \
+      OR (state = 'running' AND lease_until_ms < ?))";
 
 /// API keys taken per claim, at most: the walk over keys is one indexed
 /// step per key, and a claim for `n` jobs has no use for more than `n`.
@@ -101,7 +109,7 @@ async fn candidates(
 ) -> Result<Vec<String>, DbError> {
     let mut ids: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM jobs WHERE kind = ? AND state = 'running' AND lease_until_ms < ? \
-         AND attempts < max_attempts ORDER BY lease_until_ms LIMIT ?",
+         ORDER BY lease_until_ms LIMIT ?",
     )
     .bind(kind)
     .bind(now)
@@ -217,8 +225,12 @@ struct Lease<'a> {
     now: i64,
 }
 
-const TAKE: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, \
-     lease_owner = ?, lease_until_ms = ?, started_ms = COALESCE(started_ms, ?)";
+/// Taking a job: a new attempt from the queue, the same attempt when taking
+/// over an expired lease (see [`CLAIMABLE`]). `attempts` is assigned first:
+/// MySQL evaluates `SET` left to right with the new values.
+const TAKE: &str = "UPDATE jobs SET attempts = CASE WHEN state = 'queued' THEN attempts + 1 ELSE attempts END, \
+     state = 'running', lease_token = ?, lease_owner = ?, lease_until_ms = ?, \
+     started_ms = COALESCE(started_ms, ?)";
 
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
@@ -262,7 +274,7 @@ async fn take_mysql(
     ids: &[String],
     lease: &Lease<'_>,
 ) -> Result<bool, DbError> {
-    let mut tx = db.writer.begin().await.ctx("claim")?;
+    let mut tx = db.begin_write().await.ctx("claim")?;
     let sql = format!(
         "SELECT id FROM jobs WHERE id IN ({}) AND {CLAIMABLE} FOR UPDATE SKIP LOCKED",
         placeholders(ids.len())
@@ -320,23 +332,6 @@ async fn leased(db: &Db, token: String) -> Result<Vec<Claimed>, DbError> {
             },
         )
         .collect())
-}
-
-/// Jobs whose lease expired on their last allowed attempt: fail them.
-pub async fn fail_exhausted(db: &Db, kind: &str) -> Result<u64, DbError> {
-    let now = now_ms();
-    let done = sqlx::query(
-        "UPDATE jobs SET state = 'failed', finished_ms = ?, lease_token = NULL, lease_owner = NULL, \
-         lease_until_ms = NULL, last_error = COALESCE(last_error, 'lease expired on the last attempt') \
-         WHERE kind = ? AND state = 'running' AND lease_until_ms < ? AND attempts >= max_attempts",
-    )
-    .bind(now)
-    .bind(kind)
-    .bind(now)
-    .execute(&db.writer)
-    .await
-    .ctx("fail exhausted")?;
-    Ok(done.rows_affected())
 }
 
 /// Extends the lease; `false` means it was lost (expired and re-claimed).

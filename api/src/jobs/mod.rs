@@ -29,9 +29,9 @@ mod create;
 mod finish;
 mod lease;
 
-pub use create::{Created, NewJob, create};
+pub use create::{Created, NewJob, create, create_batch};
 pub use finish::{Finish, Finisher, release};
-pub use lease::{Claimed, claim, fail_exhausted, heartbeat};
+pub use lease::{Claimed, claim, heartbeat};
 
 /// A job's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,6 +76,8 @@ pub struct JobView {
     pub kind: String,
     /// Current state.
     pub status: State,
+    /// Claim order within the kind: 0 first, 9 last.
+    pub priority: i64,
     /// Attempts started so far.
     pub attempts: i64,
     /// Attempts allowed.
@@ -94,6 +96,34 @@ pub struct JobView {
     seq: i64,
 }
 
+impl JobView {
+    /// The view of a job just inserted as `queued`, built from what was
+    /// inserted rather than read back. Its `seq` is unknown and unused: the
+    /// view is answered, never paged from.
+    pub(crate) fn queued(
+        id: String,
+        kind: String,
+        priority: i64,
+        max_attempts: i64,
+        created_at_ms: i64,
+    ) -> JobView {
+        JobView {
+            id,
+            kind,
+            status: State::Queued,
+            priority,
+            attempts: 0,
+            max_attempts,
+            created_at_ms,
+            started_at_ms: None,
+            finished_at_ms: None,
+            last_error: None,
+            result: None,
+            seq: 0,
+        }
+    }
+}
+
 /// What is known about a result without its body.
 #[derive(Debug, Clone, Serialize)]
 pub struct ResultMeta {
@@ -105,7 +135,7 @@ pub struct ResultMeta {
     pub url: String,
 }
 
-const VIEW_COLS: &str = "j.seq, j.id, j.kind, j.state, j.attempts, j.max_attempts, j.created_ms, j.started_ms, \
+const VIEW_COLS: &str = "j.seq, j.id, j.kind, j.state, j.priority, j.attempts, j.max_attempts, j.created_ms, j.started_ms, \
      j.finished_ms, j.last_error, r.content_type, LENGTH(r.body) AS result_len";
 
 fn view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
@@ -122,6 +152,7 @@ fn view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
         status: State::parse(&state)
             .ok_or_else(|| sqlx::Error::Protocol(format!("bad state {state:?}")))?,
         kind: row.try_get("kind")?,
+        priority: row.try_get("priority")?,
         attempts: row.try_get("attempts")?,
         max_attempts: row.try_get("max_attempts")?,
         created_at_ms: row.try_get("created_ms")?,

@@ -10,9 +10,13 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, AppState, admit, content_length, finish};
+use metrics::counter;
+
+use super::{ApiError, AppState, admit, backed_up, content_length, database_unavailable, finish};
 use crate::config::{Config, KindConfig};
 use crate::jobs::{self, Created, NewJob};
+use crate::metrics as m;
+use crate::submit::SubmitError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,12 +28,17 @@ struct CreateBody {
     input_base64: Option<String>,
     #[serde(default)]
     content_type: Option<String>,
+    /// Read as any JSON value, so a wrong type is a 422 `bad_priority`
+    /// naming the field, not a 400 from the JSON parser.
+    #[serde(default)]
+    priority: Option<Value>,
 }
 
 /// `POST /v1/jobs`. Checked in this order, each failure its own error
 /// code: body size, `Idempotency-Key`, JSON, kind, input, content type,
-/// the kind's input limit; then stored (or replayed, or refused as an
-/// idempotency conflict).
+/// the kind's input limit, priority; then queued to the submission batcher
+/// and answered after its batch commits (or replayed, or refused as an
+/// idempotency conflict, or 503 when the batcher is backed up).
 pub(super) async fn create_job(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -50,24 +59,29 @@ pub(super) async fn create_job(
         if input.len() as u64 > kind.max_input_bytes {
             return Err(too_large(kind.max_input_bytes));
         }
-        let created = jobs::create(
-            &s.0.db,
-            NewJob {
-                key_id: caller.key_id.clone(),
-                kind: req.kind.clone(),
-                input,
-                input_type,
-                idem_key,
-                body_hash: Sha256::digest(&bytes).to_vec(),
-                max_attempts: kind.max_attempts,
-            },
-        )
-        .await?;
+        let priority = priority(req.priority)?;
+        let created =
+            s.0.submitter
+                .submit(NewJob {
+                    key_id: caller.key_id.clone(),
+                    kind: req.kind.clone(),
+                    input,
+                    input_type,
+                    idem_key,
+                    body_hash: Sha256::digest(&bytes).to_vec(),
+                    max_attempts: kind.max_attempts,
+                    priority,
+                })
+                .await
+                .map_err(|e| match e {
+                    SubmitError::Busy => {
+                        counter!(m::SUBMIT_REFUSED).increment(1);
+                        backed_up()
+                    }
+                    SubmitError::Database | SubmitError::Stopped => database_unavailable(),
+                })?;
         let (job, replayed) = match created {
-            Created::New(j) => {
-                s.0.wakers.wake(&req.kind);
-                (j, false)
-            }
+            Created::New(j) => (j, false),
             Created::Replayed(j) => (j, true),
             Created::Conflict => {
                 return Err(ApiError::new(
@@ -79,6 +93,21 @@ pub(super) async fn create_job(
         };
         Ok(accepted(&job, replayed))
     })
+}
+
+/// `priority`: an integer from 0 (runs first) to 9; absent or null is 0.
+fn priority(v: Option<Value>) -> Result<i64, ApiError> {
+    match v {
+        None => Ok(0),
+        Some(Value::Number(n)) if n.as_i64().is_some_and(|p| (0..=9).contains(&p)) => {
+            Ok(n.as_i64().unwrap_or(0))
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_priority",
+            format!("priority = {other}: must be an integer from 0 (runs first) to 9 (last)"),
+        )),
+    }
 }
 
 /// The request body, at most `max` bytes: refused from `Content-Length`

@@ -31,6 +31,8 @@ pub struct MariaDb {
     pub port: u16,
     /// Unix socket (for the root account).
     pub socket: PathBuf,
+    /// Its directory: datadir, pid file, log.
+    pub dir: PathBuf,
     _watchdog: Mutex<(Child, ChildStdin)>,
 }
 
@@ -116,12 +118,16 @@ fn start_mariadb() -> Result<MariaDb, String> {
         "mariadbd".to_owned()
     };
     // Durability is traded for speed: a test database can lose its last
-    // second on a power cut.
+    // second on a power cut (not on a SIGKILL of mariadbd: each commit is
+    // written to the OS). The loop restarts mariadbd when it dies, so a
+    // test may SIGKILL it (`MariaDb::kill9`); it ends once stdin closes.
     let script = format!(
-        "{mariadbd} --no-defaults {user} --datadir={d} --socket={s} --port={port} --bind-address=127.0.0.1 \
+        "( while [ ! -e {dir}/stopping ]; do \
+         {mariadbd} --no-defaults {user} --datadir={d} --socket={s} --port={port} --bind-address=127.0.0.1 \
          --pid-file={dir}/pid --log-error={dir}/error.log --skip-log-bin --max-connections=1000 \
-         --innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=2 --skip-name-resolve 2>/dev/null & pid=$!; \
-         read _ignored; kill $pid; wait $pid; rm -rf {dir}",
+         --innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=2 --skip-name-resolve 2>/dev/null; \
+         sleep 0.1; done ) & loop=$!; \
+         read _ignored; touch {dir}/stopping; kill $(cat {dir}/pid) 2>/dev/null; wait $loop; rm -rf {dir}",
         d = data.display(),
         s = socket.display(),
         dir = dir.display(),
@@ -137,6 +143,7 @@ fn start_mariadb() -> Result<MariaDb, String> {
     let server = MariaDb {
         port,
         socket: socket.clone(),
+        dir: dir.clone(),
         _watchdog: Mutex::new((child, stdin)),
     };
     // Wait for the socket, then create the test account for TCP.
@@ -174,6 +181,34 @@ fn start_mariadb() -> Result<MariaDb, String> {
 }
 
 impl MariaDb {
+    /// The running mariadbd's pid, from its pid file.
+    pub fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+    }
+
+    /// SIGKILLs the running mariadbd and waits (bounded) until the
+    /// watchdog's restart answers again with another pid.
+    pub async fn kill9(&self) {
+        let old = self.pid().expect("mariadbd pid file");
+        let killed = Command::new("kill")
+            .args(["-9", &old.to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success(), "kill -9 {old}");
+        let admin = format!("mysql://tandem:tandem@127.0.0.1:{}/mysql", self.port);
+        eventually(Duration::from_secs(60), "mariadbd restarted", || {
+            let admin = admin.clone();
+            async move {
+                use sqlx::Connection;
+                self.pid().is_some_and(|p| p != old)
+                    && sqlx::MySqlConnection::connect(&admin).await.is_ok()
+            }
+        })
+        .await;
+    }
+
     /// A new, empty database; its URL.
     pub async fn fresh(&self) -> String {
         use sqlx::Connection;
@@ -349,7 +384,9 @@ impl Replica {
     pub async fn start(config_toml: &str) -> Replica {
         let config =
             Arc::new(Config::parse(config_toml, Path::new("test.toml")).expect("test config"));
-        let db = Db::open(&config.database_url, 16).await.expect("open db");
+        let db = Db::open_with(&config.database_url, 16, &config.db)
+            .await
+            .expect("open db");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
