@@ -55,8 +55,8 @@
 //! - **Told, not guessed.** Workers that advertise their slots let slow
 //!   start jump straight to what the pool has said it takes.
 //! - **Bounds.** Never below 1, never above `max_concurrency` (the
-//!   operator's safety cap), and never above the slots the pool's workers
-//!   advertise (`X-Tandem-Slots`, summed over the instances heard from in
+//!   operator's safety cap), and never above twice the slots the pool's
+//!   workers advertise (`X-Tandem-Slots`, summed over the instances heard from in
 //!   the last [`CAPACITY_WINDOW`]) when they do.
 
 use std::collections::HashMap;
@@ -221,11 +221,12 @@ impl Limiter {
     /// back off from there.
     pub fn advertised(&mut self, instance: &str, slots: u32, now: Instant) {
         self.capacity.heard(instance, slots, now);
-        let ceiling = self.ceiling(now);
-        if self.threshold.is_infinite() && self.capacity.total(now).is_some() {
-            self.limit = self.limit.max(ceiling);
+        if self.threshold.is_infinite()
+            && let Some(total) = self.capacity.total(now)
+        {
+            self.limit = self.limit.max(f64::from(total).min(self.max));
         }
-        self.limit = self.limit.min(ceiling);
+        self.limit = self.limit.min(self.ceiling(now));
     }
 
     /// The advertised slots of the pool, when any instance advertised.
@@ -233,9 +234,14 @@ impl Limiter {
         self.capacity.total(now)
     }
 
+    /// `max_concurrency`, and twice the advertised slots: a call is in
+    /// flight here for longer than it holds a worker's slot (the way there
+    /// and back through the balancer, the answer's handling), so a limit
+    /// of exactly the slots would leave them idle for that part of every
+    /// call. Past the slots actually free, the 503s bring the limit down.
     fn ceiling(&self, now: Instant) -> f64 {
         match self.capacity.total(now) {
-            Some(slots) => self.max.min(f64::from(slots.max(1))),
+            Some(slots) => self.max.min(2.0 * f64::from(slots.max(1))),
             None => self.max,
         }
     }

@@ -421,11 +421,11 @@ fn bounds_hold_and_a_burst_of_refusals_counts_once() {
     }
     assert_eq!(l.limit(), 1, "never below 1");
     grow(&mut l, 10_000);
-    l.advertised("w1", 4, now);
-    assert_eq!(l.limit(), 4, "never above the advertised slots");
-    l.advertised("w2", 2, now);
+    l.advertised("w1", 2, now);
+    assert_eq!(l.limit(), 4, "never above twice the advertised slots");
+    l.advertised("w2", 1, now);
     grow(&mut l, 100);
-    assert_eq!(l.limit(), 6, "grows to the slots of both");
+    assert_eq!(l.limit(), 6, "grows to twice the slots of both");
     // In slow start, what the pool says is taken at once.
     let mut fresh = Limiter::new(100, 2);
     fresh.advertised("w1", 16, now);
@@ -436,7 +436,7 @@ fn bounds_hold_and_a_burst_of_refusals_counts_once() {
     );
     fresh.advertised("w2", 16, now);
     assert_eq!(fresh.limit(), 32);
-    assert_eq!(l.pool_slots(now), Some(6));
+    assert_eq!(l.pool_slots(now), Some(3));
     let later = now + CAPACITY_WINDOW;
     assert_eq!(l.pool_slots(later), None, "silent instances stop counting");
 }

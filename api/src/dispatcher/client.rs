@@ -65,6 +65,16 @@ impl Client {
         }
     }
 
+    /// Closes pooled connections past their lifetime. A connection left
+    /// idle is otherwise only looked at when the next call takes one, and
+    /// an idle one kept open holds a balancer that is draining or stopping
+    /// (it waits for open connections) for no call at all.
+    pub fn prune(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|c| c.born.elapsed() < self.lifetime && !c.sender.is_closed());
+        }
+    }
+
     /// `POST /v1/run` with `body`; reads at most `max_body` bytes of the
     /// answer. The caller bounds the time.
     pub async fn run(

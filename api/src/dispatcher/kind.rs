@@ -286,8 +286,10 @@ impl KindLoop {
         self.finisher.finish(job, what);
     }
 
-    /// Once a second: give back jobs that waited here too long.
+    /// Once a second: close connections past their lifetime, and give back
+    /// jobs that waited here too long.
     fn chores(&mut self) {
+        self.attempts.client.prune();
         let too_long = self.lease / 3;
         let (stale, keep): (Vec<_>, Vec<_>) = self
             .waiting
