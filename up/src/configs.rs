@@ -1,5 +1,5 @@
 //! The configs `tandem up` generates: each worker (the demo `exec` kind
-//! upper-cases its input), each API replica (one SQLite file in `--dir`,
+//! upper-cases its input), the API replicas (one SQLite file in `--dir`,
 //! each kind's URL the balancer's service for it, no per-kind concurrency:
 //! the dispatcher finds the pool's limit itself), and the balancer (the
 //! API service with PROXY v2, one service per kind on `wlc`, HTTP health
@@ -9,8 +9,8 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::KINDS;
 use crate::ports::Ports;
+use crate::{API_REPLICAS, KINDS};
 
 /// Writes every config of the stack into `dir`: one per worker and API
 /// replica, and `lb.toml`.
@@ -39,7 +39,7 @@ pub fn write_configs(dir: &Path, ports: &Ports) -> anyhow::Result<()> {
             ports.kind_vip(k)
         ));
     }
-    for i in 0..2 {
+    for i in 0..API_REPLICAS {
         write(
             &format!("api-{}.toml", i + 1),
             format!(
@@ -58,7 +58,7 @@ pub fn write_configs(dir: &Path, ports: &Ports) -> anyhow::Result<()> {
         ports.lb_metrics(),
         ports.api_vip()
     );
-    for i in 0..2 {
+    for i in 0..API_REPLICAS {
         lb.push_str(&format!(
             "[[service.backend]]\nname = \"api-{}\"\naddress = \"{}\"\n",
             i + 1,
@@ -83,4 +83,32 @@ pub fn write_configs(dir: &Path, ports: &Ports) -> anyhow::Result<()> {
         }
     }
     write("lb.toml", lb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stack writes one API config and the balancer's `api` service
+    /// gets exactly that one backend, `api-1` on the first API port, with
+    /// its `/readyz` health check.
+    #[test]
+    fn one_api_replica_behind_the_api_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = Ports { base: 30_000 };
+        write_configs(dir.path(), &ports).unwrap();
+        assert!(dir.path().join("api-1.toml").exists());
+        assert!(!dir.path().join("api-2.toml").exists());
+        let lb = std::fs::read_to_string(dir.path().join("lb.toml")).unwrap();
+        // The api service runs from its [[service]] to the next one.
+        let api = lb.split("[[service]]\n").nth(1).unwrap();
+        assert!(api.starts_with("name = \"api\"\n"), "{api}");
+        assert!(api.contains("path = \"/readyz\""), "{api}");
+        let backends: Vec<&str> = api.matches("[[service.backend]]").collect();
+        assert_eq!(backends.len(), API_REPLICAS, "{api}");
+        assert!(
+            api.contains(&format!("name = \"api-1\"\naddress = \"{}\"", ports.api(0))),
+            "{api}"
+        );
+    }
 }

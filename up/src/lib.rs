@@ -1,13 +1,14 @@
 //! `tandem up`: a complete local stack on loopback for a first look.
 //!
 //! It starts, as child processes of this same binary: two workers of each
-//! kind (thumbnail, text, exec), two API replicas sharing one SQLite file,
-//! and the balancer fronting the API replicas and one pool per worker kind.
+//! kind (thumbnail, text, exec), one API replica on its SQLite file (see
+//! [`API_REPLICAS`] on why one), and the balancer fronting the API and one
+//! pool per worker kind.
 //! The dispatchers reach the workers through the balancer, as in production.
 //! It creates an API key, waits until every piece answers and every backend
 //! is healthy, prints the URLs, the key and a `curl` example, and on Ctrl-C
 //! (or SIGTERM) stops everything: the balancer first, so no new request
-//! lands on a stopping replica, then the API replicas, then the workers.
+//! lands on a stopping replica, then the API, then the workers.
 //!
 //! Everything lives in one directory (`--dir`, default `./tandem-up`):
 //! generated configs, the database, and one log file per process.
@@ -45,6 +46,15 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
 }
+
+/// How many API replicas the stack runs, all on one SQLite file in
+/// `--dir`, as `api-1`, `api-2`, ... behind the balancer's `api` service.
+///
+/// One: replicas on one SQLite file contend for its write lock, and two
+/// accepted 10-30 % fewer submissions than one, with a worse p99
+/// (docs/operations.md, "The API's database"). A second replica would only
+/// survive a crash of one process, which a first look does not need.
+pub const API_REPLICAS: usize = 1;
 
 /// The job kinds the stack runs two workers of, each behind its own
 /// balancer service.

@@ -96,7 +96,7 @@ pub async fn wait_healthy(metrics: SocketAddr, procs: &mut [Proc]) -> anyhow::Re
     }
 }
 
-/// SIGTERM in reverse start order (balancer, API replicas, workers), each
+/// SIGTERM in reverse start order (balancer, API, workers), each
 /// given 15 s before SIGKILL.
 pub async fn stop_all(procs: &mut Vec<Proc>) {
     while let Some(mut p) = procs.pop() {

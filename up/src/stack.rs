@@ -1,6 +1,6 @@
 //! `tandem up` from start to stop: check the ports, write the configs,
-//! create the API key, start the pieces in dependency order (workers, API
-//! replicas, balancer), print how to use the stack, then wait for Ctrl-C,
+//! create the API key, start the pieces in dependency order (workers, the
+//! API, balancer), print how to use the stack, then wait for Ctrl-C,
 //! SIGTERM or a dead child, and stop everything.
 
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use crate::configs::write_configs;
 use crate::ports::{Ports, SPAN};
 use crate::procs::{Proc, spawn, stop_all, wait_healthy, wait_http};
-use crate::{KINDS, UpArgs};
+use crate::{API_REPLICAS, KINDS, UpArgs};
 
 /// Where the stack lives: the binary it runs, its directory, its ports.
 struct Stack {
@@ -67,7 +67,7 @@ fn check_ports_free(ports: &Ports) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the stack's API key before the replicas start (which also
+/// Creates the stack's API key before the API starts (which also
 /// creates the database and applies the migrations); returns the key.
 fn create_key(stack: &Stack) -> anyhow::Result<String> {
     let out = std::process::Command::new(&stack.exe)
@@ -84,7 +84,7 @@ fn create_key(stack: &Stack) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Starts the workers, then the API replicas, then the balancer, each
+/// Starts the workers, then the API replica(s), then the balancer, each
 /// once the one before answers; done when the balancer reports every
 /// backend up. What was started is in `procs`, also on error.
 async fn start_all(stack: &Stack, procs: &mut Vec<Proc>) -> anyhow::Result<()> {
@@ -103,7 +103,7 @@ async fn start_all(stack: &Stack, procs: &mut Vec<Proc>) -> anyhow::Result<()> {
             wait_http(ports.worker(k, i), "/readyz", procs).await?;
         }
     }
-    for i in 0..2 {
+    for i in 0..API_REPLICAS {
         let name = format!("api-{}", i + 1);
         procs.push(spawn(
             exe,
@@ -128,7 +128,7 @@ async fn start_all(stack: &Stack, procs: &mut Vec<Proc>) -> anyhow::Result<()> {
 fn print_ready(stack: &Stack, key: &str) {
     let api = stack.ports.api_vip();
     println!(
-        "tandem up: ready (balancer, 2 API replicas, 2 workers each of {}) in {}\n\
+        "tandem up: ready (balancer, {}, 2 workers each of {}) in {}\n\
          \n  API (through the balancer)  http://{api}\n  status page                 http://{}/\n  \
          metrics                     http://{}/metrics\n  API key                     {key}\n  \
          logs                        {}\n\
@@ -136,12 +136,22 @@ fn print_ready(stack: &Stack, key: &str) {
          -d '{{\"kind\":\"text\",\"input\":\"the quick brown fox jumps over the lazy dog\"}}' http://{api}/v1/jobs\n  \
          curl -s -H 'Authorization: Bearer {key}' http://{api}/v1/jobs/JOB_ID/result\n\
          \nCtrl-C stops everything.",
+        api_replicas_text(),
         KINDS.join(", "),
         stack.dir.display(),
         stack.ports.lb_metrics(),
         stack.ports.lb_metrics(),
         stack.logs.display()
     );
+}
+
+/// "1 API replica" or "N API replicas", from [`API_REPLICAS`], for the
+/// ready banner.
+fn api_replicas_text() -> String {
+    match API_REPLICAS {
+        1 => "1 API replica".to_string(),
+        n => format!("{n} API replicas"),
+    }
 }
 
 /// Waits for Ctrl-C or SIGTERM (SUCCESS) or a child's exit (FAILURE,
