@@ -106,6 +106,36 @@ pub fn describe() {
         "Duration of worker calls by kind and outcome."
     );
     describe_counter!(DISPATCHES, Unit::Count, "Worker calls by kind and outcome.");
+    describe_dispatch();
+    describe_counter!(
+        LOG_DROPPED,
+        Unit::Count,
+        "Request log rows dropped because the writer fell behind."
+    );
+    describe_histogram!(
+        SUBMIT_BATCH,
+        Unit::Count,
+        "Submissions stored per group commit."
+    );
+    describe_histogram!(
+        SUBMIT_COMMIT,
+        Unit::Seconds,
+        "Time to store one batch of submissions, transaction and commit."
+    );
+    describe_gauge!(
+        SUBMIT_QUEUE,
+        Unit::Count,
+        "Submissions waiting for the batcher."
+    );
+    describe_counter!(
+        SUBMIT_REFUSED,
+        Unit::Count,
+        "Submissions refused with 503 because the batcher's queue was full."
+    );
+}
+
+/// HELP text of the dispatcher's limit, claims and outcome writes.
+fn describe_dispatch() {
     describe_gauge!(
         DISPATCH_LIMIT,
         Unit::Count,
@@ -137,31 +167,6 @@ pub fn describe() {
         "Attempt outcomes dropped because the job's lease had been lost (another replica took it)."
     );
     describe_histogram!(CLAIM_BATCH, Unit::Count, "Jobs taken per claim, by kind.");
-    describe_counter!(
-        LOG_DROPPED,
-        Unit::Count,
-        "Request log rows dropped because the writer fell behind."
-    );
-    describe_histogram!(
-        SUBMIT_BATCH,
-        Unit::Count,
-        "Submissions stored per group commit."
-    );
-    describe_histogram!(
-        SUBMIT_COMMIT,
-        Unit::Seconds,
-        "Time to store one batch of submissions, transaction and commit."
-    );
-    describe_gauge!(
-        SUBMIT_QUEUE,
-        Unit::Count,
-        "Submissions waiting for the batcher."
-    );
-    describe_counter!(
-        SUBMIT_REFUSED,
-        Unit::Count,
-        "Submissions refused with 503 because the batcher's queue was full."
-    );
 }
 
 /// One answered request.
