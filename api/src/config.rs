@@ -160,6 +160,9 @@ pub struct Config {
 /// never says "full".
 pub const DEFAULT_MAX_CONCURRENCY: u32 = 512;
 
+/// Largest `max_concurrency`.
+pub const MAX_CONCURRENCY: u32 = 16_384;
+
 /// Default state directory, where the SQLite file lives.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/tandem";
 
@@ -388,16 +391,14 @@ fn parse_kind(w: &mut Walker<'_>, table: &Table<'_, '_>) -> Result<KindConfig, R
     let u32_max = i64::from(u32::MAX);
     // `concurrency` was a fixed number of jobs in flight per replica; the
     // limit adapts now, and the old key is read as the cap it has become.
-    let old = w.integer_or(
-        table,
-        "concurrency",
-        (1, u32_max),
-        DEFAULT_MAX_CONCURRENCY.into(),
-    );
+    // At most 16,384: a claim names its jobs in one statement, and SQLite
+    // binds at most 32,766 values.
+    let cap = (1, i64::from(MAX_CONCURRENCY));
+    let old = w.integer_or(table, "concurrency", cap, DEFAULT_MAX_CONCURRENCY.into());
     let max_concurrency = w.integer_or(
         table,
         "max_concurrency",
-        (1, u32_max),
+        cap,
         old.unwrap_or(DEFAULT_MAX_CONCURRENCY.into()),
     );
     let max_attempts = w.integer_or(table, "max_attempts", (1, u32_max), 5);
@@ -470,7 +471,7 @@ mod tests {
             "api.toml:2:9: lease = \"30\": not a duration: a number needs a unit (ms, s, m, h or d); \
              valid: a duration such as \"250ms\", \"2s\" or \"5m\", greater than zero\n\
              api.toml:3:17: default_burst = 0: out of range; valid: an integer from 1 to 4294967295\n\
-             api.toml:6:15: kinds.text.concurrency = 0: out of range; valid: an integer from 1 to 4294967295\n\
+             api.toml:6:15: kinds.text.concurrency = 0: out of range; valid: an integer from 1 to 16384\n\
              api.toml:7:1: kinds.thumbnail.url: missing required key; valid: http://HOST:PORT, such as \
              \"http://198.18.0.100:8001\" (workers speak plain HTTP behind the balancer)\n\
              api.toml:8:11: kinds.thumbnail.timeout = \"1w\": not a duration: unknown unit \"w\" \

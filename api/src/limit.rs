@@ -41,8 +41,8 @@
 //! - **Application-limited.** A success adds nothing when the request was
 //!   sent with the limit not in use (fewer than half of it in flight): a
 //!   replica with little work must not grow a limit it never tested.
-//! - **Latency.** A success that took more than [`LATENCY_TOLERANCE`]
-//!   times the lowest latency seen in the last [`BASELINE_WINDOW`] counts
+//! - **Latency.** When the smoothed latency of successes is more than
+//!   [`LATENCY_TOLERANCE`] times its lowest in the last [`BASELINE_WINDOW`], a success counts
 //!   as "full" for the limit (the decrease, not the pause): calls are
 //!   queueing somewhere (a worker that does not answer 503, or a saturated
 //!   host), and more of them in flight would only wait longer.
@@ -87,6 +87,10 @@ pub struct Ticket {
 pub enum Signal {
     /// The worker took it (any answer but 503), after `latency`.
     Taken(Duration),
+    /// Another answer (a 4xx or 5xx): the call held a slot, but its time
+    /// says nothing about the pool's speed (a refused input is fast), so
+    /// it ends a pause and changes nothing else.
+    Answered,
     /// 503: every slot of the instance was busy.
     Full,
     /// No answer: timeout, refused or reset connection.
@@ -169,7 +173,11 @@ impl Limiter {
                     Some(s) => s.mul_f64(0.875) + latency.mul_f64(0.125),
                     None => latency,
                 });
-                if self.baseline.observe(latency, now) > LATENCY_TOLERANCE {
+                // The smoothed latency against its own best, not each
+                // sample: jobs of one kind may vary tenfold in length
+                // (small and large images) with nothing queueing.
+                let srtt = self.srtt.unwrap_or(latency);
+                if self.baseline.observe(srtt, now) > LATENCY_TOLERANCE {
                     self.decrease(in_flight + 1, now);
                 } else if ticket.probing {
                     let step = if self.limit < self.threshold {
@@ -180,8 +188,15 @@ impl Limiter {
                     self.limit = (self.limit + step).min(self.ceiling(now));
                 }
             }
+            Signal::Answered => {
+                self.paused_until = None;
+            }
             Signal::Full | Signal::Lost => {
                 if signal == Signal::Full {
+                    // Not growing with 503s in a row: the simulation showed
+                    // a longer pause handing the paused replica's share to
+                    // the others (a probe every 2-4 ms costs the worker one
+                    // 503 answered before the body is read).
                     self.paused_until = Some(now + FULL_PAUSE);
                 }
                 self.decrease(in_flight, now);

@@ -42,6 +42,9 @@ pub(super) struct Report {
     pub ticket: Ticket,
     pub outcome: Outcome,
     pub latency: Duration,
+    /// When this replica claimed the job (kept across 503s, so a job that
+    /// finds no slot for a third of its lease is given back).
+    pub claimed: Instant,
     /// `X-Tandem-Instance`, `X-Tandem-Slots` of the answer.
     pub slots: Option<(String, u32)>,
 }
@@ -60,6 +63,7 @@ impl Attempts {
     pub async fn run(
         self: Arc<Self>,
         job: Claimed,
+        claimed: Instant,
         ticket: Ticket,
         shutdown: CancellationToken,
     ) -> Report {
@@ -72,6 +76,8 @@ impl Attempts {
             beat.tick().await;
             loop {
                 tokio::select! {
+                    // An answer that is in wins over shutdown: it is stored.
+                    biased;
                     o = &mut call => break o,
                     _ = beat.tick() => match jobs::heartbeat(&self.db, &job.id, &job.token, self.lease_ms).await {
                         Ok(true) => {}
@@ -90,6 +96,7 @@ impl Attempts {
             ticket,
             outcome,
             latency: started.elapsed(),
+            claimed,
             slots,
         }
     }

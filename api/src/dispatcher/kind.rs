@@ -54,6 +54,10 @@ pub(super) struct KindLoop {
     /// The last claim found fewer jobs than it asked for: wait for a wake
     /// or the poll before claiming again.
     drained: bool,
+    /// When a drained loop claims again without a wake: set once when it
+    /// drains, so that the other events of the loop (answers, the chores
+    /// tick) do not push it back.
+    poll_at: Option<Instant>,
     /// A wake came while a claim was on its way: the claim may have read
     /// the queue before the new job was in it.
     woken: bool,
@@ -96,6 +100,7 @@ impl KindLoop {
             claiming: JoinSet::new(),
             asked: 0,
             drained: false,
+            poll_at: None,
             woken: false,
             cursor: String::new(),
         }
@@ -121,7 +126,7 @@ impl KindLoop {
                     self.drained = false;
                     self.woken = !self.claiming.is_empty();
                 }
-                () = tokio::time::sleep(self.poll_interval), if self.drained => self.drained = false,
+                () = sleep_until(self.poll_at), if self.drained => self.drained = false,
                 () = sleep_until(resume), if resume.is_some() => {}
                 _ = chores.tick() => self.chores(),
                 () = shutdown.cancelled() => break,
@@ -145,7 +150,7 @@ impl KindLoop {
             self.in_flight += 1;
             let attempts = Arc::clone(&self.attempts);
             self.calls
-                .spawn(attempts.run(w.job, ticket, shutdown.clone()));
+                .spawn(attempts.run(w.job, w.since, ticket, shutdown.clone()));
         }
         self.gauges.set(
             self.limiter.limit(),
@@ -197,11 +202,13 @@ impl KindLoop {
                 tracing::warn!(kind = %self.name, error = %e, "claim failed");
                 // Try again at the next poll, not in a tight loop.
                 self.drained = true;
+                self.poll_at = Some(Instant::now() + self.poll_interval);
                 return;
             }
             Err(e) => {
                 tracing::error!(kind = %self.name, error = %e, "claim task failed");
                 self.drained = true;
+                self.poll_at = Some(Instant::now() + self.poll_interval);
                 return;
             }
         };
@@ -210,6 +217,9 @@ impl KindLoop {
         // another replica's); wait for a wake or the poll.
         self.drained = jobs.len() < self.asked && !self.woken;
         self.woken = false;
+        if self.drained {
+            self.poll_at = Some(Instant::now() + self.poll_interval);
+        }
         if let Some(last) = jobs.last() {
             self.cursor.clone_from(&last.key_id);
         }
@@ -239,8 +249,8 @@ impl KindLoop {
         let (signal, outcome) = match &r.outcome {
             Outcome::Done(..) => (Some(Signal::Taken(r.latency)), "done"),
             Outcome::Busy => (Some(Signal::Full), "busy"),
-            Outcome::Permanent(_) => (Some(Signal::Taken(r.latency)), "rejected"),
-            Outcome::Retry { answered: true, .. } => (Some(Signal::Taken(r.latency)), "error"),
+            Outcome::Permanent(_) => (Some(Signal::Answered), "rejected"),
+            Outcome::Retry { answered: true, .. } => (Some(Signal::Answered), "error"),
             Outcome::Retry {
                 answered: false, ..
             } => (Some(Signal::Lost), "error"),
@@ -260,7 +270,10 @@ impl KindLoop {
             Outcome::Busy => {
                 // Every slot it reached was taken: it goes again after the
                 // pause, first in line.
-                self.waiting.push_front(Waiting { job, since: now });
+                self.waiting.push_front(Waiting {
+                    job,
+                    since: r.claimed,
+                });
                 return;
             }
             Outcome::Permanent(error) => Finish::Fail {

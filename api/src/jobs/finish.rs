@@ -92,18 +92,50 @@ async fn writer(db: Db, mut rx: mpsc::UnboundedReceiver<(Claimed, Finish)>) {
                     }
                     break;
                 }
-                Err(e) if tries < 5 => {
+                Err(e) if tries < 2 => {
                     tries += 1;
                     tracing::warn!(error = %e, tries, jobs = batch.len(), "cannot store outcomes; retrying");
                     tokio::time::sleep(Duration::from_millis(50 << tries)).await;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, jobs = batch.len(), "cannot store outcomes; their leases will expire");
+                    // One bad outcome (a result the database refuses) must
+                    // not take the others with it: one transaction each.
+                    tracing::warn!(error = %e, jobs = batch.len(), "cannot store outcomes as a batch; one by one");
+                    one_by_one(&db, &mut batch).await;
                     break;
                 }
             }
         }
         batch.clear();
+    }
+}
+
+/// Writes each outcome of `batch` alone. A result that cannot be stored
+/// fails its job with the reason instead: left `running`, the job would
+/// run again after its lease, fail to store again, and never stop.
+async fn one_by_one(db: &Db, batch: &mut [(Claimed, Finish)]) {
+    for item in batch.iter_mut() {
+        let single = std::slice::from_ref(&*item);
+        let Err(e) = write(db, single).await else {
+            continue;
+        };
+        let (job, what) = &*item;
+        if matches!(what, Finish::Complete { .. }) {
+            let error = format!("the worker's result could not be stored: {e}");
+            tracing::warn!(job = %job.id, %error, "failing the job");
+            let failed = [(
+                job.clone(),
+                Finish::Fail {
+                    error,
+                    retry_at_ms: None,
+                },
+            )];
+            if let Err(e) = write(db, &failed).await {
+                tracing::error!(job = %job.id, error = %e, "cannot store the outcome; the lease will expire");
+            }
+        } else {
+            tracing::error!(job = %job.id, error = %e, "cannot store the outcome; the lease will expire");
+        }
     }
 }
 
@@ -123,7 +155,7 @@ async fn write(db: &Db, batch: &[(Claimed, Finish)]) -> Result<usize, DbError> {
         .iter()
         .partition(|(_, what)| matches!(what, Finish::Complete { .. }));
     let mut lost = 0;
-    for chunk in done.chunks(COMPLETE_CHUNK) {
+    for chunk in chunks(&done) {
         lost += complete_many(&mut tx, db.backend, chunk, now)
             .await
             .ctx("store results")?;
@@ -136,6 +168,33 @@ async fn write(db: &Db, batch: &[(Claimed, Finish)]) -> Result<usize, DbError> {
     tx.commit().await.ctx("store outcomes")?;
     Ok(lost)
 }
+
+/// `done` cut into statements of at most [`COMPLETE_CHUNK`] results and
+/// [`CHUNK_BYTES`] of result bodies (a single larger result goes alone):
+/// MySQL refuses a statement over its `max_allowed_packet` (16 MiB by
+/// default).
+fn chunks<'a>(done: &'a [&'a (Claimed, Finish)]) -> Vec<&'a [&'a (Claimed, Finish)]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, (_, what)) in done.iter().enumerate() {
+        let len = match what {
+            Finish::Complete { body, .. } => body.len(),
+            _ => 0,
+        };
+        if i > start && (i - start == COMPLETE_CHUNK || bytes + len > CHUNK_BYTES) {
+            out.push(&done[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += len;
+    }
+    if start < done.len() {
+        out.push(&done[start..]);
+    }
+    out
+}
+
+/// Result bytes per statement, at most (unless one result is larger).
+const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 
 /// Stores the results of `chunk`, fenced: of the jobs named, those still
 /// `running` under the attempt's own lease token are marked done (the

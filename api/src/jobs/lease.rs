@@ -86,7 +86,7 @@ pub async fn claim(
     if !any {
         return Ok(Vec::new());
     }
-    leased(db, lease.token).await
+    leased(db, &ids, lease.token).await
 }
 
 /// One candidate job: its key and its place in the claim order.
@@ -308,16 +308,27 @@ async fn take_mysql(
     Ok(true)
 }
 
-/// The running jobs that hold lease `token`.
-async fn leased(db: &Db, token: String) -> Result<Vec<Claimed>, DbError> {
-    let rows: Vec<(String, String, Vec<u8>, String, i64, i64)> = sqlx::query_as(
+/// Those of the candidates `ids` that now hold lease `token`, in claim
+/// order. Looked up by id (the primary key), not by token, which has no
+/// index: by token, every claim would read the whole table.
+async fn leased(db: &Db, ids: &[String], token: String) -> Result<Vec<Claimed>, DbError> {
+    let sql = format!(
         "SELECT id, key_id, input, input_type, attempts, max_attempts FROM jobs \
-         WHERE lease_token = ? AND state = 'running'",
-    )
-    .bind(&token)
-    .fetch_all(&db.pool)
-    .await
-    .ctx("claim")?;
+         WHERE id IN ({}) AND lease_token = ? AND state = 'running'",
+        placeholders(ids.len())
+    );
+    let mut q =
+        sqlx::query_as::<_, (String, String, Vec<u8>, String, i64, i64)>(AssertSqlSafe(sql));
+    for id in ids {
+        q = q.bind(id.as_str());
+    }
+    let mut rows = q.bind(&token).fetch_all(&db.pool).await.ctx("claim")?;
+    let order: std::collections::HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    rows.sort_by_key(|r| order.get(r.0.as_str()).copied().unwrap_or(usize::MAX));
     Ok(rows
         .into_iter()
         .map(
