@@ -315,12 +315,3 @@ async fn one(
     }
     Ok(true)
 }
-
-/// Gives back a lease at once, outside any batch (shutdown of a job that
-/// never reached a worker). `false` if the lease was lost.
-pub async fn release(db: &Db, c: &Claimed, delay_ms: i64) -> Result<bool, DbError> {
-    let mut conn = db.writer.acquire().await.ctx("release")?;
-    one(&mut conn, c, &Finish::Release { delay_ms }, now_ms())
-        .await
-        .ctx("release")
-}

@@ -30,7 +30,7 @@ mod finish;
 mod lease;
 
 pub use create::{Created, NewJob, create, create_batch};
-pub use finish::{Finish, Finisher, release};
+pub use finish::{Finish, Finisher};
 pub use lease::{Claimed, claim, heartbeat};
 
 /// A job's state.
