@@ -336,6 +336,36 @@ impl Db {
     }
 }
 
+/// Times a transaction that lost a conflict with another one is run again.
+pub const RETRIES: u32 = 6;
+
+/// Whether `e` is a conflict between transactions that the server settled
+/// by rolling ours back, so the same work run again can succeed. MySQL and
+/// MariaDB: 1213 `ER_LOCK_DEADLOCK` (InnoDB rolled the whole transaction
+/// back), 1205 `ER_LOCK_WAIT_TIMEOUT` (only the statement; the caller's
+/// transaction is dropped, which rolls back the rest), and any error with
+/// SQLSTATE 40001 (serialization failure). Two replicas inserting batches
+/// that share idempotency keys deadlock this way: each holds one key's
+/// record lock and waits for the other's. Everything else (a broken
+/// connection, a full disk, a bad statement) is not retried here.
+pub fn is_conflict(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(d) = e else {
+        return false;
+    };
+    if let Some(my) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return matches!(my.number(), 1205 | 1213) || my.code() == Some("40001");
+    }
+    d.code().as_deref() == Some("40001")
+}
+
+/// How long to wait before running a conflicted transaction again, for its
+/// `attempt`-th retry (0-based): a random time up to 2 ms × 2^attempt, so
+/// the two sides of a deadlock do not meet again in step ("full jitter").
+pub fn conflict_backoff(attempt: u32) -> Duration {
+    let cap_us = 2_000u64 << attempt.min(10);
+    Duration::from_micros(rand::random_range(0..=cap_us))
+}
+
 /// Wall-clock now, epoch milliseconds.
 pub fn now_ms() -> i64 {
     now_us() / 1000

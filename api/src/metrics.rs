@@ -37,6 +37,11 @@ pub const SUBMIT_QUEUE: &str = "tandem_api_submit_queue_depth";
 /// was full.
 pub const SUBMIT_REFUSED: &str = "tandem_api_submit_refused_total";
 
+/// Counter, label `what`: transactions run again because the database
+/// rolled them back in a conflict with another (deadlock, lock wait
+/// timeout).
+pub const DB_CONFLICTS: &str = "tandem_api_db_conflicts_total";
+
 /// Buckets of the batch size histogram: 1 to the largest `submit_batch`.
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1000.0,
@@ -126,6 +131,11 @@ pub fn describe() {
         SUBMIT_QUEUE,
         Unit::Count,
         "Submissions waiting for the batcher."
+    );
+    describe_counter!(
+        DB_CONFLICTS,
+        Unit::Count,
+        "Transactions run again after the database rolled them back in a conflict (deadlock, lock wait timeout)."
     );
     describe_counter!(
         SUBMIT_REFUSED,

@@ -278,3 +278,78 @@ async fn relaxed_writes_never_leak_into_job_commits() {
     drop(db.relaxed().await.unwrap());
     assert_eq!(sync(db.clone()).await, 2, "dropped: a fresh connection");
 }
+
+/// A batch that InnoDB rolls back to break a deadlock is run again rather
+/// than answered 503. The test makes the deadlock on purpose: another
+/// transaction, heavier (so InnoDB picks the batch as the victim), holds
+/// key `k2` while the batch holds `k1` and waits for `k2`; then it asks
+/// for `k1`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_rolled_back_by_a_deadlock_is_run_again() {
+    use sqlx::{Connection, Executor};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = database("mariadb", dir.path()).await else {
+        return;
+    };
+    let db = Db::open(&url, 4).await.unwrap();
+    let (key, _) = keys::create(&db, "k", 1e6, 1_000_000).await.unwrap();
+    let mut other = sqlx::MySqlConnection::connect(&url).await.unwrap();
+    let insert = |idem: Option<&str>, id: String| {
+        sqlx::query(
+            "INSERT INTO jobs (id, key_id, kind, state, input, input_type, idem_key, \
+             body_hash, max_attempts, run_at_ms, created_ms) \
+             VALUES (?, ?, 'upper', 'queued', 'same', 'text/plain', ?, 'same', 3, 0, 0)",
+        )
+        .bind(id)
+        .bind(key.id.clone())
+        .bind(idem.map(str::to_owned))
+    };
+    other.execute("BEGIN").await.unwrap();
+    for i in 0..50 {
+        other
+            .execute(insert(None, format!("j_heavy{i}")))
+            .await
+            .unwrap();
+    }
+    other
+        .execute(insert(Some("k2"), "j_other2".into()))
+        .await
+        .unwrap();
+
+    let batch = {
+        let db = db.clone();
+        let key = key.id.clone();
+        tokio::spawn(async move {
+            let jobs = [job(&key, Some("k1"), "same"), job(&key, Some("k2"), "same")];
+            jobs::create_batch(&db, &jobs).await
+        })
+    };
+    // INNODB_TRX lags on MariaDB; the engine status names the wait at once.
+    eventually(
+        Duration::from_secs(10),
+        "the batch waits for k2",
+        || async {
+            let (_, _, status): (String, String, String) =
+                sqlx::query_as("SHOW ENGINE INNODB STATUS")
+                    .fetch_one(&db.pool)
+                    .await
+                    .unwrap();
+            status.contains("LOCK WAIT") && status.contains("index jobs_idem")
+        },
+    )
+    .await;
+    // The deadlock: InnoDB rolls the lighter transaction, the batch, back.
+    other
+        .execute(insert(Some("k1"), "j_other1".into()))
+        .await
+        .expect("the heavier transaction is not the deadlock's victim");
+    other.execute("COMMIT").await.unwrap();
+
+    let outcomes = batch.await.unwrap();
+    for (idem, outcome) in ["k1", "k2"].iter().zip(outcomes) {
+        match outcome.unwrap_or_else(|e| panic!("{idem}: {e}")) {
+            Created::Replayed(v) => assert_eq!(v.id, format!("j_other{}", &idem[1..])),
+            other => panic!("{idem}: {other:?}"),
+        }
+    }
+}

@@ -19,14 +19,21 @@
 //! idempotency key between steps 1 and 3. On MySQL another replica can: its
 //! row makes our `INSERT` fail with a unique violation, and the whole batch
 //! is redone one submission at a time with [`create`], which turns that
-//! violation into a replay or a conflict.
+//! violation into a replay or a conflict. Two such batches can also
+//! deadlock on the keys' record locks; the server rolls one back (1213),
+//! and that one is run again after a jittered backoff
+//! ([`crate::db::is_conflict`]), up to [`RETRIES`] times, before its
+//! submissions are answered 503. Inserting rows in key order makes the
+//! deadlock rare in the first place.
 
 use std::collections::HashMap;
 
+use metrics::counter;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{JobView, VIEW_COLS, get_by, view};
-use crate::db::{Ctx, Db, DbError, now_ms, random_hex};
+use crate::db::{Ctx, Db, DbError, RETRIES, conflict_backoff, is_conflict, now_ms, random_hex};
+use crate::metrics as m;
 
 /// A job to store.
 #[derive(Debug, Clone)]
@@ -66,24 +73,38 @@ pub const MAX_CHUNK: usize = 256;
 
 /// Stores a job, or finds the one its idempotency key already made.
 pub async fn create(db: &Db, job: NewJob) -> Result<Created, DbError> {
+    let mut attempt = 0;
+    loop {
+        match create_once(db, &job).await {
+            Err(e) if attempt < RETRIES && is_conflict(&e.source) => {
+                counter!(m::DB_CONFLICTS, "what" => "create job").increment(1);
+                tokio::time::sleep(conflict_backoff(attempt)).await;
+                attempt += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
+async fn create_once(db: &Db, job: &NewJob) -> Result<Created, DbError> {
     if let Some(idem) = &job.idem_key
         && let Some((existing, hash)) = get_by(db, &job.key_id, "idem_key", idem).await?
     {
-        return Ok(replay_or_conflict(existing, &hash, &job));
+        return Ok(replay_or_conflict(existing, &hash, job));
     }
     let (id, now) = (new_id(), now_ms());
     let inserted = insert_sql(1)
-        .bind_row(&id, now, &job)
+        .bind_row(&id, now, job)
         .into_query()
         .execute(&db.writer)
         .await;
     match inserted {
-        Ok(_) => Ok(Created::New(new_view(id, now, &job))),
+        Ok(_) => Ok(Created::New(new_view(id, now, job))),
         // Two requests with the same idempotency key raced; the other won.
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() && job.idem_key.is_some() => {
             let idem = job.idem_key.as_deref().unwrap_or_default();
             Ok(match get_by(db, &job.key_id, "idem_key", idem).await? {
-                Some((existing, hash)) => replay_or_conflict(existing, &hash, &job),
+                Some((existing, hash)) => replay_or_conflict(existing, &hash, job),
                 None => Created::Conflict,
             })
         }
@@ -98,7 +119,18 @@ pub async fn create(db: &Db, job: NewJob) -> Result<Created, DbError> {
 /// job, in order. An error means nothing of the batch was stored, except
 /// in the one-by-one fallback, where each job has its own outcome.
 pub async fn create_batch(db: &Db, jobs: &[NewJob]) -> Vec<Result<Created, DbError>> {
-    match try_batch(db, jobs).await {
+    let mut attempt = 0;
+    let tried = loop {
+        match try_batch(db, jobs).await {
+            Err(Batch::Failed(e)) if attempt < RETRIES && is_conflict(&e.source) => {
+                counter!(m::DB_CONFLICTS, "what" => "create jobs").increment(1);
+                tokio::time::sleep(conflict_backoff(attempt)).await;
+                attempt += 1;
+            }
+            tried => break tried,
+        }
+    };
+    match tried {
         Ok(out) => out.into_iter().map(Ok).collect(),
         Err(Batch::Raced) => {
             tracing::debug!(
@@ -166,6 +198,9 @@ async fn try_batch(db: &Db, jobs: &[NewJob]) -> Result<Vec<Created>, Batch> {
             Created::New(new_view(id, now, job))
         }));
     }
+    // Inserted in key order, so two batches that share keys lock them in
+    // the same order and one waits for the other instead of deadlocking.
+    rows.sort_by(|a, b| (&a.1.key_id, &a.1.idem_key).cmp(&(&b.1.key_id, &b.1.idem_key)));
     let mut rest = &rows[..];
     while !rest.is_empty() {
         let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
