@@ -133,10 +133,10 @@ impl Drop for Relaxed {
 }
 
 /// The newest migration version; `/readyz` checks it has been applied.
-pub const LATEST_MIGRATION: i64 = 2;
+pub const LATEST_MIGRATION: i64 = 3;
 
 /// Every migration of `backend`, oldest first: (version, name, SQL).
-fn migrations(backend: Backend) -> [(i64, &'static str, &'static str); 2] {
+fn migrations(backend: Backend) -> [(i64, &'static str, &'static str); 3] {
     match backend {
         Backend::Sqlite => [
             (
@@ -149,6 +149,11 @@ fn migrations(backend: Backend) -> [(i64, &'static str, &'static str); 2] {
                 "priority",
                 include_str!("../migrations/sqlite/0002_priority.sql"),
             ),
+            (
+                3,
+                "lifecycle",
+                include_str!("../migrations/sqlite/0003_lifecycle.sql"),
+            ),
         ],
         Backend::Mysql => [
             (1, "init", include_str!("../migrations/mysql/0001_init.sql")),
@@ -156,6 +161,11 @@ fn migrations(backend: Backend) -> [(i64, &'static str, &'static str); 2] {
                 2,
                 "priority",
                 include_str!("../migrations/mysql/0002_priority.sql"),
+            ),
+            (
+                3,
+                "lifecycle",
+                include_str!("../migrations/mysql/0003_lifecycle.sql"),
             ),
         ],
     }
