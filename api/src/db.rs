@@ -221,6 +221,27 @@ fn pool_options(backend: Backend, max: u32, settings: &DbSettings) -> AnyPoolOpt
         })
 }
 
+/// Puts a SQLite file in `auto_vacuum = INCREMENTAL` mode, so that pages
+/// freed by retention can be given back to the file system a few at a
+/// time (`PRAGMA incremental_vacuum`, see `crate::jobs::retention`). A new
+/// file takes the mode at once; a file made before needs one `VACUUM`,
+/// which rewrites it: done once, at the first start that finds it so.
+async fn sqlite_auto_vacuum(writer: &AnyPool) -> Result<(), sqlx::Error> {
+    const INCREMENTAL: i64 = 2;
+    let mode = || sqlx::query_scalar::<_, i64>("PRAGMA auto_vacuum").fetch_one(writer);
+    if mode().await? == INCREMENTAL {
+        return Ok(());
+    }
+    writer.execute("PRAGMA auto_vacuum = INCREMENTAL").await?;
+    if mode().await? != INCREMENTAL {
+        tracing::info!(
+            "converting the SQLite file to incremental auto-vacuum (once: VACUUM rewrites it)"
+        );
+        writer.execute("VACUUM").await?;
+    }
+    Ok(())
+}
+
 /// Hides the password of a URL for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -283,6 +304,9 @@ impl Db {
             Backend::Sqlite => connect(1).await.map_err(err)?,
             Backend::Mysql => pool.clone(),
         };
+        if backend == Backend::Sqlite {
+            sqlite_auto_vacuum(&writer).await.map_err(err)?;
+        }
         migrator(backend).run(&writer).await?;
         Ok(Db {
             pool,

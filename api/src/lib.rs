@@ -11,6 +11,8 @@
 //! - [`batch`]: how both take batches off their queues.
 //! - [`jobs`]: job rows and their state transitions (leases, fencing).
 //! - [`dispatcher`]: per-kind loops that call the workers.
+//! - [`params`]: job parameters, as stored and sent to workers.
+//! - [`wait`]: `?wait=` requests held until their job is final.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 pub mod batch;
 pub mod cli;
@@ -22,8 +24,10 @@ pub mod jobs;
 pub mod keys;
 pub mod limit;
 pub mod metrics;
+pub mod params;
 pub mod ratelimit;
 pub mod reqlog;
 pub mod run;
 pub mod server;
 pub mod submit;
+pub mod wait;

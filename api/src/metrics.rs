@@ -42,6 +42,21 @@ pub const SUBMIT_REFUSED: &str = "tandem_api_submit_refused_total";
 /// timeout).
 pub const DB_CONFLICTS: &str = "tandem_api_db_conflicts_total";
 
+/// Counter, labels `kind`, `state`: jobs that reached a final state
+/// (done, failed, cancelled) in this replica.
+pub const JOBS_FINISHED: &str = "tandem_api_jobs_finished_total";
+/// Counter, label `what` (`jobs`, `inputs`): rows deleted and inputs
+/// emptied by retention.
+pub const PRUNED: &str = "tandem_api_pruned_total";
+/// Gauge, label `table`: bytes on disk (SQLite: the whole file, `all`).
+pub const DB_BYTES: &str = "tandem_api_db_bytes";
+/// Gauge, label `table`: free bytes inside them, reusable or reclaimable.
+pub const DB_FREE_BYTES: &str = "tandem_api_db_free_bytes";
+/// Gauge: `?wait=` requests being held by this replica.
+pub const WAITERS: &str = "tandem_api_waiters";
+/// Counter, label `outcome` (`final`, `timeout`): how held waits ended.
+pub const WAITS: &str = "tandem_api_waits_total";
+
 /// Buckets of the batch size histogram: 1 to the largest `submit_batch`.
 const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1000.0,
@@ -132,6 +147,7 @@ pub fn describe() {
         Unit::Count,
         "Submissions waiting for the batcher."
     );
+    describe_lifecycle();
     describe_counter!(
         DB_CONFLICTS,
         Unit::Count,
@@ -141,6 +157,40 @@ pub fn describe() {
         SUBMIT_REFUSED,
         Unit::Count,
         "Submissions refused with 503 because the batcher's queue was full."
+    );
+}
+
+/// HELP text of final states, retention and waits.
+fn describe_lifecycle() {
+    describe_counter!(
+        JOBS_FINISHED,
+        Unit::Count,
+        "Jobs that reached a final state (done, failed, cancelled) in this replica, by kind and state."
+    );
+    describe_counter!(
+        PRUNED,
+        Unit::Count,
+        "Finished jobs deleted (what=jobs) and inputs emptied (what=inputs) by retention."
+    );
+    describe_gauge!(
+        DB_BYTES,
+        Unit::Bytes,
+        "Database bytes on disk by table (SQLite: table=all, the file)."
+    );
+    describe_gauge!(
+        DB_FREE_BYTES,
+        Unit::Bytes,
+        "Free bytes inside the database by table (SQLite: free pages)."
+    );
+    describe_gauge!(
+        WAITERS,
+        Unit::Count,
+        "GET /v1/jobs/{id}?wait= requests held by this replica."
+    );
+    describe_counter!(
+        WAITS,
+        Unit::Count,
+        "Held waits by how they ended: the job reached a final state, or the wait timed out."
     );
 }
 

@@ -1,5 +1,6 @@
-//! One replica: the HTTP server, the dispatcher and the request log writer,
-//! started together and stopped together.
+//! One replica: the HTTP server, the dispatcher, the request log writer,
+//! the waiters' checker and the retention pass, started together and
+//! stopped together.
 //!
 //! Shutdown order, when the token is cancelled: the listener stops
 //! accepting and `/readyz` turns 503; open connections finish their
@@ -28,9 +29,11 @@ use tower::ServiceExt;
 use crate::config::Config;
 use crate::conn::{Prefixed, read_header};
 use crate::db::{Db, random_hex};
-use crate::dispatcher::{self, Wakers};
+use crate::dispatcher::{self, Signals, Wakers};
+use crate::jobs::retention;
 use crate::reqlog;
 use crate::server::{AppState, ClientAddr, router};
+use crate::wait;
 
 /// Serves on an already bound `listener` until `shutdown` is cancelled,
 /// then drains as described in the module doc.
@@ -41,20 +44,40 @@ pub async fn serve(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
-    let wakers = Wakers::new(&config);
+    let signals = Signals {
+        wakers: Wakers::new(&config),
+        ..Signals::default()
+    };
     let (log, log_writer) = reqlog::spawn(db.clone(), config.request_log_retention);
     let owner = format!("{}-{}", std::process::id(), random_hex(4));
     let dispatcher = tokio::spawn(dispatcher::run(
         db.clone(),
         Arc::clone(&config),
         owner.clone(),
-        wakers.clone(),
+        signals.clone(),
+        shutdown.clone(),
+    ));
+    let life = config.lifecycle;
+    let checker = tokio::spawn(wait::check(
+        db.clone(),
+        signals.waiters.clone(),
+        life.wait_check_interval,
+        shutdown.clone(),
+    ));
+    let policy = retention::Policy {
+        retention: life.retention,
+        input_retention: life.input_retention,
+    };
+    let pruner = tokio::spawn(retention::run(
+        db.clone(),
+        policy,
+        life.prune_interval,
         shutdown.clone(),
     ));
     let state = AppState::new(
         db,
         Arc::clone(&config),
-        wakers,
+        signals,
         log,
         metrics,
         shutdown.clone(),
@@ -77,6 +100,8 @@ pub async fn serve(
     conns.close();
     conns.wait().await;
     let _ = dispatcher.await;
+    let _ = checker.await;
+    let _ = pruner.await;
     drop(app);
     let _ = log_writer.await;
     tracing::info!("api stopped");

@@ -4,7 +4,9 @@
 //! |---|---|
 //! | `POST /v1/jobs` | 202, the job, `Location` |
 //! | `GET /v1/jobs` | a page of the caller's jobs (`status`, `kind`, `limit`, `cursor`) |
-//! | `GET /v1/jobs/{id}` | the job: state, attempts, times, result metadata |
+//! | `GET /v1/jobs/{id}` | the job: state, attempts, times, result metadata; `?wait=30s` holds the answer until the job is final |
+//! | `DELETE /v1/jobs/{id}` | cancels a queued or running job |
+//! | `POST /v1/jobs/{id}/retry` | queues a failed or cancelled job again |
 //! | `GET /v1/jobs/{id}/result` | the raw result with its content type |
 //! | `GET /healthz`, `/readyz`, `/metrics` | liveness, readiness, Prometheus |
 //!
@@ -38,7 +40,7 @@ use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics::counter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
@@ -47,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::db::{Db, DbError, now_ms};
-use crate::dispatcher::Wakers;
+use crate::dispatcher::Signals;
 use crate::jobs::{self, State as JobState};
 use crate::keys::{AuthCache, Caller};
 use crate::metrics as m;
@@ -64,6 +66,8 @@ struct Inner {
     config: Arc<Config>,
     /// The group commit of `POST /v1/jobs`.
     submitter: Submitter,
+    /// Cancels and waits, shared with the dispatcher.
+    signals: Signals,
     /// The coalescing rate limiter.
     limiter: Limiter,
     /// Recent authentications (≤ 1 s old).
@@ -80,13 +84,14 @@ impl AppState {
     pub fn new(
         db: Db,
         config: Arc<Config>,
-        wakers: Wakers,
+        signals: Signals,
         log: RequestLog,
         metrics: Option<PrometheusHandle>,
         draining: CancellationToken,
     ) -> AppState {
         AppState(Arc::new(Inner {
-            submitter: Submitter::spawn(db.clone(), &config.db, wakers),
+            submitter: Submitter::spawn(db.clone(), &config.db, signals.wakers.clone()),
+            signals,
             limiter: Limiter::spawn(db.clone(), &config.db),
             auth: AuthCache::default(),
             db,
@@ -180,8 +185,9 @@ impl IntoResponse for ApiError {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/jobs", get(list_jobs).post(create::create_job))
-        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}", get(get_job).delete(lifecycle::cancel_job))
         .route("/v1/jobs/{id}/result", get(get_result))
+        .route("/v1/jobs/{id}/retry", post(lifecycle::retry_job))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -241,6 +247,7 @@ fn route_name(path: &str) -> &'static str {
         "/v1/jobs" => "/v1/jobs",
         "/v1/jobs/{id}" => "/v1/jobs/{id}",
         "/v1/jobs/{id}/result" => "/v1/jobs/{id}/result",
+        "/v1/jobs/{id}/retry" => "/v1/jobs/{id}/retry",
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
@@ -327,23 +334,34 @@ macro_rules! admitted {
     }};
 }
 
-// After `admitted!`, which it uses (macros are in scope textually).
+// After `admitted!`, which they use (macros are in scope textually).
 mod create;
+mod lifecycle;
 
 fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such job")
+}
+
+#[derive(Deserialize)]
+struct GetQuery {
+    wait: Option<String>,
 }
 
 async fn get_job(
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    query: Result<Query<GetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     admitted!(s, headers, |caller| {
-        let job = jobs::get(&s.0.db, &caller.key_id, &id)
-            .await?
-            .ok_or_else(not_found)?;
-        Ok(axum::Json(job).into_response())
+        let Query(q) = query
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
+        let wait = lifecycle::wait_for(q.wait.as_deref(), s.0.config.lifecycle.wait_max)?;
+        let job = match wait {
+            None => jobs::get(&s.0.db, &caller.key_id, &id).await?,
+            Some(d) => lifecycle::held(&s, &caller.key_id, &id, d).await?,
+        };
+        Ok(axum::Json(job.ok_or_else(not_found)?).into_response())
     })
 }
 
@@ -398,7 +416,7 @@ async fn list_jobs(
                 JobState::parse(st).ok_or_else(|| {
                     bad(
                         "bad_status",
-                        "status is one of queued, running, done, failed",
+                        "status is one of queued, running, done, failed, cancelled",
                     )
                 })
             })
@@ -461,17 +479,13 @@ async fn metrics(State(s): State<AppState>) -> Response {
         )
         .into_response();
     };
-    // Job gauges are sampled here: one GROUP BY per scrape, nothing per job.
-    match jobs::counts(&s.0.db).await {
+    // Job gauges are sampled here: an indexed count of the queued and
+    // running jobs of each kind per scrape, never a scan of the history.
+    let kinds: Vec<&str> = s.0.config.kinds.keys().map(String::as_str).collect();
+    match jobs::counts(&s.0.db, &kinds).await {
         Ok(rows) => {
-            for kind in s.0.config.kinds.keys() {
-                for st in JobState::ALL {
-                    let n = rows
-                        .iter()
-                        .find(|(k, s2, _)| k == kind && s2 == st.as_str())
-                        .map_or(0, |r| r.2);
-                    m::job_count(kind, st.as_str(), n);
-                }
+            for (kind, state, n) in rows {
+                m::job_count(&kind, state.as_str(), n);
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot sample job counts"),

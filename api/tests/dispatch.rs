@@ -47,6 +47,7 @@ async fn insert_at(db: &Db, key_id: &str, kind: &str, n: usize, priority: u8) ->
             body_hash: vec![0; 32],
             max_attempts: 3,
             priority: priority.into(),
+            params: None,
         };
         match jobs::create(db, job).await.unwrap() {
             Created::New(v) => ids.push(v.id),

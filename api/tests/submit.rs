@@ -25,6 +25,7 @@ fn job(key: &str, idem: Option<&str>, body: &str) -> NewJob {
         body_hash: body.as_bytes().to_vec(),
         max_attempts: 3,
         priority: 0,
+        params: None,
     }
 }
 

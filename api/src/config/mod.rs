@@ -20,6 +20,10 @@ use toml::de::DeValue;
 
 pub use tandem_service::config::{ConfigError, ConfigErrors};
 
+mod lifecycle;
+
+pub use lifecycle::Lifecycle;
+
 /// Whether connections start with a PROXY protocol header (v1 or v2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProxyProtocol {
@@ -151,6 +155,8 @@ pub struct Config {
     pub default_burst: u32,
     /// SQLite settings and the submission batcher.
     pub db: DbSettings,
+    /// Retention of finished jobs, and waits for them.
+    pub lifecycle: Lifecycle,
     /// Job kinds by name.
     pub kinds: BTreeMap<String, KindConfig>,
 }
@@ -216,7 +222,8 @@ impl Config {
         let doc = walk::document(text, file)?;
         let mut w = Walker::new(text, file);
         let root = Table::root(&doc);
-        w.check_keys(&root, ROOT_KEYS, "the top level");
+        let keys: Vec<&str> = ROOT_KEYS.iter().chain(lifecycle::KEYS).copied().collect();
+        w.check_keys(&root, &keys, "the top level");
         let config = parse_root(&mut w, &root);
         w.finish(config)
     }
@@ -260,6 +267,7 @@ fn parse_root(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Result<Config, Report
     );
     let default_burst = w.integer_or(root, "default_burst", (1, u32::MAX.into()), 20);
     let db = parse_db(w, root);
+    let lifecycle = lifecycle::parse(w, root);
     let kinds = parse_kinds(w, root);
     let state_dir = state_dir?.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     Ok(Config {
@@ -276,6 +284,7 @@ fn parse_root(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Result<Config, Report
         // Cannot truncate: integer_or() checked the range.
         default_burst: default_burst? as u32,
         db: db?,
+        lifecycle: lifecycle?,
         kinds: kinds?,
     })
 }

@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::MAX_RESULT_BYTES;
-use super::client::Client;
+use super::client::{Call, Client};
 use crate::db::Db;
 use crate::jobs::{self, Claimed};
 use crate::limit::Ticket;
@@ -30,8 +30,11 @@ pub(super) enum Outcome {
         /// The worker answered (the call held a slot).
         answered: bool,
     },
-    /// A heartbeat found the lease gone: another replica has the job.
+    /// A heartbeat found the lease gone: another replica has the job, or
+    /// it was cancelled.
     LeaseLost,
+    /// Cancelled through this replica while the call ran.
+    Cancelled,
     /// Shutdown came first.
     Released,
 }
@@ -56,6 +59,8 @@ pub(super) struct Attempts {
     pub timeout: Duration,
     pub lease_ms: i64,
     pub heartbeat: Duration,
+    /// Where a cancel reaches the call.
+    pub cancels: super::Cancels,
 }
 
 impl Attempts {
@@ -69,6 +74,7 @@ impl Attempts {
     ) -> Report {
         let started = Instant::now();
         let mut slots = None;
+        let cancelled = self.cancels.start(&job.id);
         let outcome = {
             let call = self.call(&job, &mut slots);
             tokio::pin!(call);
@@ -87,10 +93,15 @@ impl Attempts {
                         }
                         Err(e) => tracing::warn!(job = %job.id, error = %e, "heartbeat failed"),
                     },
+                    () = cancelled.cancelled() => {
+                        tracing::info!(job = %job.id, "cancelled; abandoning the call");
+                        break Outcome::Cancelled;
+                    }
                     () = shutdown.cancelled() => break Outcome::Released,
                 }
             }
         };
+        self.cancels.end(&job.id);
         Report {
             job,
             ticket,
@@ -103,9 +114,12 @@ impl Attempts {
 
     async fn call(&self, job: &Claimed, slots: &mut Option<(String, u32)>) -> Outcome {
         let input = Bytes::from(job.input.clone());
-        let exchange = self
-            .client
-            .run(&job.input_type, &job.id, input, MAX_RESULT_BYTES);
+        let call = Call {
+            content_type: &job.input_type,
+            job_id: &job.id,
+            params: job.params.as_deref(),
+        };
+        let exchange = self.client.run(call, input, MAX_RESULT_BYTES);
         let answer = match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => {
                 return Outcome::Retry {

@@ -43,6 +43,17 @@ pub struct Answer {
     pub slots: Option<(String, u32)>,
 }
 
+/// What one call sends besides its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// The input's content type.
+    pub content_type: &'a str,
+    /// `X-Tandem-Job`.
+    pub job_id: &'a str,
+    /// `X-Tandem-Params`, when the job has parameters (`crate::params`).
+    pub params: Option<&'a str>,
+}
+
 /// A pool of connections to one `host:port`.
 pub struct Client {
     authority: String,
@@ -79,8 +90,7 @@ impl Client {
     /// answer. The caller bounds the time.
     pub async fn run(
         &self,
-        content_type: &str,
-        job_id: &str,
+        call: Call<'_>,
         body: Bytes,
         max_body: usize,
     ) -> Result<Answer, String> {
@@ -88,12 +98,12 @@ impl Client {
             Some(c) => (c, true),
             None => (self.connect().await?, false),
         };
-        let req = self.request(content_type, job_id, body.clone())?;
+        let req = self.request(call, body.clone())?;
         let resp = match conn.sender.send_request(req).await {
             Ok(r) => r,
             Err(e) if reused && (e.is_canceled() || e.is_incomplete_message() || e.is_closed()) => {
                 conn = self.connect().await?;
-                let req = self.request(content_type, job_id, body)?;
+                let req = self.request(call, body)?;
                 conn.sender
                     .send_request(req)
                     .await
@@ -129,17 +139,15 @@ impl Client {
         })
     }
 
-    fn request(
-        &self,
-        content_type: &str,
-        job_id: &str,
-        body: Bytes,
-    ) -> Result<Request<Full<Bytes>>, String> {
-        Request::post("/v1/run")
+    fn request(&self, call: Call<'_>, body: Bytes) -> Result<Request<Full<Bytes>>, String> {
+        let mut req = Request::post("/v1/run")
             .header(HOST, self.authority.as_str())
-            .header(CONTENT_TYPE, content_type)
-            .header("x-tandem-job", job_id)
-            .body(Full::new(body))
+            .header(CONTENT_TYPE, call.content_type)
+            .header("x-tandem-job", call.job_id);
+        if let Some(p) = call.params {
+            req = req.header(crate::params::HEADER, p);
+        }
+        req.body(Full::new(body))
             .map_err(|e| format!("cannot build the request: {e}"))
     }
 

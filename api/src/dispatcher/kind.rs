@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use metrics::counter;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -91,6 +92,7 @@ impl KindLoop {
                 timeout: kind.timeout,
                 lease_ms,
                 heartbeat: config.lease / 3,
+                cancels: super::Cancels::default(),
             }),
             limiter: Limiter::new(kind.max_concurrency, rand::random()),
             gauges: m::KindGauges::new(name),
@@ -104,6 +106,14 @@ impl KindLoop {
             woken: false,
             cursor: String::new(),
         }
+    }
+
+    /// Registers this loop's calls with `cancels` (before it runs).
+    pub(super) fn cancelled_by(mut self, cancels: super::Cancels) -> KindLoop {
+        if let Some(a) = Arc::get_mut(&mut self.attempts) {
+            a.cancels = cancels;
+        }
+        self
     }
 
     pub(super) async fn run(mut self, waker: Arc<Notify>, shutdown: CancellationToken) {
@@ -255,6 +265,7 @@ impl KindLoop {
                 answered: false, ..
             } => (Some(Signal::Lost), "error"),
             Outcome::LeaseLost => (None, "lease_lost"),
+            Outcome::Cancelled => (None, "cancelled"),
             Outcome::Released => (None, "released"),
         };
         if let Some(signal) = signal {
@@ -293,9 +304,21 @@ impl KindLoop {
                 tracing::info!(job = %job.id, attempt = job.attempt, error = %error, retry = retry_at_ms.is_some(), "attempt failed");
                 Finish::Fail { error, retry_at_ms }
             }
-            Outcome::LeaseLost => return,
+            // The lease is gone (or cleared by the cancel): nothing to write.
+            Outcome::LeaseLost | Outcome::Cancelled => return,
             Outcome::Released => Finish::Release { delay_ms: 0 },
         };
+        let last = match &what {
+            Finish::Complete { .. } => Some("done"),
+            Finish::Fail {
+                retry_at_ms: None, ..
+            } => Some("failed"),
+            _ => None,
+        };
+        if let Some(state) = last {
+            counter!(m::JOBS_FINISHED, "kind" => self.name.to_string(), "state" => state)
+                .increment(1);
+        }
         self.finisher.finish(job, what);
     }
 

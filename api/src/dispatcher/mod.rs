@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::db::Db;
 use crate::jobs::Finisher;
+use crate::wait::Waiters;
 
 mod attempt;
 mod client;
@@ -77,6 +78,40 @@ impl Wakers {
     }
 }
 
+/// The worker calls in flight in this replica, by job id, so that
+/// cancelling a job here abandons its call at once; a call in another
+/// replica is abandoned at its next heartbeat, which finds the lease gone.
+/// Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Cancels(Arc<std::sync::Mutex<HashMap<String, CancellationToken>>>);
+
+impl Cancels {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        // Every change is one insert or remove: a poisoned map is whole.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers the call for `id`; its token is cancelled by [`Cancels::cancel`].
+    fn start(&self, id: &str) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.lock().insert(id.to_owned(), token.clone());
+        token
+    }
+
+    fn end(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Abandons the call for job `id`, if this replica has one in flight.
+    pub fn cancel(&self, id: &str) {
+        if let Some(t) = self.lock().get(id) {
+            t.cancel();
+        }
+    }
+}
+
 /// The delay before retry number `attempt` (1 = the first retry): the base
 /// doubled each time, capped, and "equal jitter" (uniform in the upper half)
 /// so replicas that failed together do not retry together.
@@ -86,20 +121,32 @@ pub fn backoff(attempt: i64, base: Duration, max: Duration, unit_random: f64) ->
     full / 2 + full.mul_f64(unit_random.clamp(0.0, 1.0) / 2.0)
 }
 
+/// What the HTTP side and the dispatcher tell each other in process.
+#[derive(Clone, Default)]
+pub struct Signals {
+    /// A job of a kind was queued here.
+    pub wakers: Wakers,
+    /// A job was cancelled here.
+    pub cancels: Cancels,
+    /// Requests waiting for jobs to finish.
+    pub waiters: Waiters,
+}
+
 /// Runs every kind's loop until `shutdown`; returns when every lease held
 /// has been given back and every outcome written.
 pub async fn run(
     db: Db,
     config: Arc<Config>,
     owner: String,
-    wakers: Wakers,
+    signals: Signals,
     shutdown: CancellationToken,
 ) {
-    let (finisher, writer) = Finisher::spawn(db.clone());
+    let (finisher, writer) = Finisher::spawn(db.clone(), signals.waiters.clone());
     let mut loops = JoinSet::new();
     for (name, kind) in &config.kinds {
-        let waker = wakers.0.get(name).cloned().unwrap_or_default();
-        let kind_loop = KindLoop::new(&db, &config, name, kind, &owner, finisher.clone());
+        let waker = signals.wakers.0.get(name).cloned().unwrap_or_default();
+        let kind_loop = KindLoop::new(&db, &config, name, kind, &owner, finisher.clone())
+            .cancelled_by(signals.cancels.clone());
         loops.spawn(kind_loop.run(waker, shutdown.clone()));
     }
     drop(finisher);

@@ -54,6 +54,8 @@ pub struct NewJob {
     pub max_attempts: u32,
     /// Claim order within the kind, 0 (first) to 9.
     pub priority: i64,
+    /// The parameters as sent to the worker (`crate::params::encode`).
+    pub params: Option<String>,
 }
 
 /// What `create` did.
@@ -67,7 +69,7 @@ pub enum Created {
     Conflict,
 }
 
-/// Most rows in one `INSERT` (a power of two): 11 placeholders a row stays
+/// Most rows in one `INSERT` (a power of two): 12 placeholders a row stays
 /// far below SQLite's 32,766 and MySQL's 65,535.
 pub const MAX_CHUNK: usize = 256;
 
@@ -287,6 +289,10 @@ fn new_view(id: String, now: i64, job: &NewJob) -> JobView {
         job.priority,
         i64::from(job.max_attempts),
         now,
+        // Encoded by us from an object: it parses back.
+        job.params
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok()),
     )
 }
 
@@ -296,13 +302,13 @@ struct Insert<'q>(sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>);
 fn insert_sql(rows: usize) -> Insert<'static> {
     let mut sql = String::from(
         "INSERT INTO jobs (id, key_id, kind, state, input, input_type, idem_key, body_hash, \
-         attempts, max_attempts, run_at_ms, created_ms, priority) VALUES ",
+         attempts, max_attempts, run_at_ms, created_ms, priority, params) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str("(?, ?, ?, 'queued', ?, ?, ?, ?, 0, ?, ?, ?, ?)");
+        sql.push_str("(?, ?, ?, 'queued', ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)");
     }
     // Only placeholders were added to the text; every value is bound.
     Insert(sqlx::query(AssertSqlSafe(sql)))
@@ -322,7 +328,8 @@ impl<'q> Insert<'q> {
                 .bind(i64::from(job.max_attempts))
                 .bind(now)
                 .bind(now)
-                .bind(job.priority),
+                .bind(job.priority)
+                .bind(job.params.clone()),
         )
     }
 

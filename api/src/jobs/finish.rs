@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use super::Claimed;
 use crate::db::{Backend, Ctx, Db, DbError, now_ms};
 use crate::metrics as m;
+use crate::wait::Waiters;
 
 /// Outcomes written in one transaction, at most.
 pub const MAX_BATCH: usize = 512;
@@ -64,9 +65,9 @@ pub struct Finisher {
 impl Finisher {
     /// Starts the task; it ends once every `Finisher` is dropped and what
     /// it holds is written.
-    pub fn spawn(db: Db) -> (Finisher, JoinHandle<()>) {
+    pub fn spawn(db: Db, waiters: Waiters) -> (Finisher, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Finisher { tx }, tokio::spawn(writer(db, rx)))
+        (Finisher { tx }, tokio::spawn(writer(db, rx, waiters)))
     }
 
     /// Queues `what` for `job`. Unbounded, but bounded in practice: at
@@ -78,7 +79,7 @@ impl Finisher {
     }
 }
 
-async fn writer(db: Db, mut rx: mpsc::UnboundedReceiver<(Claimed, Finish)>) {
+async fn writer(db: Db, mut rx: mpsc::UnboundedReceiver<(Claimed, Finish)>, waiters: Waiters) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = std::time::Instant::now();
@@ -106,6 +107,9 @@ async fn writer(db: Db, mut rx: mpsc::UnboundedReceiver<(Claimed, Finish)>) {
                 }
             }
         }
+        // Committed (or, for some, given up on): whoever waits on these
+        // jobs reads them again.
+        waiters.finished(batch.iter().map(|(job, _)| job.id.as_str()));
         batch.clear();
     }
 }

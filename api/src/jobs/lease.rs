@@ -21,6 +21,8 @@ pub struct Claimed {
     pub max_attempts: i64,
     /// The fencing token: must match to complete, fail or heartbeat.
     pub token: String,
+    /// The parameters to send (`crate::params`).
+    pub params: Option<String>,
 }
 
 /// Queued jobs whose time has come, and running jobs whose lease expired.
@@ -313,12 +315,12 @@ async fn take_mysql(
 /// index: by token, every claim would read the whole table.
 async fn leased(db: &Db, ids: &[String], token: String) -> Result<Vec<Claimed>, DbError> {
     let sql = format!(
-        "SELECT id, key_id, input, input_type, attempts, max_attempts FROM jobs \
+        "SELECT id, key_id, input, input_type, attempts, max_attempts, params FROM jobs \
          WHERE id IN ({}) AND lease_token = ? AND state = 'running'",
         placeholders(ids.len())
     );
-    let mut q =
-        sqlx::query_as::<_, (String, String, Vec<u8>, String, i64, i64)>(AssertSqlSafe(sql));
+    type Row = (String, String, Vec<u8>, String, i64, i64, Option<String>);
+    let mut q = sqlx::query_as::<_, Row>(AssertSqlSafe(sql));
     for id in ids {
         q = q.bind(id.as_str());
     }
@@ -332,7 +334,7 @@ async fn leased(db: &Db, ids: &[String], token: String) -> Result<Vec<Claimed>, 
     Ok(rows
         .into_iter()
         .map(
-            |(id, key_id, input, input_type, attempt, max_attempts)| Claimed {
+            |(id, key_id, input, input_type, attempt, max_attempts, params)| Claimed {
                 id,
                 key_id,
                 input,
@@ -340,6 +342,7 @@ async fn leased(db: &Db, ids: &[String], token: String) -> Result<Vec<Claimed>, 
                 attempt,
                 max_attempts,
                 token: token.clone(),
+                params,
             },
         )
         .collect())

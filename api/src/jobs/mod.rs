@@ -6,7 +6,15 @@
 //!   ^                  |  \--fail(token), attempts left--> queued (run_at = backoff)
 //!   |                  |   \-fail(token), none left-----> failed (last error)
 //!   +--lease expired---+  (claimable again by any replica)
+//!
+//! queued or running --cancel--> cancelled
+//! failed or cancelled --retry--> queued (attempts from 0, same id)
 //! ```
+//!
+//! Cancelling a running job clears its lease token, so the attempt's
+//! heartbeat, result and failure are all refused by the fence below; the
+//! dispatcher holding it abandons the call at its next heartbeat, or at
+//! once when the cancel reached the replica running it.
 //!
 //! A claim writes a fresh random lease token. Completing, failing and
 //! heartbeating all say `WHERE id = ? AND lease_token = ?`, so an attempt
@@ -28,10 +36,13 @@ use crate::db::{Ctx, Db, DbError};
 mod create;
 mod finish;
 mod lease;
+mod lifecycle;
+pub mod retention;
 
 pub use create::{Created, NewJob, create, create_batch};
 pub use finish::{Finish, Finisher};
 pub use lease::{Claimed, claim, heartbeat};
+pub use lifecycle::{Cancel, Redrive, cancel, redrive, states};
 
 /// A job's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,11 +56,24 @@ pub enum State {
     Done,
     /// Gave up after `max_attempts`, with the last error.
     Failed,
+    /// Cancelled by its key before it finished.
+    Cancelled,
 }
 
 impl State {
     /// Every state, for metrics.
-    pub const ALL: [State; 4] = [State::Queued, State::Running, State::Done, State::Failed];
+    pub const ALL: [State; 5] = [
+        State::Queued,
+        State::Running,
+        State::Done,
+        State::Failed,
+        State::Cancelled,
+    ];
+
+    /// The states a job never leaves by itself (done, failed, cancelled).
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Done | State::Failed | State::Cancelled)
+    }
 
     /// As stored and shown.
     pub fn as_str(self) -> &'static str {
@@ -58,6 +82,7 @@ impl State {
             State::Running => "running",
             State::Done => "done",
             State::Failed => "failed",
+            State::Cancelled => "cancelled",
         }
     }
 
@@ -92,6 +117,12 @@ pub struct JobView {
     pub last_error: Option<String>,
     /// Present when done.
     pub result: Option<ResultMeta>,
+    /// The submission's parameters, forwarded to the worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
+    /// Whether the input is still stored (`input_retention` empties the
+    /// inputs of finished jobs; such a job cannot be retried).
+    pub input_available: bool,
     #[serde(skip)]
     seq: i64,
 }
@@ -106,6 +137,7 @@ impl JobView {
         priority: i64,
         max_attempts: i64,
         created_at_ms: i64,
+        params: Option<serde_json::Value>,
     ) -> JobView {
         JobView {
             id,
@@ -119,6 +151,8 @@ impl JobView {
             finished_at_ms: None,
             last_error: None,
             result: None,
+            params,
+            input_available: true,
             seq: 0,
         }
     }
@@ -136,13 +170,17 @@ pub struct ResultMeta {
 }
 
 const VIEW_COLS: &str = "j.seq, j.id, j.kind, j.state, j.priority, j.attempts, j.max_attempts, j.created_ms, j.started_ms, \
-     j.finished_ms, j.last_error, r.content_type, LENGTH(r.body) AS result_len";
+     j.finished_ms, j.last_error, j.params, j.input_kept, r.content_type, LENGTH(r.body) AS result_len";
 
 fn view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
     let id: String = row.try_get("id")?;
     let state: String = row.try_get("state")?;
     let ctype: Option<String> = row.try_get("content_type")?;
     let len: Option<i64> = row.try_get("result_len")?;
+    let params: Option<String> = row.try_get("params")?;
+    // Stored by us from a parsed object: it parses back.
+    let params = params.and_then(|p| serde_json::from_str(&p).ok());
+    let input_kept: i64 = row.try_get("input_kept")?;
     Ok(JobView {
         result: ctype.map(|content_type| ResultMeta {
             content_type,
@@ -159,6 +197,8 @@ fn view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
         started_at_ms: row.try_get("started_ms")?,
         finished_at_ms: row.try_get("finished_ms")?,
         last_error: row.try_get("last_error")?,
+        params,
+        input_available: input_kept != 0,
         seq: row.try_get("seq")?,
         id,
     })
@@ -264,10 +304,31 @@ pub async fn result(
     }))
 }
 
-/// Job counts by kind and state, for the metrics.
-pub async fn counts(db: &Db) -> Result<Vec<(String, String, i64)>, DbError> {
-    sqlx::query_as("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state")
-        .fetch_all(&db.pool)
-        .await
-        .ctx("count jobs")
+/// Queued and running jobs of each of `kinds`, for the metrics: one
+/// indexed count per kind and state (`jobs_ready` starts with kind,
+/// state), so a scrape costs what is in flight, not the whole history.
+/// Finished jobs are counted as they finish (`tandem_api_jobs_finished_total`).
+pub async fn counts(db: &Db, kinds: &[&str]) -> Result<Vec<(String, State, i64)>, DbError> {
+    if kinds.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A kind and state with no jobs gives no row.
+    let part =
+        "SELECT kind, state, COUNT(*) FROM jobs WHERE kind = ? AND state = ? GROUP BY kind, state";
+    let sql = vec![part; kinds.len() * 2].join(" UNION ALL ");
+    // Only fixed text is repeated; every value is bound.
+    let mut q = sqlx::query_as::<_, (String, String, i64)>(AssertSqlSafe(sql));
+    for kind in kinds {
+        q = q.bind(*kind).bind("queued").bind(*kind).bind("running");
+    }
+    let rows = q.fetch_all(&db.pool).await.ctx("count jobs")?;
+    let n = |k: &str, s: State| {
+        rows.iter()
+            .find(|r| r.0 == k && r.1 == s.as_str())
+            .map_or(0, |r| r.2)
+    };
+    Ok(kinds
+        .iter()
+        .flat_map(|k| [State::Queued, State::Running].map(|s| (k.to_string(), s, n(k, s))))
+        .collect())
 }

@@ -16,6 +16,7 @@ use super::{ApiError, AppState, admit, backed_up, content_length, database_unava
 use crate::config::{Config, KindConfig};
 use crate::jobs::{self, Created, NewJob};
 use crate::metrics as m;
+use crate::params;
 use crate::submit::SubmitError;
 
 #[derive(Deserialize)]
@@ -32,11 +33,14 @@ struct CreateBody {
     /// naming the field, not a 400 from the JSON parser.
     #[serde(default)]
     priority: Option<Value>,
+    /// A JSON object forwarded to the worker (`crate::params`).
+    #[serde(default)]
+    params: Option<Value>,
 }
 
 /// `POST /v1/jobs`. Checked in this order, each failure its own error
 /// code: body size, `Idempotency-Key`, JSON, kind, input, content type,
-/// the kind's input limit, priority; then queued to the submission batcher
+/// the kind's input limit, priority, params; then queued to the submission batcher
 /// and answered after its batch commits (or replayed, or refused as an
 /// idempotency conflict, or 503 when the batcher is backed up).
 pub(super) async fn create_job(
@@ -60,6 +64,13 @@ pub(super) async fn create_job(
             return Err(too_large(kind.max_input_bytes));
         }
         let priority = priority(req.priority)?;
+        let params = params::encode(req.params.as_ref()).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_params",
+                e.to_string(),
+            )
+        })?;
         let created =
             s.0.submitter
                 .submit(NewJob {
@@ -71,6 +82,7 @@ pub(super) async fn create_job(
                     body_hash: Sha256::digest(&bytes).to_vec(),
                     max_attempts: kind.max_attempts,
                     priority,
+                    params,
                 })
                 .await
                 .map_err(|e| match e {
