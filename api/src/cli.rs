@@ -66,6 +66,18 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Set how long a key's finished jobs are kept, overriding the config's
+    /// `retention` (`default` goes back to it).
+    Retention {
+        /// The API's TOML config file (for the database).
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Key id or name.
+        key: String,
+        /// A duration such as `30d` or `12h`, or `default`.
+        #[arg(value_parser = parse_retention)]
+        retention: Retention,
+    },
     /// Revoke a key by id or name: its requests get 401 from then on.
     Revoke {
         /// The API's TOML config file (for the database).
@@ -74,6 +86,28 @@ pub enum KeysCommand {
         /// Key id or name.
         key: String,
     },
+}
+
+/// A key's retention: its own, or the config's.
+#[derive(Debug, Clone, Copy)]
+pub enum Retention {
+    /// The config's `retention`.
+    Default,
+    /// This long.
+    For(std::time::Duration),
+}
+
+/// `default`, or a duration above zero in the config grammar (`30d`).
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s == "default" {
+        return Ok(Retention::Default);
+    }
+    match tandem_service::config::duration::parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(Retention::For(d)),
+        _ => Err(format!(
+            "{s:?}: give a duration above zero such as \"30d\" or \"12h\", or \"default\""
+        )),
+    }
 }
 
 /// `5`, `5/s`, `0.5/s`, `300/m`.
@@ -142,6 +176,7 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     let path = match &cmd {
         KeysCommand::Create { config, .. }
         | KeysCommand::List { config, .. }
+        | KeysCommand::Retention { config, .. }
         | KeysCommand::Revoke { config, .. } => config.clone(),
     };
     let config = Config::load(&path)?;
@@ -174,6 +209,25 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                             "{}  {:<20} {:>8.2}/s burst {:<5} {}",
                             k.id, k.name, k.rate, k.burst, state
                         );
+                    }
+                }
+            }
+            KeysCommand::Retention { key, retention, .. } => {
+                let own = match retention {
+                    Retention::Default => None,
+                    Retention::For(d) => Some(d),
+                };
+                if crate::keys::set_retention(&db, &key, own).await? == 0 {
+                    eprintln!("no key with id or name {key:?}");
+                    return Ok(ExitCode::FAILURE);
+                }
+                match own {
+                    Some(d) => eprintln!(
+                        "finished jobs of {key} are kept {}",
+                        tandem_service::config::duration::format_duration(d)
+                    ),
+                    None => {
+                        eprintln!("finished jobs of {key} are kept as the config's retention says")
                     }
                 }
             }

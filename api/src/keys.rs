@@ -143,6 +143,24 @@ pub async fn revoke(db: &Db, id_or_name: &str) -> Result<u64, DbError> {
     Ok(done.rows_affected())
 }
 
+/// Sets the retention of the finished jobs of the key with this id or name
+/// (`None`: the config's `retention`); returns how many keys it changed.
+pub async fn set_retention(
+    db: &Db,
+    id_or_name: &str,
+    retention: Option<Duration>,
+) -> Result<u64, DbError> {
+    let ms = retention.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let done = sqlx::query("UPDATE api_keys SET retention_ms = ? WHERE id = ? OR name = ?")
+        .bind(ms)
+        .bind(id_or_name)
+        .bind(id_or_name)
+        .execute(&db.writer)
+        .await
+        .ctx("set key retention")?;
+    Ok(done.rows_affected())
+}
+
 /// The token of an `Authorization: Bearer` header value.
 fn bearer(authorization: Option<&str>) -> Option<&str> {
     authorization

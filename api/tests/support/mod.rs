@@ -253,8 +253,9 @@ pub mod pool;
 /// A fake worker pool. Its behaviour follows the input text:
 /// `reject…` → 400; `always-500…` → 500; `fail-once…` → 500 on the first
 /// call for a job, then success; `busy-once…` → 503 then success;
-/// `slow:MS…` → sleeps MS first. Success answers the input uppercased, as
-/// `text/x-upper`.
+/// `slow:MS…` → sleeps MS first; `echo-params…` → answers the
+/// `X-Tandem-Params` header it got (`none` without one). Success answers
+/// the input uppercased, as `text/x-upper`.
 pub struct FakeWorker {
     /// Base URL.
     pub url: String,
@@ -292,6 +293,14 @@ impl FakeWorker {
                         *e
                     };
                     let text = String::from_utf8_lossy(&body).into_owned();
+                    if text.starts_with("echo-params") {
+                        let p = headers
+                            .get("x-tandem-params")
+                            .map_or("none".to_owned(), |v| {
+                                String::from_utf8_lossy(v.as_bytes()).into_owned()
+                            });
+                        return (StatusCode::OK, [("content-type", "text/plain")], p);
+                    }
                     if let Some(rest) = text.strip_prefix("slow:") {
                         let ms: u64 = rest
                             .split(|c: char| !c.is_ascii_digit())
