@@ -13,6 +13,9 @@
 //! - [`kinds`]: the work itself, free of HTTP: [`kinds::thumbnail`],
 //!   [`kinds::text`], [`kinds::exec`], and [`kinds::RunError`], which says who
 //!   failed.
+//! - [`params`]: the job parameters of a run (`X-Tandem-Params`, a JSON
+//!   object the API forwards), checked per kind with messages that name the
+//!   parameter, the value and what is valid.
 //! - [`server`]: the axum routes, admission (concurrency limit → 503),
 //!   status mapping, the slot and instance headers, the accept loop and
 //!   graceful shutdown (idle connections closed, the last answer on a busy
@@ -25,4 +28,5 @@ pub mod cli;
 pub mod config;
 pub mod kinds;
 pub mod metrics;
+pub mod params;
 pub mod server;

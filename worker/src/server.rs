@@ -10,8 +10,12 @@
 //! cancelled) still counts against the limit until it returns, and threads
 //! cannot pile up without bound.
 //!
-//! The body is read after admission, within the kind's byte limit (413)
-//! and its timeout (408), so a stalled upload cannot keep a slot.
+//! Then the head is read: the content type (415), the job parameters of
+//! [`crate::params`] (`X-Tandem-Params`, 422 `bad_param`) and, for
+//! thumbnails without parameters, the query string (400), so a run refused
+//! for any of these costs no upload. The body is read last, within the
+//! kind's byte limit (413) and its timeout (408), so a stalled upload cannot
+//! keep a slot.
 //!
 //! Status codes tell the dispatcher what to do: 4xx means the input is bad
 //! and retrying cannot help (408 excepted); 503 means "busy or stopping, try another
@@ -60,9 +64,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, ConfigError, Kind};
+use crate::config::{Config, ConfigError, Kind, ThumbnailConfig};
 use crate::kinds::{self, RunError};
 use crate::metrics as m;
+use crate::params::{self, ParamError, Params};
 
 /// On every `/v1/run` answer: this instance's `limits.concurrency`.
 pub const SLOTS_HEADER: HeaderName = HeaderName::from_static("x-tandem-slots");
@@ -272,7 +277,7 @@ fn status_json(code: StatusCode, status: &str, kind: Kind) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-/// The thumbnail box, from the query string.
+/// The thumbnail box, from the query string (runs without job parameters).
 #[derive(Debug, Default, Deserialize)]
 struct BoxQuery {
     width: Option<u32>,
@@ -367,22 +372,7 @@ async fn admit_and_run(
     };
 
     let cfg = &s.0.config;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.to_str().unwrap_or("(not ASCII)"));
-    match kind {
-        Kind::Thumbnail => kinds::thumbnail::check_content_type(content_type)?,
-        Kind::Text => kinds::text::check_content_type(content_type)?,
-        Kind::Exec => {}
-    }
-    let bbox = match kind {
-        Kind::Thumbnail => {
-            let Query(q) = Query::<BoxQuery>::try_from_uri(uri)
-                .map_err(|e| RunError::BadParameter(format!("bad query string: {e}")))?;
-            kinds::thumbnail::requested_box(q.width, q.height, &cfg.thumbnail)?
-        }
-        _ => (0, 0),
-    };
+    let work = prepare(kind, cfg, uri, headers)?;
 
     let limit = cfg.max_input_bytes(kind);
     let declared = headers
@@ -397,26 +387,97 @@ async fn admit_and_run(
     let input = tokio::time::timeout(timeout, read_body(body, limit))
         .await
         .map_err(|_| Refusal::BodyTimeout(timeout))??;
+    Ok(execute(work, slot, input, cfg, timeout).await?)
+}
 
+/// What one run is asked to do, read from the request's head.
+enum Work {
+    /// The box and the encoding.
+    Thumbnail(kinds::thumbnail::Request),
+    /// How many words to list.
+    Text { top: usize },
+    /// The `X-Tandem-Params` value for the command's environment.
+    Exec { params: Option<String> },
+}
+
+/// Reads the run's content type, job parameters (`X-Tandem-Params`) and,
+/// for thumbnails, query string: all from the head, so a refused run costs
+/// no upload.
+fn prepare(kind: Kind, cfg: &Config, uri: &Uri, headers: &HeaderMap) -> Result<Work, RunError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not ASCII)"));
     match kind {
+        Kind::Thumbnail => kinds::thumbnail::check_content_type(content_type)?,
+        Kind::Text => kinds::text::check_content_type(content_type)?,
+        Kind::Exec => {}
+    }
+    let params = Params::from_headers(headers)?;
+    Ok(match kind {
         Kind::Thumbnail => {
+            Work::Thumbnail(thumbnail_request(uri, params.as_ref(), &cfg.thumbnail)?)
+        }
+        Kind::Text => Work::Text {
+            top: params
+                .as_ref()
+                .map_or(Ok(kinds::text::TOP_WORDS), params::text_top)?,
+        },
+        Kind::Exec => Work::Exec {
+            params: params.map(|p| p.raw().to_owned()),
+        },
+    })
+}
+
+/// The thumbnail asked for: from the job parameters when the header is
+/// there, else from the query string (`?width=W&height=H`, a PNG), as before
+/// parameters existed. A size in both is refused rather than one of them
+/// silently ignored.
+fn thumbnail_request(
+    uri: &Uri,
+    params: Option<&Params>,
+    cfg: &ThumbnailConfig,
+) -> Result<kinds::thumbnail::Request, RunError> {
+    let Query(q) = Query::<BoxQuery>::try_from_uri(uri)
+        .map_err(|e| RunError::BadParameter(format!("bad query string: {e}")))?;
+    match params {
+        None => Ok(kinds::thumbnail::Request {
+            bbox: kinds::thumbnail::requested_box(q.width, q.height, cfg)?,
+            output: kinds::thumbnail::Output::Png,
+        }),
+        Some(_) if q.width.is_some() || q.height.is_some() => Err(ParamError::WithQuery.into()),
+        Some(p) => Ok(params::thumbnail(p, cfg)?),
+    }
+}
+
+/// Does `work` on `input`, holding `slot` until it is done (for thumbnail
+/// and text, until its blocking thread returns, even past `timeout`).
+async fn execute(
+    work: Work,
+    slot: Slot,
+    input: Bytes,
+    cfg: &Config,
+    timeout: std::time::Duration,
+) -> Result<(HeaderValue, Bytes), RunError> {
+    match work {
+        Work::Thumbnail(req) => {
             let tcfg = cfg.thumbnail.clone();
-            let png = blocking(slot, timeout, move || {
-                kinds::thumbnail::thumbnail(&input, &tcfg, bbox)
+            let image = blocking(slot, timeout, move || {
+                kinds::thumbnail::thumbnail(&input, &tcfg, &req)
             })
             .await?;
-            Ok((HeaderValue::from_static("image/png"), png.into()))
+            let ct = HeaderValue::from_static(req.output.content_type());
+            Ok((ct, image.into()))
         }
-        Kind::Text => {
-            let stats = blocking(slot, timeout, move || kinds::text::analyze(&input)).await?;
+        Work::Text { top } => {
+            let stats = blocking(slot, timeout, move || kinds::text::analyze(&input, top)).await?;
             let json = serde_json::to_vec(&stats)
                 .map_err(|e| RunError::Internal(format!("cannot encode JSON: {e}")))?;
             Ok((HeaderValue::from_static("application/json"), json.into()))
         }
-        Kind::Exec => {
+        Work::Exec { params } => {
             // Cannot fail: AppState::new checked the exec section exists.
             let ecfg = cfg.exec.as_ref().expect("exec configured");
-            let out = kinds::exec::run(ecfg, &input).await?;
+            let out = kinds::exec::run(ecfg, &input, params.as_deref()).await?;
             drop(slot);
             let ct = HeaderValue::from_str(ecfg.content_type.as_str())
                 .map_err(|e| RunError::Internal(format!("content type: {e}")))?;
@@ -510,7 +571,8 @@ pub fn status_of(e: &RunError) -> StatusCode {
     match e {
         RunError::UnsupportedType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         RunError::BadParameter(_) => StatusCode::BAD_REQUEST,
-        RunError::Undecodable(_)
+        RunError::BadParam(_)
+        | RunError::Undecodable(_)
         | RunError::TooManyPixels { .. }
         | RunError::InvalidUtf8 { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         RunError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,

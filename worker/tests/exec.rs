@@ -170,3 +170,46 @@ async fn missing_program_is_a_spawn_failure() {
     );
     w.assert_healthy().await;
 }
+
+#[tokio::test]
+async fn job_parameters_reach_the_command_as_tandem_params() {
+    // The config sets its own TANDEM_PARAMS: the job's value wins, and
+    // without a header the config's is what the command sees, as before.
+    let w = Worker::start(
+        Kind::Exec,
+        "[exec]\ncommand = [\"/usr/bin/env\"]\nenv = { FOO = \"1\", TANDEM_PARAMS = \"from-config\" }\n",
+    )
+    .await;
+    let params = r#"{"lang":"caf\u00e9","n":[1,2]}"#;
+    let r = w.run_with_params(params, None, Vec::new()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let got: BTreeSet<String> = r.text().lines().map(str::to_owned).collect();
+    let want: BTreeSet<String> = ["FOO=1".to_owned(), format!("TANDEM_PARAMS={params}")].into();
+    assert_eq!(got, want);
+
+    let r = w.post("/v1/run", None, Vec::new()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("TANDEM_PARAMS=from-config\n"),
+        "{}",
+        r.text()
+    );
+
+    // Not an object: refused before the command runs.
+    let r = w.run_with_params("[1]", None, Vec::new()).await;
+    assert_eq!((r.status, r.error_code().as_str()), (422, "bad_param"));
+    assert!(
+        r.error_message()
+            .starts_with("X-Tandem-Params: is an array, not an object"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
+async fn without_parameters_tandem_params_is_not_set() {
+    let w = Worker::start(Kind::Exec, "[exec]\ncommand = [\"/usr/bin/env\"]\n").await;
+    let r = w.post("/v1/run", None, Vec::new()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "", "an empty environment");
+}

@@ -121,3 +121,55 @@ async fn stalled_upload_gives_its_slot_back() {
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
     w.assert_healthy().await;
 }
+
+#[tokio::test]
+async fn top_parameter_sets_the_number_of_words() {
+    let w = Worker::start(Kind::Text, "").await;
+    let input = "a a a a b b b c c d e f g h i j k l m n o p\n";
+    let words = |r: &common::Reply| -> Vec<String> {
+        r.json()["top_words"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["word"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let r = w
+        .run_with_params(r#"{"top":3}"#, Some("text/plain"), input.into())
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(words(&r), ["a", "b", "c"]);
+    // Without the header: today's ten.
+    let r = w.post("/v1/run", Some("text/plain"), input.into()).await;
+    assert_eq!(words(&r).len(), 10);
+    let r = w
+        .run_with_params(r#"{"top":1000}"#, None, input.into())
+        .await;
+    assert_eq!(words(&r).len(), 16, "every distinct word");
+
+    for (params, want) in [
+        (
+            r#"{"top":0}"#,
+            "params.top: 0 is out of range; valid: 1 to 1000",
+        ),
+        (
+            r#"{"top":"3"}"#,
+            r#"params.top: "3" is not an integer; valid: 1 to 1000"#,
+        ),
+        (
+            r#"{"tpo":3}"#,
+            "params.tpo: unknown parameter; valid for text: top",
+        ),
+        ("\"top\"", "X-Tandem-Params: is a string, not an object"),
+    ] {
+        let r = w.run_with_params(params, None, input.into()).await;
+        assert_eq!(r.status, 422, "{params}: {}", r.text());
+        assert_eq!(r.error_code(), "bad_param");
+        assert!(
+            r.error_message().starts_with(want),
+            "{params}: {}",
+            r.text()
+        );
+    }
+    w.assert_healthy().await;
+}

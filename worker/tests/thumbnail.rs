@@ -247,3 +247,222 @@ async fn decode_past_the_timeout_is_504_and_its_slot_comes_back() {
     // The slot is held until the decoding thread returns, then freed.
     w.assert_healthy().await;
 }
+
+/// The format and size of an encoded image, by its magic bytes.
+fn decoded(body: &[u8]) -> (ImageFormat, (u32, u32)) {
+    let format = image::guess_format(body).expect("a known image format");
+    let img = image::load_from_memory_with_format(body, format).expect("decodes");
+    (format, (img.width(), img.height()))
+}
+
+#[tokio::test]
+async fn job_parameters_choose_the_size_and_the_format() {
+    let w = Worker::start(Kind::Thumbnail, "").await;
+    let png = encode(&picture(640, 480), ImageFormat::Png);
+    let cases = [
+        (
+            r#"{"max_side":32}"#,
+            "image/png",
+            ImageFormat::Png,
+            (32, 24),
+        ),
+        (r#"{"width":100}"#, "image/png", ImageFormat::Png, (100, 75)),
+        (r#"{"height":60}"#, "image/png", ImageFormat::Png, (80, 60)),
+        (
+            r#"{"width":500,"height":30}"#,
+            "image/png",
+            ImageFormat::Png,
+            (40, 30),
+        ),
+        // Larger than the source: never enlarged.
+        (
+            r#"{"max_side":2048}"#,
+            "image/png",
+            ImageFormat::Png,
+            (640, 480),
+        ),
+        // No size: the default box, as without parameters.
+        (r#"{}"#, "image/png", ImageFormat::Png, (256, 192)),
+        (
+            r#"{"format":"jpeg","max_side":64}"#,
+            "image/jpeg",
+            ImageFormat::Jpeg,
+            (64, 48),
+        ),
+        (
+            r#"{"format":"jpeg","quality":40}"#,
+            "image/jpeg",
+            ImageFormat::Jpeg,
+            (256, 192),
+        ),
+        (
+            r#"{"format":"webp","height":48}"#,
+            "image/webp",
+            ImageFormat::WebP,
+            (64, 48),
+        ),
+        (
+            r#"{"format":"png"}"#,
+            "image/png",
+            ImageFormat::Png,
+            (256, 192),
+        ),
+    ];
+    for (params, ct, format, size) in cases {
+        let r = w
+            .run_with_params(params, Some("image/png"), png.clone())
+            .await;
+        assert_eq!(r.status, 200, "{params}: {}", r.text());
+        assert_eq!(r.content_type(), ct, "{params}");
+        assert_eq!(decoded(&r.body), (format, size), "{params}");
+    }
+
+    // JPEG of an image with alpha: the alpha is dropped, the size kept.
+    let rgba = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+        300,
+        100,
+        image::Rgba([10, 20, 30, 0]),
+    ));
+    let r = w
+        .run_with_params(
+            r#"{"format":"jpeg","max_side":30}"#,
+            None,
+            encode(&rgba, ImageFormat::Png),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(decoded(&r.body), (ImageFormat::Jpeg, (30, 10)));
+    w.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn jpeg_quality_is_applied() {
+    let w = Worker::start(Kind::Thumbnail, "").await;
+    let input = encode(&picture(512, 512), ImageFormat::Png);
+    let size = |q: u32| {
+        let w = &w;
+        let input = input.clone();
+        async move {
+            let params = format!(r#"{{"format":"jpeg","quality":{q},"max_side":256}}"#);
+            let r = w.run_with_params(&params, None, input).await;
+            assert_eq!(r.status, 200, "{params}: {}", r.text());
+            assert_eq!(decoded(&r.body), (ImageFormat::Jpeg, (256, 256)));
+            r.body.len()
+        }
+    };
+    let (low, high) = (size(5).await, size(100).await);
+    // The same pixels at quality 5 and 100: a quality that reached the
+    // encoder makes the first far smaller.
+    assert!(low * 2 < high, "quality 5: {low} bytes, 100: {high} bytes");
+}
+
+#[tokio::test]
+async fn bad_job_parameters_are_422_bad_param_naming_what_is_valid() {
+    let w = Worker::start(Kind::Thumbnail, "[thumbnail]\nmax_width = 500\n").await;
+    let input = encode(&picture(10, 10), ImageFormat::Png);
+    let cases = [
+        (
+            r#"{"quality":0,"format":"jpeg"}"#,
+            "params.quality: 0 is out of range; valid: 1 to 100",
+        ),
+        (
+            r#"{"width":501}"#,
+            "params.width: 501 is out of range; valid: 1 to 500",
+        ),
+        (
+            r#"{"max_side":"big"}"#,
+            r#"params.max_side: "big" is not an integer; valid: 1 to 500"#,
+        ),
+        (
+            r#"{"format":"bmp"}"#,
+            r#"params.format: "bmp" is not one of the choices; valid: "png", "jpeg" or "webp""#,
+        ),
+        (
+            r#"{"format":"webp","quality":50}"#,
+            "params.quality: 50 cannot be combined with params.format = \"webp\"",
+        ),
+        (
+            r#"{"size":32}"#,
+            "params.size: unknown parameter; valid for thumbnail: max_side, width, height, format, quality",
+        ),
+        (
+            r#"{"max_side":32,"width":32}"#,
+            "params.max_side: 32 cannot be combined with params.width = 32",
+        ),
+        (r#"[32]"#, "X-Tandem-Params: is an array, not an object"),
+        ("max_side=32", "X-Tandem-Params: is not valid JSON"),
+    ];
+    for (params, want) in cases {
+        let r = w
+            .run_with_params(params, Some("image/png"), input.clone())
+            .await;
+        assert_eq!(r.status, 422, "{params}: {}", r.text());
+        assert_eq!(r.error_code(), "bad_param", "{params}");
+        assert!(
+            r.error_message().starts_with(want),
+            "{params}: {}",
+            r.text()
+        );
+    }
+    // A size in the query string as well as in the parameters.
+    let r = w
+        .run_with_headers(
+            "/v1/run?width=50",
+            &[("x-tandem-params", r#"{"format":"jpeg"}"#)],
+            None,
+            input.clone(),
+        )
+        .await;
+    assert_eq!((r.status, r.error_code().as_str()), (422, "bad_param"));
+    assert!(r.error_message().contains("query string"), "{}", r.text());
+    w.assert_healthy().await;
+}
+
+#[tokio::test]
+async fn a_huge_requested_size_cannot_raise_the_decode_limits() {
+    // The largest box allowed, with small decode limits: no parameter may
+    // let a larger image be decoded.
+    let w = Worker::start(
+        Kind::Thumbnail,
+        "[thumbnail]\nmax_width = 65535\nmax_height = 65535\nmax_side = 4000\nmax_pixels = 1000000\n",
+    )
+    .await;
+    for params in [
+        r#"{"max_side":65535}"#,
+        r#"{"width":65535,"height":65535,"format":"webp"}"#,
+    ] {
+        let r = w
+            .run_with_params(params, Some("image/png"), bomb_png(60_000, 60_000))
+            .await;
+        assert_eq!(r.status, 422, "{params}: {}", r.text());
+        assert_eq!(r.error_code(), "too_many_pixels", "{params}");
+        assert!(
+            r.error_message().contains("4000 pixels per side"),
+            "{}",
+            r.text()
+        );
+
+        // Within max_side, over max_pixels: refused from the header too.
+        let flat = encode(
+            &DynamicImage::ImageRgb8(RgbImage::new(1001, 1000)),
+            ImageFormat::Png,
+        );
+        let r = w.run_with_params(params, None, flat).await;
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (422, "too_many_pixels"),
+            "{params}"
+        );
+    }
+    // Past the largest box, the size itself is refused.
+    let r = w
+        .run_with_params(r#"{"max_side":65536}"#, None, bomb_png(10, 10))
+        .await;
+    assert_eq!((r.status, r.error_code().as_str()), (422, "bad_param"));
+    assert!(
+        r.error_message().contains("valid: 1 to 65535"),
+        "{}",
+        r.text()
+    );
+    w.assert_healthy().await;
+}

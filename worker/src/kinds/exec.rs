@@ -3,7 +3,16 @@
 //!
 //! The command comes from the config only; a request supplies bytes, never
 //! arguments. The child runs:
-//! - with a cleared environment plus `pass_env` (copied from ours) and `env`;
+//! - with a cleared environment plus `pass_env` (copied from ours) and `env`,
+//!   and, when the job has parameters, `TANDEM_PARAMS` set to them
+//!   ([`crate::params::EXEC_ENV`]): the `X-Tandem-Params` value as received,
+//!   a JSON object in compact ASCII. The worker checks only that it is an
+//!   object; what the names mean is the command's business, as its input
+//!   is. An environment variable rather than arguments because the command
+//!   line stays the operator's alone (a request never adds a word to it),
+//!   and a variable cannot be mistaken for an option. It wins over a
+//!   `TANDEM_PARAMS` in `env` or `pass_env`; without parameters it is not
+//!   set by the worker at all, as before parameters existed;
 //! - in a new process group (`process_group(0)`: `setpgid(0, 0)` in the
 //!   child), so a timeout can kill it *and everything it started* with one
 //!   `killpg(SIGKILL)`: SIGKILL cannot be trapped, unlike the SIGTERM a
@@ -30,9 +39,14 @@ use tokio::process::{Child, Command};
 use super::RunError;
 use crate::config::ExecConfig;
 
-/// Runs the configured command on `input` and returns its stdout.
-pub async fn run(cfg: &ExecConfig, input: &[u8]) -> Result<Vec<u8>, RunError> {
-    let mut child = command(cfg).spawn().map_err(|e| RunError::Spawn {
+/// Runs the configured command on `input`, with the job's `params` (the
+/// header value) in its environment, and returns its stdout.
+pub async fn run(
+    cfg: &ExecConfig,
+    input: &[u8],
+    params: Option<&str>,
+) -> Result<Vec<u8>, RunError> {
+    let mut child = command(cfg, params).spawn().map_err(|e| RunError::Spawn {
         program: cfg.command.program.display().to_string(),
         reason: e.to_string(),
     })?;
@@ -69,9 +83,9 @@ pub async fn run(cfg: &ExecConfig, input: &[u8]) -> Result<Vec<u8>, RunError> {
 }
 
 /// The configured command, not yet started: arguments from the config
-/// only, a cleared environment plus `pass_env` and `env`, `/` as its
-/// directory, piped stdio, its own process group.
-fn command(cfg: &ExecConfig) -> Command {
+/// only, a cleared environment plus `pass_env`, `env` and the job's
+/// `params`, `/` as its directory, piped stdio, its own process group.
+fn command(cfg: &ExecConfig, params: Option<&str>) -> Command {
     let mut cmd = Command::new(&cfg.command.program);
     cmd.args(&cfg.command.args)
         .env_clear()
@@ -89,6 +103,10 @@ fn command(cfg: &ExecConfig) -> Command {
     }
     for (name, value) in &cfg.env {
         cmd.env(name.as_str(), value);
+    }
+    // Last, so the job's value wins; cannot hold NUL: a header value has none.
+    if let Some(params) = params {
+        cmd.env(crate::params::EXEC_ENV, params);
     }
     cmd
 }

@@ -23,9 +23,14 @@ pub enum RunError {
         /// What would be accepted, for the message.
         accepted: &'static str,
     },
-    /// A request parameter is out of range.
+    /// A query-string parameter (`?width=`, `?height=`) is out of range.
+    /// Answered 400, as before job parameters existed.
     #[error("{0}")]
     BadParameter(String),
+    /// A job parameter (`X-Tandem-Params`) is refused. Answered 422, which
+    /// the dispatcher treats as permanent.
+    #[error(transparent)]
+    BadParam(#[from] crate::params::ParamError),
     /// The input is not an image this worker can decode (wrong type,
     /// truncated, corrupt).
     #[error("{0}")]
@@ -89,6 +94,7 @@ impl RunError {
         match self {
             RunError::UnsupportedType { .. } => "unsupported_type",
             RunError::BadParameter(_) => "bad_parameter",
+            RunError::BadParam(_) => "bad_param",
             RunError::Undecodable(_) => "undecodable",
             RunError::TooManyPixels { .. } => "too_many_pixels",
             RunError::InvalidUtf8 { .. } => "invalid_utf8",

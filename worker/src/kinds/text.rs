@@ -7,8 +7,10 @@
 //! - `words`: runs of non-whitespace (Unicode whitespace), like `wc -w`;
 //! - `characters`: Unicode scalar values; `bytes`: the UTF-8 length;
 //! - `top_words`: words for frequency are runs of letters, digits and inner
-//!   apostrophes, lower-cased, so "The", "the" and "the," are one word; the 10
-//!   most frequent, ties broken alphabetically so the output is stable.
+//!   apostrophes, lower-cased, so "The", "the" and "the," are one word; the
+//!   [`TOP_WORDS`] most frequent (or the job's `top` parameter, see
+//!   [`crate::params::text_top`]), ties broken alphabetically so the output
+//!   is stable.
 
 use std::collections::HashMap;
 
@@ -17,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::{RunError, essence};
 
-/// How many words `top_words` lists.
+/// How many words `top_words` lists when the job does not say.
 pub const TOP_WORDS: usize = 10;
 
 /// The JSON answer.
@@ -72,8 +74,8 @@ pub fn check_content_type(content_type: Option<&str>) -> Result<(), RunError> {
     }
 }
 
-/// Computes the statistics of `input`.
-pub fn analyze(input: &[u8]) -> Result<TextStats, RunError> {
+/// Computes the statistics of `input`, listing at most `top` words.
+pub fn analyze(input: &[u8], top: usize) -> Result<TextStats, RunError> {
     let text = std::str::from_utf8(input).map_err(|e| RunError::InvalidUtf8 {
         valid_up_to: e.valid_up_to(),
     })?;
@@ -85,12 +87,12 @@ pub fn analyze(input: &[u8]) -> Result<TextStats, RunError> {
             *freq.entry(word.to_lowercase()).or_default() += 1;
         }
     }
-    let mut top: Vec<WordCount> = freq
+    let mut top_words: Vec<WordCount> = freq
         .into_iter()
         .map(|(word, count)| WordCount { word, count })
         .collect();
-    top.sort_unstable_by(|a, b| b.count.cmp(&a.count).then_with(|| a.word.cmp(&b.word)));
-    top.truncate(TOP_WORDS);
+    top_words.sort_unstable_by(|a, b| b.count.cmp(&a.count).then_with(|| a.word.cmp(&b.word)));
+    top_words.truncate(top);
 
     let count = |n: usize| n as u64;
     Ok(TextStats {
@@ -99,7 +101,7 @@ pub fn analyze(input: &[u8]) -> Result<TextStats, RunError> {
         characters: count(text.chars().count()),
         bytes: count(input.len()),
         sha256: hex(&Sha256::digest(input)),
-        top_words: top,
+        top_words,
     })
 }
 
@@ -118,7 +120,7 @@ mod tests {
 
     #[test]
     fn counts_like_wc() {
-        let s = analyze("The cat, the hat.\nThe end\n".as_bytes()).unwrap();
+        let s = analyze("The cat, the hat.\nThe end\n".as_bytes(), TOP_WORDS).unwrap();
         assert_eq!((s.lines, s.words, s.characters, s.bytes), (2, 6, 26, 26));
         assert_eq!(
             s.top_words[0],
@@ -133,20 +135,20 @@ mod tests {
 
     #[test]
     fn empty_and_unterminated_and_unicode() {
-        let s = analyze(b"").unwrap();
+        let s = analyze(b"", TOP_WORDS).unwrap();
         assert_eq!((s.lines, s.words, s.characters, s.bytes), (0, 0, 0, 0));
         assert_eq!(
             s.sha256,
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
-        let s = analyze("héllo wörld\r\nno newline".as_bytes()).unwrap();
+        let s = analyze("héllo wörld\r\nno newline".as_bytes(), TOP_WORDS).unwrap();
         assert_eq!((s.lines, s.words, s.characters), (2, 4, 23));
         assert_eq!(s.bytes, 25);
     }
 
     #[test]
     fn apostrophes_and_ties() {
-        let s = analyze(b"don't 'quoted' b a b a c").unwrap();
+        let s = analyze(b"don't 'quoted' b a b a c", TOP_WORDS).unwrap();
         let got: Vec<_> = s
             .top_words
             .iter()
@@ -162,14 +164,26 @@ mod tests {
     fn only_ten_words() {
         let input: String = (0..50).map(|i| format!("w{i} ")).collect();
         assert_eq!(
-            analyze(input.as_bytes()).unwrap().top_words.len(),
+            analyze(input.as_bytes(), TOP_WORDS)
+                .unwrap()
+                .top_words
+                .len(),
             TOP_WORDS
         );
     }
 
     #[test]
+    fn top_sets_the_length_of_the_list() {
+        let input: String = (0..50).map(|i| format!("w{i} ")).collect();
+        let words = |top| analyze(input.as_bytes(), top).unwrap().top_words.len();
+        assert_eq!(words(3), 3);
+        assert_eq!(words(1), 1);
+        assert_eq!(words(1000), 50, "no more words than the text has");
+    }
+
+    #[test]
     fn invalid_utf8_says_where() {
-        let err = analyze(b"ok\xff\xfe").unwrap_err();
+        let err = analyze(b"ok\xff\xfe", TOP_WORDS).unwrap_err();
         assert_eq!(err, RunError::InvalidUtf8 { valid_up_to: 2 });
         assert!(err.to_string().contains("byte offset 2"));
     }

@@ -43,6 +43,37 @@ impl Worker {
             .expect("request")
     }
 
+    /// `POST /v1/run` with the job parameters `params` in `X-Tandem-Params`.
+    pub async fn run_with_params(
+        &self,
+        params: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        self.run_with_headers(
+            "/v1/run",
+            &[("x-tandem-params", params)],
+            content_type,
+            body,
+        )
+        .await
+    }
+
+    /// `POST path` with extra request headers.
+    pub async fn run_with_headers(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = Request::new("POST", path).headers(headers).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        req.send(self.addr).await.expect("request")
+    }
+
     pub async fn get(&self, path: &str) -> Reply {
         request(self.addr, "GET", path, None, Vec::new())
             .await
