@@ -197,6 +197,15 @@ async fn vacuum(db: &Db) -> Result<u64, DbError> {
             .await
             .ctx("retention: freelist")?;
         if before == 0 {
+            if freed > 0 {
+                // In WAL mode the file shrinks when the vacuumed pages are
+                // checkpointed; a passive checkpoint does it now, without
+                // waiting for (or blocking) readers and writers.
+                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&db.writer)
+                    .await
+                    .ctx("retention: checkpoint")?;
+            }
             return Ok(freed);
         }
         sqlx::query(AssertSqlSafe(format!(
