@@ -234,9 +234,16 @@ async fn sqlite_auto_vacuum(writer: &AnyPool) -> Result<(), sqlx::Error> {
     }
     writer.execute("PRAGMA auto_vacuum = INCREMENTAL").await?;
     if mode().await? != INCREMENTAL {
-        tracing::info!(
-            "converting the SQLite file to incremental auto-vacuum (once: VACUUM rewrites it)"
-        );
+        // WAL mode has already written the header of a new file, so even
+        // an empty one takes the VACUUM (instant when empty).
+        let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master")
+            .fetch_one(writer)
+            .await?;
+        if tables > 0 {
+            tracing::info!(
+                "converting the SQLite file to incremental auto-vacuum (once: VACUUM rewrites it)"
+            );
+        }
         writer.execute("VACUUM").await?;
     }
     Ok(())
