@@ -134,6 +134,7 @@ fn print_ready(stack: &Stack, key: &str) {
          logs                        {}\n\
          \nTry:\n  curl -s -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n       \
          -d '{{\"kind\":\"text\",\"input\":\"the quick brown fox jumps over the lazy dog\"}}' http://{api}/v1/jobs\n  \
+         curl -s -H 'Authorization: Bearer {key}' 'http://{api}/v1/jobs/JOB_ID?wait=30s'\n  \
          curl -s -H 'Authorization: Bearer {key}' http://{api}/v1/jobs/JOB_ID/result\n\
          \nCtrl-C stops everything.",
         api_replicas_text(),
