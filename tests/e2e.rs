@@ -22,6 +22,8 @@
 
 #[path = "support/e2e_data.rs"]
 mod e2e_data;
+#[path = "support/e2e_intents.rs"]
+mod e2e_intents;
 #[path = "support/e2e_stack.rs"]
 mod e2e_stack;
 
@@ -33,6 +35,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use e2e_data::Rng;
+use e2e_intents::{Intent, follow};
 use e2e_stack::{HttpError, MariaDb, Proc, http, tail};
 use tandem_test_support::eventually_blocking;
 use tandem_test_support::netns::{Topology, require_root};
@@ -49,6 +52,10 @@ const VIP_OCTET: u8 = 100;
 const API_PORT: u16 = 8080;
 const THUMB_PORT: u16 = 8181;
 const TEXT_PORT: u16 = 8182;
+/// The `sleepy` kind's service (an exec worker that sleeps before it answers).
+const SLEEPY_PORT: u16 = 8183;
+/// The `parked` kind's port on the VIP: no service, so its calls are refused.
+const PARKED_PORT: u16 = 8184;
 const WORKER_PORT: u16 = 9000;
 const METRICS_PORT: u16 = 9310;
 /// One submission may keep retrying this long before it counts as refused.
@@ -57,7 +64,7 @@ const SUBMIT_PATIENCE: Duration = Duration::from_secs(60);
 const DRAIN_WITHIN: Duration = Duration::from_secs(120);
 
 /// (name, octet) of every host.
-const HOSTS: [(&str, u8); 9] = [
+const HOSTS: [(&str, u8); 10] = [
     ("lb1", 11),
     ("lb2", 12),
     ("api1", 21),
@@ -67,6 +74,7 @@ const HOSTS: [(&str, u8); 9] = [
     ("wt2", 42),
     ("wx1", 51),
     ("wx2", 52),
+    ("wy1", 61),
 ];
 const CLIENT_OCTET: u8 = 200;
 
@@ -146,7 +154,7 @@ fn lb_config(s: &Stack, node: &str, priority: u8) -> String {
              timeout = \"1s\"\nrise = 2\nfall = 2\n"
         )
     };
-    let backends = |hosts: [&str; 2], port: u16| {
+    let backends = |hosts: &[&str], port: u16| {
         hosts
             .iter()
             .map(|h| {
@@ -167,16 +175,19 @@ fn lb_config(s: &Stack, node: &str, priority: u8) -> String {
          {h_w}{b_t}\
          [[service]]\nname = \"text\"\nlisten = \"{vip}:{TEXT_PORT}\"\nconnect_timeout = \"1s\"\n\
          {h_w}{b_x}\
+         [[service]]\nname = \"sleepy\"\nlisten = \"{vip}:{SLEEPY_PORT}\"\nconnect_timeout = \"1s\"\n\
+         {h_w}{b_y}\
          [[vrrp]]\nname = \"vip\"\ninterface = \"eth0\"\nvirtual_router_id = 51\npriority = {priority}\n\
          advert_interval = \"100ms\"\npreempt = true\nvirtual_ips = [\"{vip}/24\"]\n\
          track = [{{ service = \"api\", weight = -100 }}]\n",
         sock = s.dir.path().join(format!("{node}.sock")).display(),
         ip = s.ip(node),
         h_api = health("/readyz"),
-        b_api = backends(["api1", "api2"], API_PORT),
+        b_api = backends(&["api1", "api2"], API_PORT),
         h_w = health("/healthz"),
-        b_t = backends(["wt1", "wt2"], WORKER_PORT),
-        b_x = backends(["wx1", "wx2"], WORKER_PORT),
+        b_t = backends(&["wt1", "wt2"], WORKER_PORT),
+        b_x = backends(&["wx1", "wx2"], WORKER_PORT),
+        b_y = backends(&["wy1"], WORKER_PORT),
     )
 }
 
@@ -198,18 +209,28 @@ fn api_config(s: &Stack, node: &str) -> String {
         "listen = \"{ip}:{API_PORT}\"\nstate_dir = \"{state}\"\n\
          database_url = \"mysql://tandem:tandem@{db}:3306/tandem\"\n\
          proxy_protocol = \"optional\"\nlease = \"5s\"\npoll_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
-         {t}{x}",
+         {t}{x}{y}\
+         [kinds.parked]\nurl = \"http://{vip}:{PARKED_PORT}\"\nmax_attempts = 3\n\
+         retry_base = \"1h\"\nretry_max = \"1h\"\n",
         ip = s.ip(node),
         state = state.display(),
         db = s.ip("db"),
         t = kind("thumbnail", THUMB_PORT),
         x = kind("text", TEXT_PORT),
+        y = kind("sleepy", SLEEPY_PORT),
     )
 }
 
 fn worker_config(s: &Stack, node: &str) -> String {
+    // wy1 serves `sleepy` jobs: 3 s, then the input back (long enough to
+    // be cancelled while it runs).
+    let exec = if node == "wy1" {
+        "[exec]\ncommand = [\"/bin/sh\", \"-c\", \"sleep 3; cat\"]\ntimeout = \"10s\"\n"
+    } else {
+        ""
+    };
     format!(
-        "listen = \"{}:{WORKER_PORT}\"\n[limits]\nconcurrency = 4\nshutdown_grace = \"1s\"\n",
+        "listen = \"{}:{WORKER_PORT}\"\n[limits]\nconcurrency = 4\nshutdown_grace = \"1s\"\n{exec}",
         s.ip(node)
     )
 }
@@ -228,7 +249,7 @@ fn all_backends_up(metrics: SocketAddr) -> bool {
         return false;
     };
     v["services"].as_array().is_some_and(|ss| {
-        ss.len() == 3
+        ss.len() == 4
             && ss.iter().all(|s| {
                 s["backends"]
                     .as_array()
@@ -294,6 +315,7 @@ fn build() -> (Stack, String) {
         ("wt2", "thumbnail"),
         ("wx1", "text"),
         ("wx2", "text"),
+        ("wy1", "exec"),
     ] {
         let cfg = s.dir.path().join(format!("{node}.toml"));
         write(&cfg, &worker_config(&s, node));
@@ -321,7 +343,7 @@ fn build() -> (Stack, String) {
     assert!(!token.is_empty(), "no token printed");
 
     let up = Duration::from_secs(60);
-    for node in ["wt1", "wt2", "wx1", "wx2"] {
+    for node in ["wt1", "wt2", "wx1", "wx2", "wy1"] {
         s.start(node);
         let a = SocketAddr::from((s.ip(node), WORKER_PORT));
         eventually_blocking(up, &format!("{node} /readyz"), || answers(a, "/readyz"));
@@ -352,7 +374,11 @@ fn build() -> (Stack, String) {
 
 enum Expect {
     Text(String),
-    Thumb { size: (u32, u32) },
+    Thumb {
+        size: (u32, u32),
+    },
+    /// Cancelled by the client: no result.
+    Cancelled,
 }
 
 struct Job {
@@ -360,11 +386,23 @@ struct Job {
     /// The JSON request body.
     body: String,
     expect: Expect,
+    /// What the client does with it after the 202.
+    intent: Intent,
 }
 
 /// Job `i`: even ones text, odd ones an image (PNG, GIF or JPEG in turn),
 /// sizes from 16 to 480 pixels a side so some fit the box and most do not.
 fn make_job(rng: &mut Rng, i: usize) -> Job {
+    let intent = Intent::of(i);
+    if let Some(kind) = intent.kind() {
+        let body = serde_json::json!({"kind": kind, "input": format!("cancel me {i}")}).to_string();
+        return Job {
+            kind,
+            body,
+            expect: Expect::Cancelled,
+            intent,
+        };
+    }
     if i.is_multiple_of(2) {
         let t = e2e_data::text(rng);
         let body = serde_json::json!({"kind": "text", "input": t}).to_string();
@@ -372,6 +410,7 @@ fn make_job(rng: &mut Rng, i: usize) -> Job {
             kind: "text",
             body,
             expect: Expect::Text(t),
+            intent,
         };
     }
     let (w, h) = (rng.range(16, 480), rng.range(16, 360));
@@ -391,6 +430,7 @@ fn make_job(rng: &mut Rng, i: usize) -> Job {
         kind: "thumbnail",
         body,
         expect: Expect::Thumb { size: (w, h) },
+        intent,
     }
 }
 
@@ -421,6 +461,7 @@ fn check_result(job: &Job, body: &[u8]) -> Result<(), String> {
                 Err(format!("text stats {got:?}, expected {want:?}"))
             }
         }
+        Expect::Cancelled => Err("a cancelled job has a result".into()),
         Expect::Thumb { size } => {
             let got = e2e_data::png_size(body).ok_or("thumbnail result is not a PNG")?;
             if e2e_data::thumbnail_ok(*size, BOX, got) {
@@ -619,11 +660,14 @@ fn failover_of_every_tier_loses_no_job() {
     let counters = Arc::new(Counters::default());
     let accepted: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
     let refused: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    // Jobs whose follow-up (wait, cancel) the API did not honour.
+    let unhonoured: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+    let wait_timeouts = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::channel::<usize>();
     let rx = Arc::new(Mutex::new(rx));
     let t_load = Instant::now();
     let mut threads = Vec::new();
-    for _ in 0..32 {
+    for _ in 0..48 {
         let (rx, jobs, c, acc, refd, token) = (
             rx.clone(),
             jobs.clone(),
@@ -632,13 +676,22 @@ fn failover_of_every_tier_loses_no_job() {
             refused.clone(),
             token.clone(),
         );
+        let (unh, timeouts) = (unhonoured.clone(), wait_timeouts.clone());
         threads.push(std::thread::spawn(move || {
             loop {
                 let next = rx.lock().unwrap().recv();
                 let Ok(i) = next else { return };
                 let key = format!("e2e-{seed}-{i}");
                 match submit(vip_api, &token, &key, &jobs[i], &c) {
-                    Submitted::Accepted { id } => acc.lock().unwrap().push((i, id)),
+                    Submitted::Accepted { id } => {
+                        acc.lock().unwrap().push((i, id.clone()));
+                        match follow(vip_api, &token, &id, jobs[i].intent) {
+                            Ok(seen) => {
+                                timeouts.fetch_add(seen.wait_timeouts.into(), Ordering::Relaxed);
+                            }
+                            Err(why) => unh.lock().unwrap().push((i, why)),
+                        }
+                    }
                     Submitted::Refused(why) => refd.lock().unwrap().push((i, why)),
                 }
             }
@@ -728,6 +781,20 @@ fn failover_of_every_tier_loses_no_job() {
     assert_eq!(accepted.len(), JOBS, "every submission answered");
     let ids: HashSet<&str> = accepted.iter().map(|(_, id)| id.as_str()).collect();
     assert_eq!(ids.len(), JOBS, "two jobs got the same id");
+    let unhonoured = std::mem::take(&mut *unhonoured.lock().unwrap());
+    assert!(
+        unhonoured.is_empty(),
+        "{} follow-ups not honoured, e.g. job {} ({:?}): {}",
+        unhonoured.len(),
+        unhonoured[0].0,
+        jobs[unhonoured[0].0].intent,
+        unhonoured[0].1
+    );
+    let cancels = jobs
+        .iter()
+        .filter(|j| matches!(j.expect, Expect::Cancelled))
+        .count() as u64;
+    let done_jobs = JOBS as u64 - cancels;
     println!(
         "e2e: {JOBS} jobs accepted in {:.1} s",
         submit_time.as_secs_f64()
@@ -754,7 +821,10 @@ fn failover_of_every_tier_loses_no_job() {
                     "SELECT id, kind, attempts, last_error FROM jobs WHERE state = 'failed' LIMIT 5"
                 )
             );
-            if by_state.get("done") == Some(&(JOBS as u64)) && by_state.len() == 1 {
+            let settled = by_state.get("done") == Some(&done_jobs)
+                && by_state.get("cancelled") == Some(&cancels)
+                && by_state.len() == 2;
+            if settled {
                 Ok(())
             } else {
                 Err(format!("jobs by state: {by_state:?}"))
@@ -768,8 +838,8 @@ fn failover_of_every_tier_loses_no_job() {
     assert_eq!(count("SELECT COUNT(*) FROM jobs"), JOBS as u64, "job rows");
     assert_eq!(
         count("SELECT COUNT(*) FROM results"),
-        JOBS as u64,
-        "result rows"
+        done_jobs,
+        "result rows: one per done job, none for a cancelled one"
     );
     let dup = db
         .query("SELECT job_id, COUNT(*) FROM results GROUP BY job_id HAVING COUNT(*) > 1")
@@ -792,13 +862,22 @@ fn failover_of_every_tier_loses_no_job() {
                 let Some((i, id)) = next else { return };
                 let st = get(vip_api, &token, &format!("/v1/jobs/{id}"));
                 let v = st.json();
-                if st.status != 200 || v["status"] != "done" {
+                let want = jobs[i].intent.final_state();
+                if st.status != 200 || v["status"] != want {
                     bad.lock()
                         .unwrap()
                         .push(format!("job {i} ({id}): {} {v}", st.status));
                     continue;
                 }
                 let r = get(vip_api, &token, &format!("/v1/jobs/{id}/result"));
+                if matches!(jobs[i].expect, Expect::Cancelled) {
+                    if r.status != 409 {
+                        bad.lock()
+                            .unwrap()
+                            .push(format!("cancelled job {i} ({id}) result: {}", r.status));
+                    }
+                    continue;
+                }
                 if r.status != 200 {
                     bad.lock()
                         .unwrap()
@@ -829,7 +908,7 @@ fn failover_of_every_tier_loses_no_job() {
     // finished_ms when the result commits; both by the API hosts' clock,
     // which is this machine's.
     let rows = db
-        .query("SELECT finished_ms - created_ms, attempts FROM jobs")
+        .query("SELECT finished_ms - created_ms, attempts FROM jobs WHERE state = 'done'")
         .unwrap();
     let mut lat: Vec<u64> = Vec::new();
     let mut retried = 0;
@@ -852,13 +931,22 @@ fn failover_of_every_tier_loses_no_job() {
         before = *total;
     }
     println!(
-        "e2e RESULT: {JOBS} jobs ({} text, {} thumbnail), all done exactly once with correct results\n\
+        "e2e RESULT: {JOBS} jobs ({} text, {} thumbnail, {cancels} cancelled: {} queued, {} running), each in the state its client asked for; every done one exactly once with a correct result\n\
+         e2e RESULT: {} followed with ?wait= ({} waits ran out and were asked again)\n\
          e2e RESULT: VIP gap after SIGKILL of the master: {} ms; lb1 back as master {} ms after its restart (longest gap between connects then: {} ms)\n\
          e2e RESULT: client retries: {retries} (connect {}, broken exchange {}, 5xx/429 {}; by phase: {}); idempotent replays: {}\n\
          e2e RESULT: job latency 202 -> done: p50 {} ms, p99 {} ms, max {} ms; jobs needing more than one attempt: {retried} (most attempts: {max_attempts})\n\
          e2e RESULT: killed and restarted: lb1, {}; submission {:.1} s, all done at {:.1} s; total run time {:.1} s",
         jobs.iter().filter(|j| j.kind == "text").count(),
         jobs.iter().filter(|j| j.kind == "thumbnail").count(),
+        jobs.iter()
+            .filter(|j| j.intent == Intent::CancelQueued)
+            .count(),
+        jobs.iter()
+            .filter(|j| j.intent == Intent::CancelRunning)
+            .count(),
+        jobs.iter().filter(|j| j.intent == Intent::Wait).count(),
+        wait_timeouts.load(Ordering::Relaxed),
         vip_gap.as_millis(),
         preempt.as_millis(),
         preempt_gap.as_millis(),

@@ -1,0 +1,172 @@
+//! What the end-to-end scenario's client asks of each job beyond "run
+//! it" (issue 14, item 7), and how it checks that the job ended in exactly
+//! the state it asked for.
+//!
+//! - `Plain`: submitted, then checked at the end (done, correct result).
+//! - `Wait`: after its 202 the client asks `GET /v1/jobs/{id}?wait=10s`
+//!   through the VIP, again while the answer is not final (a wait held by
+//!   a replica that is killed breaks and is asked again), and must see
+//!   `done` that way.
+//! - `Webhook`: submitted with a `callback_url` to the receiver the test
+//!   runs on the client's address; every one must be delivered at least
+//!   once, signed with the key's secret, with status `done`.
+//! - `CancelQueued`: a job of the `parked` kind, whose URL has no service
+//!   behind it: its first attempt is refused at once and it waits an hour
+//!   for the next. The client waits until it is queued after that attempt,
+//!   then cancels it: the answer must be 200 `cancelled`.
+//! - `CancelRunning`: a job of the `sleepy` kind (an exec worker that
+//!   sleeps 3 s before it answers): the client waits until it is running,
+//!   then cancels it: 200 `cancelled`, and it must stay cancelled with no
+//!   result when the worker's late answer comes back.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::e2e_stack::{Response, http};
+
+/// What the client does with a job after its 202.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    Plain,
+    Wait,
+    Webhook,
+    CancelQueued,
+    CancelRunning,
+}
+
+impl Intent {
+    /// Job `i`'s intent: one in eight waits, one in eight has a webhook,
+    /// one in forty of each cancel.
+    pub fn of(i: usize) -> Intent {
+        match (i % 8, i % 40) {
+            (_, 5) => Intent::CancelQueued,
+            (_, 13) => Intent::CancelRunning,
+            (1, _) => Intent::Wait,
+            (3, _) => Intent::Webhook,
+            _ => Intent::Plain,
+        }
+    }
+
+    /// The kind a cancel target is submitted as (the others keep theirs).
+    pub fn kind(self) -> Option<&'static str> {
+        match self {
+            Intent::CancelQueued => Some("parked"),
+            Intent::CancelRunning => Some("sleepy"),
+            _ => None,
+        }
+    }
+
+    /// The final state the client asked for.
+    pub fn final_state(self) -> &'static str {
+        match self {
+            Intent::CancelQueued | Intent::CancelRunning => "cancelled",
+            _ => "done",
+        }
+    }
+}
+
+/// What the client saw while following its job.
+#[derive(Debug, Default)]
+pub struct Followed {
+    /// `?wait=` requests answered with a state that was not final.
+    pub wait_timeouts: u32,
+    /// Transport failures retried (a wait or cancel broken by a kill).
+    pub retries: u32,
+}
+
+fn json(r: &Response) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or(serde_json::Value::Null)
+}
+
+/// One request, retried on transport errors and 5xx for `patience`.
+fn retried(
+    vip: SocketAddr,
+    method: &str,
+    path: &str,
+    auth: &str,
+    patience: Duration,
+    seen: &mut Followed,
+) -> Result<Response, String> {
+    let deadline = Instant::now() + patience;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match http(vip, method, path, &[("Authorization", auth)], b"") {
+            Ok(r) if r.status < 500 => return Ok(r),
+            Ok(r) => last = format!("{} {}", r.status, String::from_utf8_lossy(&r.body)),
+            Err(e) => last = format!("{e:?}"),
+        }
+        seen.retries += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!(
+        "{method} {path}: still failing after {patience:?}: {last}"
+    ))
+}
+
+/// Follows job `id` as `intent` says; `Err` says how the client's request
+/// was not honoured.
+pub fn follow(vip: SocketAddr, token: &str, id: &str, intent: Intent) -> Result<Followed, String> {
+    let auth = format!("Bearer {token}");
+    let mut seen = Followed::default();
+    let patience = Duration::from_secs(120);
+    match intent {
+        Intent::Plain | Intent::Webhook => Ok(seen),
+        Intent::Wait => {
+            let deadline = Instant::now() + patience;
+            while Instant::now() < deadline {
+                let path = format!("/v1/jobs/{id}?wait=10s");
+                let r = retried(vip, "GET", &path, &auth, patience, &mut seen)?;
+                let v = json(&r);
+                match v["status"].as_str() {
+                    Some("done") => return Ok(seen),
+                    Some("queued" | "running") => seen.wait_timeouts += 1,
+                    _ => return Err(format!("wait answered {} {v}", r.status)),
+                }
+            }
+            Err(format!("not done after {patience:?} of waits"))
+        }
+        Intent::CancelQueued | Intent::CancelRunning => {
+            let want = if intent == Intent::CancelQueued {
+                "queued"
+            } else {
+                "running"
+            };
+            let deadline = Instant::now() + patience;
+            loop {
+                let r = retried(
+                    vip,
+                    "GET",
+                    &format!("/v1/jobs/{id}"),
+                    &auth,
+                    patience,
+                    &mut seen,
+                )?;
+                let v = json(&r);
+                // Queued after its first (refused) attempt, or running.
+                let ready = v["status"] == want
+                    && (intent == Intent::CancelRunning || v["attempts"].as_u64() >= Some(1));
+                if ready {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("never {want}: {v}"));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let r = retried(
+                vip,
+                "DELETE",
+                &format!("/v1/jobs/{id}"),
+                &auth,
+                patience,
+                &mut seen,
+            )?;
+            let v = json(&r);
+            if r.status == 200 && v["status"] == "cancelled" {
+                Ok(seen)
+            } else {
+                Err(format!("cancel of a {want} job answered {} {v}", r.status))
+            }
+        }
+    }
+}
