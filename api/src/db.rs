@@ -133,10 +133,10 @@ impl Drop for Relaxed {
 }
 
 /// The newest migration version; `/readyz` checks it has been applied.
-pub const LATEST_MIGRATION: i64 = 3;
+pub const LATEST_MIGRATION: i64 = 4;
 
 /// Every migration of `backend`, oldest first: (version, name, SQL).
-fn migrations(backend: Backend) -> [(i64, &'static str, &'static str); 3] {
+fn migrations(backend: Backend) -> [(i64, &'static str, &'static str); 4] {
     match backend {
         Backend::Sqlite => [
             (
@@ -154,6 +154,11 @@ fn migrations(backend: Backend) -> [(i64, &'static str, &'static str); 3] {
                 "lifecycle",
                 include_str!("../migrations/sqlite/0003_lifecycle.sql"),
             ),
+            (
+                4,
+                "webhooks",
+                include_str!("../migrations/sqlite/0004_webhooks.sql"),
+            ),
         ],
         Backend::Mysql => [
             (1, "init", include_str!("../migrations/mysql/0001_init.sql")),
@@ -166,6 +171,11 @@ fn migrations(backend: Backend) -> [(i64, &'static str, &'static str); 3] {
                 3,
                 "lifecycle",
                 include_str!("../migrations/mysql/0003_lifecycle.sql"),
+            ),
+            (
+                4,
+                "webhooks",
+                include_str!("../migrations/mysql/0004_webhooks.sql"),
             ),
         ],
     }
