@@ -3,7 +3,10 @@
 //!
 //! Every subcommand takes `-c FILE`: `keys` uses it to find the database.
 //! `keys create` prints the token once, on stdout, and nowhere else: it is
-//! not logged and only its SHA-256 is stored.
+//! not logged and only its SHA-256 is stored. The key's webhook signing
+//! secret is printed with it, once, on stderr (stdout stays the token
+//! alone, which scripts capture); `keys rotate-webhook-secret` prints a
+//! new one on stdout.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,6 +59,34 @@ pub enum KeysCommand {
         /// Requests allowed at once above the steady rate.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         burst: Option<u32>,
+        /// Default webhook URL of the key's jobs (an http:// URL the
+        /// config's [webhooks] policy allows).
+        #[arg(long)]
+        callback_url: Option<String>,
+    },
+    /// Give a key a new webhook signing secret and print it (shown this
+    /// once); the old one keeps signing, as a second v1, for --grace.
+    RotateWebhookSecret {
+        /// The API's TOML config file (for the database).
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// How long the old secret keeps signing, e.g. `24h`; `0s` stops
+        /// it at once.
+        #[arg(long, default_value = "24h", value_parser = parse_grace)]
+        grace: std::time::Duration,
+        /// Key id or name.
+        key: String,
+    },
+    /// Set a key's default webhook URL (for jobs submitted from now on),
+    /// or clear it when no URL is given.
+    SetCallbackUrl {
+        /// The API's TOML config file (for the database and the policy).
+        #[arg(short, long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Key id or name.
+        key: String,
+        /// An http:// URL the config's [webhooks] policy allows.
+        url: Option<String>,
     },
     /// List keys (never tokens).
     List {
@@ -136,6 +167,17 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A duration in the config files' grammar (`0s` allowed).
+fn parse_grace(s: &str) -> Result<std::time::Duration, String> {
+    tandem_service::config::duration::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// A callback URL for a key, checked against the config's policy.
+fn key_callback_url(config: &Config, url: &str) -> anyhow::Result<crate::webhook::Target> {
+    crate::webhook::Target::parse(url, &config.webhooks.policy)
+        .map_err(|e| anyhow::anyhow!("--callback-url {e}"))
+}
+
 /// Runs a `tandem api` subcommand.
 pub fn main(cmd: ApiCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -177,9 +219,20 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         KeysCommand::Create { config, .. }
         | KeysCommand::List { config, .. }
         | KeysCommand::Retention { config, .. }
-        | KeysCommand::Revoke { config, .. } => config.clone(),
+        | KeysCommand::Revoke { config, .. }
+        | KeysCommand::RotateWebhookSecret { config, .. }
+        | KeysCommand::SetCallbackUrl { config, .. } => config.clone(),
     };
     let config = Config::load(&path)?;
+    // Checked before the database is touched.
+    let target = match &cmd {
+        KeysCommand::Create {
+            callback_url: Some(u),
+            ..
+        }
+        | KeysCommand::SetCallbackUrl { url: Some(u), .. } => Some(key_callback_url(&config, u)?),
+        _ => None,
+    };
     runtime()?.block_on(async move {
         let db = Db::open_with(&config.database_url, 2, &config.db).await?;
         match cmd {
@@ -188,12 +241,41 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             } => {
                 let rate = rate.unwrap_or(config.default_rate);
                 let burst = burst.unwrap_or(config.default_burst);
-                let (info, token) = crate::keys::create(&db, &name, rate, burst).await?;
+                let made =
+                    crate::keys::create_with(&db, &name, rate, burst, target.as_ref()).await?;
+                let info = &made.info;
                 eprintln!(
-                    "created key {} ({}), {} req/s, burst {}; the token is shown only now:",
-                    info.id, info.name, info.rate, info.burst
+                    "created key {} ({}), {} req/s, burst {}; the token and the webhook secret \
+                     are shown only now\nwebhook signing secret: {}\ntoken:",
+                    info.id, info.name, info.rate, info.burst, made.webhook_secret
                 );
-                println!("{token}");
+                println!("{}", made.token);
+            }
+            KeysCommand::RotateWebhookSecret { key, grace, .. } => {
+                let Some((id, secret)) =
+                    crate::keys::rotate_webhook_secret(&db, &key, grace).await?
+                else {
+                    eprintln!("no active key with id or name {key:?}");
+                    return Ok(ExitCode::FAILURE);
+                };
+                eprintln!(
+                    "key {id}: new webhook secret (shown only now); the old one signs too for {}:",
+                    tandem_service::config::duration::format_duration(grace)
+                );
+                println!("{secret}");
+            }
+            KeysCommand::SetCallbackUrl { key, .. } => {
+                let Some(id) = crate::keys::set_callback_url(&db, &key, target.as_ref()).await?
+                else {
+                    eprintln!("no active key with id or name {key:?}");
+                    return Ok(ExitCode::FAILURE);
+                };
+                match &target {
+                    Some(t) => {
+                        eprintln!("key {id}: jobs submitted from now on call {}", t.as_str())
+                    }
+                    None => eprintln!("key {id}: no default callback URL"),
+                }
             }
             KeysCommand::List { json, .. } => {
                 for k in crate::keys::list(&db).await? {

@@ -14,6 +14,8 @@
 //! - [`params`]: job parameters, as stored and sent to workers.
 //! - [`wait`]: `?wait=` requests held until their job is final.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`webhook`]: callbacks when jobs end: the outbox, signing, the
+//!   address policy and the delivery task.
 pub mod batch;
 pub mod cli;
 pub mod config;
@@ -31,3 +33,4 @@ pub mod run;
 pub mod server;
 pub mod submit;
 pub mod wait;
+pub mod webhook;

@@ -56,6 +56,19 @@ pub const DB_FREE_BYTES: &str = "tandem_api_db_free_bytes";
 pub const WAITERS: &str = "tandem_api_waiters";
 /// Counter, label `outcome` (`final`, `timeout`): how held waits ended.
 pub const WAITS: &str = "tandem_api_waits_total";
+/// Counter, label `outcome` (`delivered`, `failed`): webhook deliveries
+/// that ended.
+pub const WEBHOOK_DELIVERIES: &str = "tandem_api_webhook_deliveries_total";
+/// Counter, label `outcome` (`delivered`, `status`, `timeout`, `connect`,
+/// `dns`, `refused`, `protocol`): webhook attempts.
+pub const WEBHOOK_ATTEMPTS: &str = "tandem_api_webhook_attempts_total";
+/// Histogram, label `outcome`: one webhook attempt, seconds.
+pub const WEBHOOK_ATTEMPT_DURATION: &str = "tandem_api_webhook_attempt_duration_seconds";
+/// Gauge: pending webhook deliveries of every replica (counted up to
+/// 100,000).
+pub const WEBHOOK_PENDING: &str = "tandem_api_webhook_pending";
+/// Gauge: webhook attempts in flight from this replica.
+pub const WEBHOOK_IN_FLIGHT: &str = "tandem_api_webhook_in_flight";
 
 /// Buckets of the batch size histogram: 1 to the largest `submit_batch`.
 const BATCH_BUCKETS: &[f64] = &[
@@ -127,6 +140,7 @@ pub fn describe() {
     );
     describe_counter!(DISPATCHES, Unit::Count, "Worker calls by kind and outcome.");
     describe_dispatch();
+    describe_webhooks();
     describe_counter!(
         LOG_DROPPED,
         Unit::Count,
@@ -227,6 +241,35 @@ fn describe_dispatch() {
         "Attempt outcomes dropped because the job's lease had been lost (another replica took it)."
     );
     describe_histogram!(CLAIM_BATCH, Unit::Count, "Jobs taken per claim, by kind.");
+}
+
+/// HELP text of the webhook deliveries.
+fn describe_webhooks() {
+    describe_counter!(
+        WEBHOOK_DELIVERIES,
+        Unit::Count,
+        "Webhook deliveries that ended, by outcome: delivered (a 2xx) or failed (given up)."
+    );
+    describe_counter!(
+        WEBHOOK_ATTEMPTS,
+        Unit::Count,
+        "Webhook attempts by outcome: delivered, status (a non-2xx answer), timeout, connect, dns, refused (by the address policy), protocol."
+    );
+    describe_histogram!(
+        WEBHOOK_ATTEMPT_DURATION,
+        Unit::Seconds,
+        "Duration of webhook attempts, by outcome."
+    );
+    describe_gauge!(
+        WEBHOOK_PENDING,
+        Unit::Count,
+        "Webhook deliveries pending (queued or retrying) across all replicas, counted up to 100000; sampled each poll."
+    );
+    describe_gauge!(
+        WEBHOOK_IN_FLIGHT,
+        Unit::Count,
+        "Webhook attempts in flight from this replica."
+    );
 }
 
 /// One answered request.

@@ -1,12 +1,13 @@
-//! One replica: the HTTP server, the dispatcher, the request log writer,
-//! the waiters' checker and the retention pass, started together and
-//! stopped together.
+//! One replica: the HTTP server, the dispatcher, the webhook deliveries,
+//! the request log writer, the waiters' checker and the retention pass,
+//! started together and stopped together.
 //!
 //! Shutdown order, when the token is cancelled: the listener stops
 //! accepting and `/readyz` turns 503; open connections finish their
 //! in-flight request and close; the dispatcher stops claiming and releases
 //! the leases it holds (so another replica runs those jobs at once instead
-//! of after the lease); the request log writes what it holds; then
+//! of after the lease); the webhook task gives back the deliveries it was
+//! sending, likewise; the request log writes what it holds; then
 //! [`serve`] returns.
 //!
 //! Connections are accepted by `tandem_service::accept::Acceptor`: running
@@ -74,6 +75,12 @@ pub async fn serve(
         life.prune_interval,
         shutdown.clone(),
     ));
+    let webhooks = tokio::spawn(crate::webhook::run(
+        db.clone(),
+        Arc::new(config.webhooks.clone()),
+        signals.webhooks.clone(),
+        shutdown.clone(),
+    ));
     let state = AppState::new(
         db,
         Arc::clone(&config),
@@ -102,6 +109,7 @@ pub async fn serve(
     let _ = dispatcher.await;
     let _ = checker.await;
     let _ = pruner.await;
+    let _ = webhooks.await;
     drop(app);
     let _ = log_writer.await;
     tracing::info!("api stopped");

@@ -48,6 +48,7 @@ async fn insert_at(db: &Db, key_id: &str, kind: &str, n: usize, priority: u8) ->
             max_attempts: 3,
             priority: priority.into(),
             params: None,
+            callback_url: None,
         };
         match jobs::create(db, job).await.unwrap() {
             Created::New(v) => ids.push(v.id),

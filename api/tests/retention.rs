@@ -25,6 +25,7 @@ fn job(key: &str, n: usize) -> NewJob {
         max_attempts: 3,
         priority: 0,
         params: None,
+        callback_url: None,
     }
 }
 

@@ -26,6 +26,7 @@ fn job(key: &str, idem: Option<&str>, body: &str) -> NewJob {
         max_attempts: 3,
         priority: 0,
         params: None,
+        callback_url: None,
     }
 }
 

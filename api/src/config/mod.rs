@@ -24,6 +24,9 @@ mod lifecycle;
 
 pub use lifecycle::Lifecycle;
 
+mod webhooks;
+pub use webhooks::WebhookConfig;
+
 /// Whether connections start with a PROXY protocol header (v1 or v2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProxyProtocol {
@@ -159,6 +162,8 @@ pub struct Config {
     pub lifecycle: Lifecycle,
     /// Job kinds by name.
     pub kinds: BTreeMap<String, KindConfig>,
+    /// `[webhooks]`: the callback policy and delivery settings.
+    pub webhooks: WebhookConfig,
 }
 
 /// Default cap on a kind's jobs in flight from one replica: high, since the
@@ -190,6 +195,7 @@ const ROOT_KEYS: &[&str] = &[
     "submit_window",
     "submit_queue",
     "kinds",
+    "webhooks",
 ];
 const KIND_KEYS: &[&str] = &[
     "url",
@@ -269,6 +275,7 @@ fn parse_root(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Result<Config, Report
     let db = parse_db(w, root);
     let lifecycle = lifecycle::parse(w, root);
     let kinds = parse_kinds(w, root);
+    let webhooks = webhooks::parse(w, root);
     let state_dir = state_dir?.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
     Ok(Config {
         listen: listen?.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -286,6 +293,7 @@ fn parse_root(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Result<Config, Report
         db: db?,
         lifecycle: lifecycle?,
         kinds: kinds?,
+        webhooks: webhooks?,
     })
 }
 

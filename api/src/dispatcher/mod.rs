@@ -43,6 +43,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::jobs::Finisher;
 use crate::wait::Waiters;
+use crate::webhook;
 
 mod attempt;
 mod client;
@@ -130,6 +131,8 @@ pub struct Signals {
     pub cancels: Cancels,
     /// Requests waiting for jobs to finish.
     pub waiters: Waiters,
+    /// Webhook deliveries were queued here.
+    pub webhooks: webhook::Waker,
 }
 
 /// Runs every kind's loop until `shutdown`; returns when every lease held
@@ -141,7 +144,11 @@ pub async fn run(
     signals: Signals,
     shutdown: CancellationToken,
 ) {
-    let (finisher, writer) = Finisher::spawn(db.clone(), signals.waiters.clone());
+    let (finisher, writer) = Finisher::spawn(
+        db.clone(),
+        signals.waiters.clone(),
+        signals.webhooks.clone(),
+    );
     let mut loops = JoinSet::new();
     for (name, kind) in &config.kinds {
         let waker = signals.wakers.0.get(name).cloned().unwrap_or_default();

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use metrics::counter;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::{JobView, VIEW_COLS, get_by, view};
+use super::{JobView, VIEW_COLS, VIEW_FROM, get_by, view};
 use crate::db::{Ctx, Db, DbError, RETRIES, conflict_backoff, is_conflict, now_ms, random_hex};
 use crate::metrics as m;
 
@@ -56,6 +56,9 @@ pub struct NewJob {
     pub priority: i64,
     /// The parameters as sent to the worker (`crate::params::encode`).
     pub params: Option<String>,
+    /// Where to POST the job when it ends (checked by
+    /// [`crate::webhook::Target`]): the request's, else the key's default.
+    pub callback_url: Option<String>,
 }
 
 /// What `create` did.
@@ -69,7 +72,7 @@ pub enum Created {
     Conflict,
 }
 
-/// Most rows in one `INSERT` (a power of two): 12 placeholders a row stays
+/// Most rows in one `INSERT` (a power of two): 13 placeholders a row stays
 /// far below SQLite's 32,766 and MySQL's 65,535.
 pub const MAX_CHUNK: usize = 256;
 
@@ -250,8 +253,7 @@ async fn existing(
         let (chunk, tail) = rest.split_at(chunk_len(rest.len()));
         let cond = vec!["(j.key_id = ? AND j.idem_key = ?)"; chunk.len()].join(" OR ");
         let sql = format!(
-            "SELECT {VIEW_COLS}, j.body_hash, j.key_id, j.idem_key FROM jobs j \
-             LEFT JOIN results r ON r.job_id = j.id WHERE {cond}"
+            "SELECT {VIEW_COLS}, j.body_hash, j.key_id, j.idem_key FROM {VIEW_FROM} WHERE {cond}"
         );
         // Only placeholders were added to the text; every value is bound.
         let mut q = sqlx::query(AssertSqlSafe(sql));
@@ -283,7 +285,7 @@ fn new_id() -> String {
 }
 
 fn new_view(id: String, now: i64, job: &NewJob) -> JobView {
-    JobView::queued(
+    let mut view = JobView::queued(
         id,
         job.kind.clone(),
         job.priority,
@@ -293,7 +295,12 @@ fn new_view(id: String, now: i64, job: &NewJob) -> JobView {
         job.params
             .as_deref()
             .and_then(|p| serde_json::from_str(p).ok()),
-    )
+    );
+    view.webhook = job
+        .callback_url
+        .as_deref()
+        .map(crate::webhook::WebhookView::waiting);
+    view
 }
 
 /// An `INSERT` of `rows` rows, being bound.
@@ -302,13 +309,13 @@ struct Insert<'q>(sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>);
 fn insert_sql(rows: usize) -> Insert<'static> {
     let mut sql = String::from(
         "INSERT INTO jobs (id, key_id, kind, state, input, input_type, idem_key, body_hash, \
-         attempts, max_attempts, run_at_ms, created_ms, priority, params) VALUES ",
+         attempts, max_attempts, run_at_ms, created_ms, priority, params, callback_url) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str("(?, ?, ?, 'queued', ?, ?, ?, ?, 0, ?, ?, ?, ?, ?)");
+        sql.push_str("(?, ?, ?, 'queued', ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)");
     }
     // Only placeholders were added to the text; every value is bound.
     Insert(sqlx::query(AssertSqlSafe(sql)))
@@ -329,7 +336,8 @@ impl<'q> Insert<'q> {
                 .bind(now)
                 .bind(now)
                 .bind(job.priority)
-                .bind(job.params.clone()),
+                .bind(job.params.clone())
+                .bind(job.callback_url.clone()),
         )
     }
 

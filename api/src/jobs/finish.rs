@@ -15,6 +15,11 @@
 //! at once. An outcome not yet written when the process dies is lost with
 //! it, and the job's lease expires and it runs again: the at-least-once
 //! side of the fence, never a job lost.
+//!
+//! A job that ends here (done, or failed for good) gets its webhook
+//! delivery row in the same transaction ([`webhook::enqueue`], one
+//! statement per batch), and the replica's delivery task is woken after
+//! the commit.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,6 +32,7 @@ use super::Claimed;
 use crate::db::{Backend, Ctx, Db, DbError, now_ms};
 use crate::metrics as m;
 use crate::wait::Waiters;
+use crate::webhook::{self, Waker};
 
 /// Outcomes written in one transaction, at most.
 pub const MAX_BATCH: usize = 512;
@@ -64,10 +70,14 @@ pub struct Finisher {
 
 impl Finisher {
     /// Starts the task; it ends once every `Finisher` is dropped and what
-    /// it holds is written.
-    pub fn spawn(db: Db, waiters: Waiters) -> (Finisher, JoinHandle<()>) {
+    /// it holds is written. `hooks` is woken after a commit that queued
+    /// webhook deliveries.
+    pub fn spawn(db: Db, waiters: Waiters, hooks: Waker) -> (Finisher, JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Finisher { tx }, tokio::spawn(writer(db, rx, waiters)))
+        (
+            Finisher { tx },
+            tokio::spawn(writer(db, rx, waiters, hooks)),
+        )
     }
 
     /// Queues `what` for `job`. Unbounded, but bounded in practice: at
@@ -79,13 +89,18 @@ impl Finisher {
     }
 }
 
-async fn writer(db: Db, mut rx: mpsc::UnboundedReceiver<(Claimed, Finish)>, waiters: Waiters) {
+async fn writer(
+    db: Db,
+    mut rx: mpsc::UnboundedReceiver<(Claimed, Finish)>,
+    waiters: Waiters,
+    hooks: Waker,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let started = std::time::Instant::now();
         let mut tries = 0u32;
         loop {
-            match write(&db, &batch).await {
+            match write(&db, &batch, &hooks).await {
                 Ok(lost) => {
                     m::finish_batch(batch.len(), lost, started.elapsed());
                     if lost > 0 {
@@ -102,7 +117,7 @@ async fn writer(db: Db, mut rx: mpsc::UnboundedReceiver<(Claimed, Finish)>, wait
                     // One bad outcome (a result the database refuses) must
                     // not take the others with it: one transaction each.
                     tracing::warn!(error = %e, jobs = batch.len(), "cannot store outcomes as a batch; one by one");
-                    one_by_one(&db, &mut batch).await;
+                    one_by_one(&db, &mut batch, &hooks).await;
                     break;
                 }
             }
@@ -117,10 +132,10 @@ async fn writer(db: Db, mut rx: mpsc::UnboundedReceiver<(Claimed, Finish)>, wait
 /// Writes each outcome of `batch` alone. A result that cannot be stored
 /// fails its job with the reason instead: left `running`, the job would
 /// run again after its lease, fail to store again, and never stop.
-async fn one_by_one(db: &Db, batch: &mut [(Claimed, Finish)]) {
+async fn one_by_one(db: &Db, batch: &mut [(Claimed, Finish)], hooks: &Waker) {
     for item in batch.iter_mut() {
         let single = std::slice::from_ref(&*item);
-        let Err(e) = write(db, single).await else {
+        let Err(e) = write(db, single, hooks).await else {
             continue;
         };
         let (job, what) = &*item;
@@ -134,7 +149,7 @@ async fn one_by_one(db: &Db, batch: &mut [(Claimed, Finish)]) {
                     retry_at_ms: None,
                 },
             )];
-            if let Err(e) = write(db, &failed).await {
+            if let Err(e) = write(db, &failed, hooks).await {
                 tracing::error!(job = %job.id, error = %e, "cannot store the outcome; the lease will expire");
             }
         } else {
@@ -152,24 +167,41 @@ const COMPLETE_CHUNK: usize = 256;
 /// job: every statement is a round trip (to sqlx's SQLite thread, or to the
 /// MySQL server) on the one writer, and at thousands of jobs a second the
 /// round trips, not the rows, are what the writer spends its time on.
-async fn write(db: &Db, batch: &[(Claimed, Finish)]) -> Result<usize, DbError> {
+/// The jobs that ended get their webhook rows in one more statement.
+async fn write(db: &Db, batch: &[(Claimed, Finish)], hooks: &Waker) -> Result<usize, DbError> {
     let now = now_ms();
     let mut tx = db.begin_write().await.ctx("store outcomes")?;
     let (done, rest): (Vec<_>, Vec<_>) = batch
         .iter()
         .partition(|(_, what)| matches!(what, Finish::Complete { .. }));
     let mut lost = 0;
+    // The jobs that reached a final state in this transaction.
+    let mut ended: Vec<&str> = Vec::new();
     for chunk in chunks(&done) {
-        lost += complete_many(&mut tx, db.backend, chunk, now)
+        lost += complete_many(&mut tx, db.backend, chunk, now, &mut ended)
             .await
             .ctx("store results")?;
     }
     for (job, what) in rest {
         if !one(&mut tx, job, what, now).await.ctx("store outcomes")? {
             lost += 1;
+        } else if matches!(
+            what,
+            Finish::Fail {
+                retry_at_ms: None,
+                ..
+            }
+        ) {
+            ended.push(&job.id);
         }
     }
+    let queued = webhook::enqueue(&mut tx, &ended, now)
+        .await
+        .ctx("queue webhooks")?;
     tx.commit().await.ctx("store outcomes")?;
+    if queued > 0 {
+        hooks.wake();
+    }
     Ok(lost)
 }
 
@@ -203,12 +235,14 @@ const CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Stores the results of `chunk`, fenced: of the jobs named, those still
 /// `running` under the attempt's own lease token are marked done (the
 /// rows are locked first on MySQL, `FOR UPDATE`; SQLite's writer holds the
-/// database), and only they get a result row. Returns how many were not.
-async fn complete_many(
+/// database), and only they get a result row, and their ids in `ended`.
+/// Returns how many were not.
+async fn complete_many<'a>(
     conn: &mut AnyConnection,
     backend: Backend,
-    chunk: &[&(Claimed, Finish)],
+    chunk: &[&'a (Claimed, Finish)],
     now: i64,
+    ended: &mut Vec<&'a str>,
 ) -> Result<usize, sqlx::Error> {
     let marks = |n: usize| vec!["?"; n].join(", ");
     let lock = if backend == Backend::Mysql {
@@ -226,7 +260,7 @@ async fn complete_many(
     }
     let held: HashMap<String, Option<String>> =
         q.fetch_all(&mut *conn).await?.into_iter().collect();
-    let ours: Vec<&&(Claimed, Finish)> = chunk
+    let ours: Vec<&&'a (Claimed, Finish)> = chunk
         .iter()
         .filter(|(job, _)| {
             held.get(&job.id)
@@ -262,6 +296,7 @@ async fn complete_many(
         }
     }
     q.execute(&mut *conn).await?;
+    ended.extend(ours.iter().map(|(job, _)| job.id.as_str()));
     Ok(chunk.len() - ours.len())
 }
 

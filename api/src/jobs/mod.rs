@@ -32,6 +32,7 @@ use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::db::{Ctx, Db, DbError};
+use crate::webhook::{self, WebhookView};
 
 mod create;
 mod finish;
@@ -123,6 +124,9 @@ pub struct JobView {
     /// Whether the input is still stored (`input_retention` empties the
     /// inputs of finished jobs; such a job cannot be retried).
     pub input_available: bool,
+    /// Present when the job has a callback URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookView>,
     #[serde(skip)]
     seq: i64,
 }
@@ -153,6 +157,7 @@ impl JobView {
             result: None,
             params,
             input_available: true,
+            webhook: None,
             seq: 0,
         }
     }
@@ -170,7 +175,16 @@ pub struct ResultMeta {
 }
 
 const VIEW_COLS: &str = "j.seq, j.id, j.kind, j.state, j.priority, j.attempts, j.max_attempts, j.created_ms, j.started_ms, \
-     j.finished_ms, j.last_error, j.params, j.input_kept, r.content_type, LENGTH(r.body) AS result_len";
+     j.finished_ms, j.last_error, j.params, j.input_kept, r.content_type, LENGTH(r.body) AS result_len, \
+     j.callback_url, w.id AS wh_id, w.url AS wh_url, w.state AS wh_state, w.attempts AS wh_attempts, \
+     w.last_status AS wh_status, w.last_error AS wh_error, w.next_at_ms AS wh_next, \
+     w.delivered_ms AS wh_delivered";
+
+/// What [`VIEW_COLS`] reads from: the job `j`, its result `r`, and its
+/// latest webhook delivery `w` (an index lookup on `webhook_job`).
+const VIEW_FROM: &str = "jobs j LEFT JOIN results r ON r.job_id = j.id \
+     LEFT JOIN webhook_deliveries w ON w.id = \
+     (SELECT MAX(w2.id) FROM webhook_deliveries w2 WHERE w2.job_id = j.id)";
 
 fn view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
     let id: String = row.try_get("id")?;
@@ -199,6 +213,7 @@ fn view(row: &sqlx::any::AnyRow) -> Result<JobView, sqlx::Error> {
         last_error: row.try_get("last_error")?,
         params,
         input_available: input_kept != 0,
+        webhook: webhook::view(row)?,
         seq: row.try_get("seq")?,
         id,
     })
@@ -211,8 +226,7 @@ pub(crate) async fn get_by(
     value: &str,
 ) -> Result<Option<(JobView, Vec<u8>)>, DbError> {
     let sql = format!(
-        "SELECT {VIEW_COLS}, j.body_hash FROM jobs j LEFT JOIN results r ON r.job_id = j.id \
-         WHERE j.key_id = ? AND j.{column} = ?"
+        "SELECT {VIEW_COLS}, j.body_hash FROM {VIEW_FROM} WHERE j.key_id = ? AND j.{column} = ?"
     );
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(key_id)
@@ -230,6 +244,26 @@ pub async fn get(db: &Db, key_id: &str, id: &str) -> Result<Option<JobView>, DbE
     Ok(get_by(db, key_id, "id", id).await?.map(|(v, _)| v))
 }
 
+/// The views of the jobs `ids` that exist, whoever owns them (for webhook
+/// documents), in no particular order.
+pub(crate) async fn views(db: &Db, ids: &[&str]) -> Result<Vec<JobView>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; ids.len()].join(", ");
+    let sql = format!("SELECT {VIEW_COLS} FROM {VIEW_FROM} WHERE j.id IN ({marks})");
+    // Only placeholders were added to the text; every value is bound.
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for id in ids {
+        q = q.bind(*id);
+    }
+    let rows = q.fetch_all(&db.pool).await.ctx("read jobs")?;
+    rows.iter()
+        .map(view)
+        .collect::<Result<Vec<_>, _>>()
+        .ctx("read jobs")
+}
+
 /// A page of `key_id`'s jobs, newest first, and the cursor of the next page.
 pub async fn list(
     db: &Db,
@@ -239,9 +273,7 @@ pub async fn list(
     limit: u32,
     before_seq: Option<i64>,
 ) -> Result<(Vec<JobView>, Option<String>), DbError> {
-    let mut sql = format!(
-        "SELECT {VIEW_COLS} FROM jobs j LEFT JOIN results r ON r.job_id = j.id WHERE j.key_id = ?"
-    );
+    let mut sql = format!("SELECT {VIEW_COLS} FROM {VIEW_FROM} WHERE j.key_id = ?");
     if status.is_some() {
         sql.push_str(" AND j.state = ?");
     }

@@ -15,9 +15,11 @@ use metrics::counter;
 use super::{ApiError, AppState, admit, backed_up, content_length, database_unavailable, finish};
 use crate::config::{Config, KindConfig};
 use crate::jobs::{self, Created, NewJob};
+use crate::keys::Caller;
 use crate::metrics as m;
 use crate::params;
 use crate::submit::SubmitError;
+use crate::webhook::Target;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,11 +38,15 @@ struct CreateBody {
     /// A JSON object forwarded to the worker (`crate::params`).
     #[serde(default)]
     params: Option<Value>,
+    /// Any JSON value too, for a 422 `bad_callback_url` on a wrong type.
+    #[serde(default)]
+    callback_url: Option<Value>,
 }
 
 /// `POST /v1/jobs`. Checked in this order, each failure its own error
 /// code: body size, `Idempotency-Key`, JSON, kind, input, content type,
-/// the kind's input limit, priority, params; then queued to the submission batcher
+/// the kind's input limit, priority, params, callback URL; then queued to the
+/// submission batcher
 /// and answered after its batch commits (or replayed, or refused as an
 /// idempotency conflict, or 503 when the batcher is backed up).
 pub(super) async fn create_job(
@@ -71,6 +77,7 @@ pub(super) async fn create_job(
                 e.to_string(),
             )
         })?;
+        let callback_url = callback_url(req.callback_url, &caller, &s.0.config)?;
         let created =
             s.0.submitter
                 .submit(NewJob {
@@ -83,6 +90,7 @@ pub(super) async fn create_job(
                     max_attempts: kind.max_attempts,
                     priority,
                     params,
+                    callback_url,
                 })
                 .await
                 .map_err(|e| match e {
@@ -120,6 +128,43 @@ fn priority(v: Option<Value>) -> Result<i64, ApiError> {
             format!("priority = {other}: must be an integer from 0 (runs first) to 9 (last)"),
         )),
     }
+}
+
+/// `callback_url`: absent or null takes the key's default (checked when it
+/// was set); else a string [`Target::parse`] accepts under the config's
+/// policy, else 422 `bad_callback_url` saying what is wrong. A key without
+/// a webhook secret cannot sign, so a URL is refused for it.
+fn callback_url(
+    v: Option<Value>,
+    caller: &Caller,
+    config: &Config,
+) -> Result<Option<String>, ApiError> {
+    let bad = |why: String| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_callback_url",
+            format!("callback_url {why}"),
+        )
+    };
+    let url = match v {
+        None | Some(Value::Null) => caller.callback_url.clone(),
+        Some(Value::String(s)) => Some(
+            Target::parse(&s, &config.webhooks.policy)
+                .map_err(bad)?
+                .as_str()
+                .to_owned(),
+        ),
+        Some(other) => return Err(bad(format!("= {other}: must be a string, an http:// URL"))),
+    };
+    if url.is_some() && !caller.webhook_secret {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no_webhook_secret",
+            "this API key has no webhook signing secret (it was made before webhooks): \
+             the operator gives it one with `tandem api keys rotate-webhook-secret KEY`",
+        ));
+    }
+    Ok(url)
 }
 
 /// The request body, at most `max` bytes: refused from `Content-Length`

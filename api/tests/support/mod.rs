@@ -247,6 +247,7 @@ pub async fn database(backend: &str, dir: &Path) -> Option<String> {
 }
 
 pub mod pool;
+pub mod receiver;
 
 // ------------------------------------------------------------ fake worker
 
