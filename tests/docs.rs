@@ -531,12 +531,18 @@ fn api_tables_match_the_parser() {
             doc: "",
             template: "{}\n",
             label: "the top level",
-            sub_tables: &["kinds"],
+            sub_tables: &["kinds", "webhooks"],
         },
         WalkedTable {
             doc: "[kinds.NAME]",
             template: "[kinds.text]\nurl = \"http://127.0.0.1:19102\"\n{}\n",
             label: "[kinds.NAME]",
+            sub_tables: &[],
+        },
+        WalkedTable {
+            doc: "[webhooks]",
+            template: "[webhooks]\n{}\n",
+            label: "[webhooks]",
             sub_tables: &[],
         },
     ];

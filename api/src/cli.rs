@@ -251,30 +251,11 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
                 );
                 println!("{}", made.token);
             }
-            KeysCommand::RotateWebhookSecret { key, grace, .. } => {
-                let Some((id, secret)) =
-                    crate::keys::rotate_webhook_secret(&db, &key, grace).await?
-                else {
-                    eprintln!("no active key with id or name {key:?}");
-                    return Ok(ExitCode::FAILURE);
-                };
-                eprintln!(
-                    "key {id}: new webhook secret (shown only now); the old one signs too for {}:",
-                    tandem_service::config::duration::format_duration(grace)
-                );
-                println!("{secret}");
-            }
-            KeysCommand::SetCallbackUrl { key, .. } => {
-                let Some(id) = crate::keys::set_callback_url(&db, &key, target.as_ref()).await?
-                else {
-                    eprintln!("no active key with id or name {key:?}");
-                    return Ok(ExitCode::FAILURE);
-                };
-                match &target {
-                    Some(t) => {
-                        eprintln!("key {id}: jobs submitted from now on call {}", t.as_str())
-                    }
-                    None => eprintln!("key {id}: no default callback URL"),
+            cmd
+            @ (KeysCommand::RotateWebhookSecret { .. } | KeysCommand::SetCallbackUrl { .. }) => {
+                let code = webhook_keys(&db, cmd, target.as_ref()).await?;
+                if code != ExitCode::SUCCESS {
+                    return Ok(code);
                 }
             }
             KeysCommand::List { json, .. } => {
@@ -325,6 +306,41 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
         db.pool.close().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `keys rotate-webhook-secret` and `keys set-callback-url` (`target`:
+/// the checked URL, if one was given).
+async fn webhook_keys(
+    db: &Db,
+    cmd: KeysCommand,
+    target: Option<&crate::webhook::Target>,
+) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeysCommand::RotateWebhookSecret { key, grace, .. } => {
+            let Some((id, secret)) = crate::keys::rotate_webhook_secret(db, &key, grace).await?
+            else {
+                eprintln!("no active key with id or name {key:?}");
+                return Ok(ExitCode::FAILURE);
+            };
+            eprintln!(
+                "key {id}: new webhook secret (shown only now); the old one signs too for {}:",
+                tandem_service::config::duration::format_duration(grace)
+            );
+            println!("{secret}");
+        }
+        KeysCommand::SetCallbackUrl { key, .. } => {
+            let Some(id) = crate::keys::set_callback_url(db, &key, target).await? else {
+                eprintln!("no active key with id or name {key:?}");
+                return Ok(ExitCode::FAILURE);
+            };
+            match target {
+                Some(t) => eprintln!("key {id}: jobs submitted from now on call {}", t.as_str()),
+                None => eprintln!("key {id}: no default callback URL"),
+            }
+        }
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run(path: &Path) -> anyhow::Result<ExitCode> {

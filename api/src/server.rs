@@ -21,6 +21,9 @@
 //! "input_base64": "...", "content_type": "image/png"}` for binary input.
 //! An optional `"priority"` (an integer 0 to 9, default 0) orders claims
 //! within the kind: lower runs first (422 `bad_priority` otherwise).
+//! An optional `"callback_url"` (an `http://` URL the `[webhooks]` policy
+//! allows; 422 `bad_callback_url` otherwise) is called when the job ends
+//! ([`crate::webhook`]); without one, the key's default applies.
 //! `Idempotency-Key` makes retries safe: the same key and body give the same
 //! job (with `Idempotent-Replayed: true`), another body gives 409.
 //!
