@@ -67,8 +67,10 @@ pub async fn run(db: Db, cfg: Arc<WebhookConfig>, waker: Waker, shutdown: Cancel
     let (mut claim_now, mut backlog) = (true, false);
     loop {
         if claim_now {
+            // No room, or a claim that filled it: more may be due, so claim
+            // again as soon as an attempt ends.
             let room = cfg.concurrency.saturating_sub(tasks.len());
-            backlog = room > 0 && claim(&db, &cfg, room, &mut tasks, &mut held).await >= room;
+            backlog = room == 0 || claim(&db, &cfg, room, &mut tasks, &mut held).await >= room;
         }
         gauge!(m::WEBHOOK_IN_FLIGHT).set(tasks.len() as f64);
         // Every branch but shutdown says whether to claim next turn.
