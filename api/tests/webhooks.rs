@@ -144,14 +144,20 @@ async fn delivered_signed_and_visible(backend: &str) {
     let dflt = default.requests();
     assert_eq!(dflt.len(), 1);
     assert_eq!(dflt[0].json()["id"], by_default.as_str());
-    assert!(
-        metric(
-            &base,
-            "tandem_api_webhook_deliveries_total{outcome=\"delivered\"}"
-        )
-        .await
-            >= 3.0
-    );
+    let delivered = "tandem_api_webhook_deliveries_total{outcome=\"delivered\"}";
+    assert!(metric(&base, delivered).await >= 3.0);
+    // The pending gauge is sampled (on both databases) and comes back to 0.
+    eventually(
+        Duration::from_secs(10),
+        "the pending gauge at 0",
+        || async {
+            let a = call("GET", &format!("{base}/metrics"), None, &[], "").await;
+            a.text()
+                .lines()
+                .any(|l| l == "tandem_api_webhook_pending 0")
+        },
+    )
+    .await;
     r.stop().await;
 }
 
