@@ -385,6 +385,7 @@ async fn loopback_is_refused_at_connect_without_allow() {
             body_hash: vec![0; 32],
             max_attempts: 3,
             priority: 0,
+            params: None,
             callback_url: Some(format!("http://{host}:{port}/hook")),
         };
         match jobs::create(&r.db, job).await.unwrap() {
@@ -567,4 +568,36 @@ async fn sqlite_no_duplicate_concurrent_delivery_from_two_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mariadb_no_duplicate_concurrent_delivery_from_two_replicas() {
     no_duplicate_concurrent_delivery("mariadb").await;
+}
+
+/// `DELETE /v1/jobs/{id}` ends the job in its own transaction, which
+/// queues the webhook too: `job.cancelled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_gets_its_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database("sqlite", dir.path()).await.unwrap();
+    let worker = FakeWorker::spawn().await;
+    let r = Replica::start(&config(&url, &worker.url, "")).await;
+    let hook = Receiver::spawn(|_| Reply::Status(200)).await;
+    let (token, secret) = key(&r.db, None).await;
+    let id = submit(&r.url(), &token, "slow:20000", Some(&hook.url)).await;
+    let job_url = format!("{}/v1/jobs/{id}", r.url());
+    let a = call("DELETE", &job_url, Some(&token), &[], "").await;
+    assert_eq!(a.status, 200, "{}", a.text());
+    let j = webhook_settled(&r.url(), &token, &id).await;
+    assert_eq!(j["status"], "cancelled");
+    assert_eq!(j["webhook"]["state"], "delivered", "{j}");
+    let seen = hook.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].json()["event"], "job.cancelled");
+    assert_eq!(seen[0].header("tandem-event"), "job.cancelled");
+    let sig = seen[0].header("tandem-signature");
+    assert!(sign::verify(
+        &secret,
+        &sig,
+        &seen[0].body,
+        now_ms() / 1000,
+        300
+    ));
+    r.stop().await;
 }

@@ -26,7 +26,9 @@ pub enum Cancel {
     NotFound,
 }
 
-/// Cancels `key_id`'s job `id` if it is queued or running.
+/// Cancels `key_id`'s job `id` if it is queued or running, queueing its
+/// webhook delivery (if it has a callback URL) in the same transaction:
+/// wake the replica's delivery task after a `Cancelled`.
 pub async fn cancel(db: &Db, key_id: &str, id: &str) -> Result<Cancel, DbError> {
     let now = now_ms();
     let mut tx = db.begin_write().await.ctx("cancel job")?;
@@ -42,6 +44,12 @@ pub async fn cancel(db: &Db, key_id: &str, id: &str) -> Result<Cancel, DbError> 
     .await
     .ctx("cancel job")?
     .rows_affected();
+    if changed == 1 {
+        // Its webhook, if it has a callback URL, in the same transaction.
+        crate::webhook::enqueue(&mut tx, &[id], now)
+            .await
+            .ctx("cancel job")?;
+    }
     tx.commit().await.ctx("cancel job")?;
     let Some(job) = get(db, key_id, id).await? else {
         return Ok(Cancel::NotFound);

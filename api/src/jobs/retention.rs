@@ -113,7 +113,7 @@ fn marks(n: usize) -> String {
 }
 
 /// Deletes up to [`BATCH`] of `key`'s jobs finished before `cutoff`, and
-/// their results. The ids are read first (an indexed range), then deleted
+/// their results and webhook deliveries. The ids are read first (an indexed range), then deleted
 /// by id, still checking they are finished before `cutoff`: a job retried
 /// in between (no longer finished) stays.
 async fn delete_jobs(db: &Db, key: &str, cutoff: i64) -> Result<usize, DbError> {
@@ -143,6 +143,21 @@ async fn delete_jobs(db: &Db, key: &str, cutoff: i64) -> Result<usize, DbError> 
         .execute(&mut *tx)
         .await
         .ctx("retention: delete results")?;
+    // Their webhook deliveries too (`webhook_job` index): a delivery still
+    // pending for a job this old is past any `[webhooks] max_age` worth
+    // keeping, and its document is gone with the job.
+    let sql = format!(
+        "DELETE FROM webhook_deliveries WHERE job_id IN (SELECT id FROM jobs WHERE id IN ({}) AND finished_ms < ?)",
+        marks(ids.len())
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for id in &ids {
+        q = q.bind(id.as_str());
+    }
+    q.bind(cutoff)
+        .execute(&mut *tx)
+        .await
+        .ctx("retention: delete webhook deliveries")?;
     let sql = format!(
         "DELETE FROM jobs WHERE id IN ({}) AND finished_ms < ?",
         marks(ids.len())

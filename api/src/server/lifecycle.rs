@@ -102,6 +102,7 @@ pub(super) async fn cancel_job(
             Cancel::Cancelled(job) => {
                 s.0.signals.cancels.cancel(&id);
                 s.0.signals.waiters.finished([id.as_str()]);
+                s.0.signals.webhooks.wake();
                 counter!(m::JOBS_FINISHED, "kind" => job.kind.clone(), "state" => "cancelled")
                     .increment(1);
                 Ok(axum::Json(job).into_response())
