@@ -236,24 +236,10 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
         let db = Db::open_with(&config.database_url, 2, &config.db).await?;
         match cmd {
-            KeysCommand::Create {
-                name, rate, burst, ..
-            } => {
-                let rate = rate.unwrap_or(config.default_rate);
-                let burst = burst.unwrap_or(config.default_burst);
-                let made =
-                    crate::keys::create_with(&db, &name, rate, burst, target.as_ref()).await?;
-                let info = &made.info;
-                eprintln!(
-                    "created key {} ({}), {} req/s, burst {}; the token and the webhook secret \
-                     are shown only now\nwebhook signing secret: {}\ntoken:",
-                    info.id, info.name, info.rate, info.burst, made.webhook_secret
-                );
-                println!("{}", made.token);
-            }
-            cmd
-            @ (KeysCommand::RotateWebhookSecret { .. } | KeysCommand::SetCallbackUrl { .. }) => {
-                let code = webhook_keys(&db, cmd, target.as_ref()).await?;
+            cmd @ (KeysCommand::Create { .. }
+            | KeysCommand::RotateWebhookSecret { .. }
+            | KeysCommand::SetCallbackUrl { .. }) => {
+                let code = webhook_keys(&db, &config, cmd, target.as_ref()).await?;
                 if code != ExitCode::SUCCESS {
                     return Ok(code);
                 }
@@ -308,14 +294,30 @@ fn keys(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `keys rotate-webhook-secret` and `keys set-callback-url` (`target`:
-/// the checked URL, if one was given).
+/// `keys create`, `keys rotate-webhook-secret` and `keys set-callback-url`:
+/// the commands that show a secret or take a callback URL (`target`: the
+/// checked URL, if one was given).
 async fn webhook_keys(
     db: &Db,
+    config: &Config,
     cmd: KeysCommand,
     target: Option<&crate::webhook::Target>,
 ) -> anyhow::Result<ExitCode> {
     match cmd {
+        KeysCommand::Create {
+            name, rate, burst, ..
+        } => {
+            let rate = rate.unwrap_or(config.default_rate);
+            let burst = burst.unwrap_or(config.default_burst);
+            let made = crate::keys::create_with(db, &name, rate, burst, target).await?;
+            let info = &made.info;
+            eprintln!(
+                "created key {} ({}), {} req/s, burst {}; the token and the webhook secret \
+                 are shown only now\nwebhook signing secret: {}\ntoken:",
+                info.id, info.name, info.rate, info.burst, made.webhook_secret
+            );
+            println!("{}", made.token);
+        }
         KeysCommand::RotateWebhookSecret { key, grace, .. } => {
             let Some((id, secret)) = crate::keys::rotate_webhook_secret(db, &key, grace).await?
             else {
