@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use e2e_data::Rng;
-use e2e_intents::{Intent, follow};
+use e2e_intents::{Intent, Receiver, follow};
 use e2e_stack::{HttpError, MariaDb, Proc, http, tail};
 use tandem_test_support::eventually_blocking;
 use tandem_test_support::netns::{Topology, require_root};
@@ -210,6 +210,7 @@ fn api_config(s: &Stack, node: &str) -> String {
          database_url = \"mysql://tandem:tandem@{db}:3306/tandem\"\n\
          proxy_protocol = \"optional\"\nlease = \"5s\"\npoll_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
          {t}{x}{y}\
+         [webhooks]\nallow = [\"198.18.0.0/15\"]\nretry_base = \"200ms\"\nretry_max = \"1s\"\n\
          [kinds.parked]\nurl = \"http://{vip}:{PARKED_PORT}\"\nmax_attempts = 3\n\
          retry_base = \"1h\"\nretry_max = \"1h\"\n",
         ip = s.ip(node),
@@ -261,7 +262,7 @@ fn all_backends_up(metrics: SocketAddr) -> bool {
 /// Builds the bed, starts every process and waits until each answers, lb1
 /// holds the VIP and both balancers see every backend up. Returns the
 /// stack and an API token.
-fn build() -> (Stack, String) {
+fn build() -> (Stack, String, String) {
     let mut bed = HOSTS
         .iter()
         .fold(Topology::builder(), |b, (name, octet)| b.host(name, *octet))
@@ -341,6 +342,28 @@ fn build() -> (Stack, String) {
     );
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(!token.is_empty(), "no token printed");
+    // A fresh webhook secret, printed alone on stdout.
+    let out = s
+        .bed
+        .cmd("api1", BIN)
+        .args([
+            "api",
+            "keys",
+            "rotate-webhook-secret",
+            "--grace",
+            "0s",
+            "-c",
+        ])
+        .arg(&api1_cfg)
+        .arg("e2e")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tandem api keys rotate-webhook-secret: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8_lossy(&out.stdout).trim().to_string();
 
     let up = Duration::from_secs(60);
     for node in ["wt1", "wt2", "wx1", "wx2", "wy1"] {
@@ -367,7 +390,7 @@ fn build() -> (Stack, String) {
         });
     }
     s.check_alive();
-    (s, token)
+    (s, token, secret)
 }
 
 // ------------------------------------------------------------- the jobs
@@ -392,7 +415,17 @@ struct Job {
 
 /// Job `i`: even ones text, odd ones an image (PNG, GIF or JPEG in turn),
 /// sizes from 16 to 480 pixels a side so some fit the box and most do not.
-fn make_job(rng: &mut Rng, i: usize) -> Job {
+fn make_job(rng: &mut Rng, i: usize, hook: SocketAddr) -> Job {
+    let mut job = make_plain_job(rng, i);
+    if job.intent == Intent::Webhook {
+        let mut v: serde_json::Value = serde_json::from_str(&job.body).unwrap();
+        v["callback_url"] = format!("http://{hook}/hooks/{i}").into();
+        job.body = v.to_string();
+    }
+    job
+}
+
+fn make_plain_job(rng: &mut Rng, i: usize) -> Job {
     let intent = Intent::of(i);
     if let Some(kind) = intent.kind() {
         let body = serde_json::json!({"kind": kind, "input": format!("cancel me {i}")}).to_string();
@@ -649,10 +682,11 @@ fn failover_of_every_tier_loses_no_job() {
         });
     println!("e2e: seed {seed} (TANDEM_E2E_SEED={seed} replays the same inputs)");
     let mut rng = Rng::new(seed);
-    let jobs: Arc<Vec<Job>> = Arc::new((0..JOBS).map(|i| make_job(&mut rng, i)).collect());
-
-    let (mut s, token) = build();
+    let (mut s, token, secret) = build();
     println!("e2e: stack up in {:.1} s", t_all.elapsed().as_secs_f64());
+    let receiver = Receiver::start(s.bed.addr(CLIENT_OCTET), secret);
+    let hook = receiver.addr;
+    let jobs: Arc<Vec<Job>> = Arc::new((0..JOBS).map(|i| make_job(&mut rng, i, hook)).collect());
     let vip_api = SocketAddr::from((s.vip(), API_PORT));
 
     // ---- the load: a pacer hands out job numbers at RATE per second to
@@ -832,6 +866,45 @@ fn failover_of_every_tier_loses_no_job() {
         });
     let drained = t_load.elapsed();
 
+    // ---- every webhook delivered, signed, with the final state; at
+    // least once (a delivery cut by a kill is sent again).
+    let hooked: Vec<(usize, String)> = accepted
+        .iter()
+        .filter(|(i, _)| jobs[*i].intent == Intent::Webhook)
+        .cloned()
+        .collect();
+    Wait::new(Duration::from_secs(60), "every webhook delivered")
+        .every(Duration::from_millis(250))
+        .until_blocking(|| {
+            let missing: Vec<&str> = hooked
+                .iter()
+                .filter(|(_, id)| {
+                    !receiver
+                        .of(id)
+                        .iter()
+                        .any(|d| d.signed && d.event == "job.done" && d.status == "done")
+                })
+                .map(|(_, id)| id.as_str())
+                .collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} without a signed job.done delivery, e.g. {}",
+                    missing.len(),
+                    missing[0]
+                ))
+            }
+        });
+    let deliveries = receiver.got.lock().unwrap().clone();
+    let unsigned = deliveries.iter().filter(|d| !d.signed).count();
+    assert_eq!(unsigned, 0, "deliveries with a bad signature");
+    let strangers = deliveries
+        .iter()
+        .filter(|d| !hooked.iter().any(|(_, id)| *id == d.job))
+        .count();
+    assert_eq!(strangers, 0, "deliveries for jobs that asked for none");
+
     // ---- exactly once, in the database: one job row per submission (the
     // retries made no duplicate) and one result row per job.
     let count = |sql: &str| -> u64 { db.query(sql).unwrap().trim().parse().unwrap() };
@@ -932,7 +1005,7 @@ fn failover_of_every_tier_loses_no_job() {
     }
     println!(
         "e2e RESULT: {JOBS} jobs ({} text, {} thumbnail, {cancels} cancelled: {} queued, {} running), each in the state its client asked for; every done one exactly once with a correct result\n\
-         e2e RESULT: {} followed with ?wait= ({} waits ran out and were asked again)\n\
+         e2e RESULT: {} followed with ?wait= ({} waits ran out and were asked again); {} with a webhook: {} deliveries, all signed (a quarter refused once with 500 and sent again)\n\
          e2e RESULT: VIP gap after SIGKILL of the master: {} ms; lb1 back as master {} ms after its restart (longest gap between connects then: {} ms)\n\
          e2e RESULT: client retries: {retries} (connect {}, broken exchange {}, 5xx/429 {}; by phase: {}); idempotent replays: {}\n\
          e2e RESULT: job latency 202 -> done: p50 {} ms, p99 {} ms, max {} ms; jobs needing more than one attempt: {retried} (most attempts: {max_attempts})\n\
@@ -947,6 +1020,8 @@ fn failover_of_every_tier_loses_no_job() {
             .count(),
         jobs.iter().filter(|j| j.intent == Intent::Wait).count(),
         wait_timeouts.load(Ordering::Relaxed),
+        hooked.len(),
+        deliveries.len(),
         vip_gap.as_millis(),
         preempt.as_millis(),
         preempt_gap.as_millis(),

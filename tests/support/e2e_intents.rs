@@ -170,3 +170,135 @@ pub fn follow(vip: SocketAddr, token: &str, id: &str, intent: Intent) -> Result<
         }
     }
 }
+
+// ------------------------------------------------------ the webhook receiver
+
+/// One delivery the receiver got.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub job: String,
+    pub event: String,
+    pub status: String,
+    pub signed: bool,
+}
+
+/// HMAC-SHA256 (RFC 2104) over this test's own SHA-256.
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&crate::e2e_data::sha256(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |b: u8| k.iter().map(|x| x ^ b).collect::<Vec<u8>>();
+    let mut inner = pad(0x36);
+    inner.extend_from_slice(msg);
+    let mut outer = pad(0x5c);
+    outer.extend_from_slice(&crate::e2e_data::sha256(&inner));
+    crate::e2e_data::sha256(&outer)
+}
+
+/// Whether `header` (`t=...,v1=...[,v1=...]`) signs `body` with `secret`.
+fn signed(secret: &str, header: &str, body: &[u8]) -> bool {
+    let mut t = None;
+    let mut sigs = Vec::new();
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = Some(v),
+            Some(("v1", v)) => sigs.push(v),
+            _ => {}
+        }
+    }
+    let Some(t) = t else { return false };
+    let mut msg = format!("{t}.").into_bytes();
+    msg.extend_from_slice(body);
+    let want = crate::e2e_data::hex(&hmac_sha256(secret.as_bytes(), &msg));
+    sigs.contains(&want.as_str())
+}
+
+/// The receiver: answers 500 to the first delivery of one job in four
+/// (so retries happen), 200 to the rest, and records every delivery.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>>,
+}
+
+impl Receiver {
+    pub fn start(ip: std::net::Ipv4Addr, secret: String) -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("bind the receiver");
+        let addr = listener.local_addr().unwrap();
+        let got: std::sync::Arc<std::sync::Mutex<Vec<Delivery>>> = Default::default();
+        let g = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (g, secret) = (g.clone(), secret.clone());
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut r = BufReader::new(stream.try_clone().unwrap());
+                    let (mut len, mut sig) = (0usize, String::new());
+                    let mut line = String::new();
+                    while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        if lower.starts_with("tandem-signature:") {
+                            sig = line["tandem-signature:".len()..].trim().to_owned();
+                        }
+                        line.clear();
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let d = Delivery {
+                        job: v["id"].as_str().unwrap_or("").to_owned(),
+                        event: v["event"].as_str().unwrap_or("").to_owned(),
+                        status: v["status"].as_str().unwrap_or("").to_owned(),
+                        signed: signed(&secret, &sig, &body),
+                    };
+                    let first = {
+                        let mut got = g.lock().unwrap();
+                        let first = !got.iter().any(|x| x.job == d.job);
+                        got.push(d.clone());
+                        first
+                    };
+                    let fail = first && crate::e2e_data::sha256(d.job.as_bytes())[0] % 4 == 0;
+                    let status = if fail {
+                        "500 Internal Server Error"
+                    } else {
+                        "200 OK"
+                    };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                });
+            }
+        });
+        Receiver { addr, got }
+    }
+
+    /// The deliveries for `job` so far.
+    pub fn of(&self, job: &str) -> Vec<Delivery> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.job == job)
+            .cloned()
+            .collect()
+    }
+}
+
+#[test]
+fn hmac_matches_rfc_4231_case_2() {
+    let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+    assert_eq!(
+        crate::e2e_data::hex(&mac),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+}
