@@ -266,7 +266,8 @@ impl Receiver {
                         got.push(d.clone());
                         first
                     };
-                    let fail = first && crate::e2e_data::sha256(d.job.as_bytes())[0] % 4 == 0;
+                    let fail =
+                        first && crate::e2e_data::sha256(d.job.as_bytes())[0].is_multiple_of(4);
                     let status = if fail {
                         "500 Internal Server Error"
                     } else {
