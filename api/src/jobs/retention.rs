@@ -130,46 +130,38 @@ async fn delete_jobs(db: &Db, key: &str, cutoff: i64) -> Result<usize, DbError> 
         return Ok(0);
     }
     let mut tx = db.begin_write().await.ctx("retention: delete")?;
-    // Only placeholders are added to the texts; every value is bound.
-    let sql = format!(
-        "DELETE FROM results WHERE job_id IN (SELECT id FROM jobs WHERE id IN ({}) AND finished_ms < ?)",
-        marks(ids.len())
-    );
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for id in &ids {
-        q = q.bind(id.as_str());
+    // Results and webhook deliveries (`webhook_job` index) first, then the
+    // jobs. A delivery still pending for a job this old is past any
+    // `[webhooks] max_age` worth keeping, and its document is gone with
+    // the job.
+    let of_expired = |table: &str| {
+        format!(
+            "DELETE FROM {table} WHERE job_id IN (SELECT id FROM jobs WHERE id IN ({}) AND finished_ms < ?)",
+            marks(ids.len())
+        )
+    };
+    let statements = [
+        (of_expired("results"), "retention: delete results"),
+        (
+            of_expired("webhook_deliveries"),
+            "retention: delete webhook deliveries",
+        ),
+        (
+            format!(
+                "DELETE FROM jobs WHERE id IN ({}) AND finished_ms < ?",
+                marks(ids.len())
+            ),
+            "retention: delete jobs",
+        ),
+    ];
+    for (sql, what) in statements {
+        // Only placeholders are added to the texts; every value is bound.
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for id in &ids {
+            q = q.bind(id.as_str());
+        }
+        q.bind(cutoff).execute(&mut *tx).await.ctx(what)?;
     }
-    q.bind(cutoff)
-        .execute(&mut *tx)
-        .await
-        .ctx("retention: delete results")?;
-    // Their webhook deliveries too (`webhook_job` index): a delivery still
-    // pending for a job this old is past any `[webhooks] max_age` worth
-    // keeping, and its document is gone with the job.
-    let sql = format!(
-        "DELETE FROM webhook_deliveries WHERE job_id IN (SELECT id FROM jobs WHERE id IN ({}) AND finished_ms < ?)",
-        marks(ids.len())
-    );
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for id in &ids {
-        q = q.bind(id.as_str());
-    }
-    q.bind(cutoff)
-        .execute(&mut *tx)
-        .await
-        .ctx("retention: delete webhook deliveries")?;
-    let sql = format!(
-        "DELETE FROM jobs WHERE id IN ({}) AND finished_ms < ?",
-        marks(ids.len())
-    );
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for id in &ids {
-        q = q.bind(id.as_str());
-    }
-    q.bind(cutoff)
-        .execute(&mut *tx)
-        .await
-        .ctx("retention: delete jobs")?;
     tx.commit().await.ctx("retention: delete")?;
     Ok(ids.len())
 }
