@@ -55,14 +55,6 @@ impl Intent {
             _ => None,
         }
     }
-
-    /// The final state the client asked for.
-    pub fn final_state(self) -> &'static str {
-        match self {
-            Intent::CancelQueued | Intent::CancelRunning => "cancelled",
-            _ => "done",
-        }
-    }
 }
 
 /// What the client saw while following its job.
@@ -72,6 +64,11 @@ pub struct Followed {
     pub wait_timeouts: u32,
     /// Transport failures retried (a wait or cancel broken by a kill).
     pub retries: u32,
+    /// A cancel target that finished before the client saw it running
+    /// (its status requests were stuck in a VIP handover meanwhile): the
+    /// cancel was answered 409 `already_finished`, and the job must be
+    /// done with its result.
+    pub escaped: bool,
 }
 
 fn json(r: &Response) -> serde_json::Value {
@@ -147,6 +144,16 @@ pub fn follow(vip: SocketAddr, token: &str, id: &str, intent: Intent) -> Result<
                     && (intent == Intent::CancelRunning || v["attempts"].as_u64() >= Some(1));
                 if ready {
                     break;
+                }
+                if v["status"] == "done" && intent == Intent::CancelRunning {
+                    let path = format!("/v1/jobs/{id}");
+                    let r = retried(vip, "DELETE", &path, &auth, patience, &mut seen)?;
+                    let v = json(&r);
+                    if r.status == 409 && v["error"]["code"] == "already_finished" {
+                        seen.escaped = true;
+                        return Ok(seen);
+                    }
+                    return Err(format!("cancel of a done job answered {} {v}", r.status));
                 }
                 if Instant::now() > deadline {
                     return Err(format!("never {want}: {v}"));
