@@ -9,6 +9,34 @@ use serde_json::json;
 use support::*;
 use tandem_api::keys;
 
+/// One SQLite replica dispatching to a fake worker, and a key for it.
+struct Bed {
+    _dir: tempfile::TempDir,
+    url: String,
+    worker: FakeWorker,
+    replica: Replica,
+    token: String,
+}
+
+impl Bed {
+    async fn start(lease: &str) -> Bed {
+        let dir = tempfile::tempdir().unwrap();
+        let url = database("sqlite", dir.path()).await.unwrap();
+        let worker = FakeWorker::spawn().await;
+        let replica = Replica::start(&config_text(&url, &worker.url, lease)).await;
+        let (_, token) = keys::create(&replica.db, "k", 1e6, 1_000_000)
+            .await
+            .unwrap();
+        Bed {
+            _dir: dir,
+            url,
+            worker,
+            replica,
+            token,
+        }
+    }
+}
+
 async fn job_of(base: &str, token: &str, body: serde_json::Value) -> String {
     let a = post_job(base, token, body).await;
     assert_eq!(a.status, 202, "{}", a.text());
@@ -115,11 +143,13 @@ async fn a_queued_job_is_cancelled_at_once_and_can_be_retried_mariadb() {
 /// heartbeat found its lease gone (10 s at a 30 s lease).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelling_a_running_job_here_abandons_its_call_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = database("sqlite", dir.path()).await.unwrap();
-    let worker = FakeWorker::spawn().await;
-    let r = Replica::start(&config_text(&url, &worker.url, "30s")).await;
-    let (_, token) = keys::create(&r.db, "k", 1e6, 1_000_000).await.unwrap();
+    let Bed {
+        _dir,
+        url: _,
+        worker,
+        replica: r,
+        token,
+    } = Bed::start("30s").await;
     let slow = job_of(
         &r.url(),
         &token,
@@ -157,12 +187,14 @@ async fn cancelling_a_running_job_here_abandons_its_call_at_once() {
 /// and abandons the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_through_another_replica_is_seen_at_the_next_heartbeat() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = database("sqlite", dir.path()).await.unwrap();
-    let worker = FakeWorker::spawn().await;
-    let runner = Replica::start(&config_text(&url, &worker.url, "1500ms")).await;
+    let Bed {
+        _dir,
+        url,
+        worker,
+        replica: runner,
+        token,
+    } = Bed::start("1500ms").await;
     let front = Replica::start(&api_only(&url, "1500ms")).await;
-    let (_, token) = keys::create(&runner.db, "k", 1e6, 1_000_000).await.unwrap();
     let slow = job_of(
         &runner.url(),
         &token,
@@ -199,12 +231,14 @@ async fn a_cancel_through_another_replica_is_seen_at_the_next_heartbeat() {
 /// fence, the job stays cancelled, with no result row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_late_result_of_a_cancelled_job_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = database("sqlite", dir.path()).await.unwrap();
-    let worker = FakeWorker::spawn().await;
-    let runner = Replica::start(&config_text(&url, &worker.url, "30s")).await;
+    let Bed {
+        _dir,
+        url,
+        worker,
+        replica: runner,
+        token,
+    } = Bed::start("30s").await;
     let front = Replica::start(&api_only(&url, "30s")).await;
-    let (_, token) = keys::create(&runner.db, "k", 1e6, 1_000_000).await.unwrap();
     let slow = job_of(
         &runner.url(),
         &token,
@@ -248,11 +282,13 @@ async fn the_late_result_of_a_cancelled_job_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_job_is_retried_with_fresh_attempts_and_the_same_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = database("sqlite", dir.path()).await.unwrap();
-    let worker = FakeWorker::spawn().await;
-    let r = Replica::start(&config_text(&url, &worker.url, "30s")).await;
-    let (_, token) = keys::create(&r.db, "k", 1e6, 1_000_000).await.unwrap();
+    let Bed {
+        _dir,
+        url: _,
+        worker,
+        replica: r,
+        token,
+    } = Bed::start("30s").await;
     let id = job_of(
         &r.url(),
         &token,
@@ -298,11 +334,13 @@ async fn a_failed_job_is_retried_with_fresh_attempts_and_the_same_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn params_reach_the_worker_as_ascii_json_and_bad_ones_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = database("sqlite", dir.path()).await.unwrap();
-    let worker = FakeWorker::spawn().await;
-    let r = Replica::start(&config_text(&url, &worker.url, "30s")).await;
-    let (_, token) = keys::create(&r.db, "k", 1e6, 1_000_000).await.unwrap();
+    let Bed {
+        _dir,
+        url: _,
+        worker: _worker,
+        replica: r,
+        token,
+    } = Bed::start("30s").await;
     let params = json!({"top": 3, "label": "café ☕"});
     let id = job_of(
         &r.url(),
@@ -360,12 +398,14 @@ async fn params_reach_the_worker_as_ascii_json_and_bad_ones_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_is_answered_when_the_job_finishes_on_another_replica() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = database("sqlite", dir.path()).await.unwrap();
-    let worker = FakeWorker::spawn().await;
-    let runner = Replica::start(&config_text(&url, &worker.url, "30s")).await;
+    let Bed {
+        _dir,
+        url,
+        worker: _worker,
+        replica: runner,
+        token,
+    } = Bed::start("30s").await;
     let front = Replica::start(&api_only(&url, "30s")).await;
-    let (_, token) = keys::create(&runner.db, "k", 1e6, 1_000_000).await.unwrap();
     let id = job_of(
         &runner.url(),
         &token,
@@ -392,11 +432,13 @@ async fn a_wait_is_answered_when_the_job_finishes_on_another_replica() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_end_on_finish_cancel_or_time_and_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = database("sqlite", dir.path()).await.unwrap();
-    let worker = FakeWorker::spawn().await;
-    let r = Replica::start(&config_text(&url, &worker.url, "30s")).await;
-    let (_, token) = keys::create(&r.db, "k", 1e6, 1_000_000).await.unwrap();
+    let Bed {
+        _dir,
+        url: _,
+        worker: _worker,
+        replica: r,
+        token,
+    } = Bed::start("30s").await;
     let (_, stranger) = keys::create(&r.db, "s", 1e6, 1_000_000).await.unwrap();
     // Finished here: woken in process.
     let id = job_of(

@@ -128,16 +128,10 @@ pub fn follow(vip: SocketAddr, token: &str, id: &str, intent: Intent) -> Result<
             } else {
                 "running"
             };
+            let path = format!("/v1/jobs/{id}");
             let deadline = Instant::now() + patience;
             loop {
-                let r = retried(
-                    vip,
-                    "GET",
-                    &format!("/v1/jobs/{id}"),
-                    &auth,
-                    patience,
-                    &mut seen,
-                )?;
+                let r = retried(vip, "GET", &path, &auth, patience, &mut seen)?;
                 let v = json(&r);
                 // Queued after its first (refused) attempt, or running.
                 let ready = v["status"] == want
@@ -146,7 +140,6 @@ pub fn follow(vip: SocketAddr, token: &str, id: &str, intent: Intent) -> Result<
                     break;
                 }
                 if v["status"] == "done" && intent == Intent::CancelRunning {
-                    let path = format!("/v1/jobs/{id}");
                     let r = retried(vip, "DELETE", &path, &auth, patience, &mut seen)?;
                     let v = json(&r);
                     if r.status == 409 && v["error"]["code"] == "already_finished" {
@@ -160,14 +153,7 @@ pub fn follow(vip: SocketAddr, token: &str, id: &str, intent: Intent) -> Result<
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            let r = retried(
-                vip,
-                "DELETE",
-                &format!("/v1/jobs/{id}"),
-                &auth,
-                patience,
-                &mut seen,
-            )?;
+            let r = retried(vip, "DELETE", &path, &auth, patience, &mut seen)?;
             let v = json(&r);
             if r.status == 200 && v["status"] == "cancelled" {
                 Ok(seen)
