@@ -80,19 +80,16 @@ async fn queued_then_cancelled_then_retried(backend: &str) {
     let r = Replica::start(&config_text(&url, &worker.url, "30s")).await;
     let (_, token) = keys::create(&r.db, "k", 1e6, 1_000_000).await.unwrap();
     let (_, stranger) = keys::create(&r.db, "s", 1e6, 1_000_000).await.unwrap();
-    let id = job_of(&r.url(), &token, json!({"kind": "upper", "input": "later"})).await;
-    // Held back an hour, as a retry backoff would: queued, not claimable.
-    let held = sqlx::query(
-        "UPDATE jobs SET run_at_ms = run_at_ms + 3600000 WHERE id = ? AND state = 'queued'",
+    // `other` has one slot: while `busy` holds it, `id` stays queued, so
+    // nothing races the cancel (no claim can come first).
+    let busy = job_of(
+        &r.url(),
+        &token,
+        json!({"kind": "other", "input": "slow:20000"}),
     )
-    .bind(&id)
-    .execute(&r.db.pool)
-    .await
-    .unwrap();
-    if held.rows_affected() == 0 {
-        // Claimed first: this run proves nothing about a queued job.
-        panic!("the job was claimed before it could be held back");
-    }
+    .await;
+    called(&worker, &busy).await;
+    let id = job_of(&r.url(), &token, json!({"kind": "other", "input": "later"})).await;
     let path = format!("/v1/jobs/{id}");
     let a = send("DELETE", &r.url(), &stranger, &path).await;
     assert_eq!((a.status, a.code().as_str()), (404, "not_found"));
@@ -118,6 +115,9 @@ async fn queued_then_cancelled_then_retried(backend: &str) {
         worker.calls.lock().unwrap().get(&id).is_none(),
         "never sent while cancelled"
     );
+    // Free the slot: the retried job runs now.
+    let a = send("DELETE", &r.url(), &token, &format!("/v1/jobs/{busy}")).await;
+    assert_eq!(a.status, 200, "{}", a.text());
     let done = wait_finished(&r.url(), &token, &id).await;
     assert_eq!(done["status"], "done");
     let a = send("DELETE", &r.url(), &token, &path).await;
