@@ -411,6 +411,70 @@ async fn server_reset_copy() {
     server_reset(false).await;
 }
 
+/// Bytes and then a reset, both queued at the balancer before it reads: the
+/// bytes go through, and the reset still ends the connection as the
+/// backend's error. A reset raises EPOLLRDHUP as a FIN does; the copy path
+/// infers end of stream after a short read only when no EPOLLERR came with
+/// it, so the reset must not pass for a clean close.
+async fn data_then_reset_queued_together(splice: bool) {
+    let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let back = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(front.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (lb_client, _) = front.accept().await.unwrap();
+    let lb_backend = TcpStream::connect(back.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (mut server, _) = back.accept().await.unwrap();
+    server.write_all(b"partial answer").await.unwrap();
+    socket2::SockRef::from(&server)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(server);
+    let errored = tokio::io::Interest::READABLE | tokio::io::Interest::ERROR;
+    eventually(
+        Duration::from_secs(2),
+        "the reset reached the balancer",
+        || async {
+            let r = lb_backend.ready(errored).await.unwrap();
+            if r.is_error() && r.is_read_closed() {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    )
+    .await;
+    let o = opts(splice);
+    let fwd = tokio::spawn(async move { forward(lb_client, lb_backend, &o, &NoMeter).await });
+    let out = timeout(Duration::from_secs(2), fwd)
+        .await
+        .expect("the reset ends forward, the client need not close")
+        .unwrap();
+    assert_eq!(
+        out.end,
+        EndReason::ServerError(io::ErrorKind::ConnectionReset)
+    );
+    assert_eq!(
+        out.to_client, 14,
+        "the bytes before the reset were delivered"
+    );
+    let mut got = Vec::new();
+    let _ = timeout(Duration::from_secs(2), client.read_to_end(&mut got)).await;
+    assert_eq!(got, b"partial answer");
+}
+
+#[tokio::test]
+async fn data_then_reset_queued_together_copy() {
+    data_then_reset_queued_together(false).await;
+}
+
+#[tokio::test]
+async fn data_then_reset_queued_together_splice() {
+    data_then_reset_queued_together(true).await;
+}
+
 #[tokio::test]
 async fn client_reset_is_client_error() {
     let p = proxied(opts(true), None).await;
