@@ -6,6 +6,9 @@
 //! - `IP_FREEBIND` (`IPV6_FREEBIND` for v6) lets a bind succeed on an address
 //!   not (yet) assigned to any interface: the backup node listens on the VIP
 //!   before VRRP moves it here, so takeover needs no bind at the worst moment.
+//! - `TCP_NODELAY` set on the listening socket is inherited by every socket
+//!   accept(2) returns (the accepted socket is a clone of the listener's), so
+//!   clients get it without a setsockopt each (see `conn`).
 //! - The backlog is the kernel's accept queue; it is capped by
 //!   `net.core.somaxconn`. Connection limits are enforced after accept,
 //!   where an excess connection can be refused at once and counted.
@@ -28,6 +31,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
         Some(Protocol::TCP),
     )?;
     sock.set_reuse_address(true)?;
+    sock.set_tcp_nodelay(true)?;
     match addr {
         SocketAddr::V4(_) => sock.set_freebind_v4(true)?,
         SocketAddr::V6(_) => {
@@ -63,6 +67,20 @@ mod tests {
         let addr: SocketAddr = "198.18.255.254:0".parse().unwrap();
         let l = bind(addr).expect("IP_FREEBIND bind on an unassigned address");
         assert_eq!(l.local_addr().unwrap().ip(), addr.ip());
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_tcp_nodelay() {
+        // conn relies on this instead of a setsockopt per client.
+        let l = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        assert!(
+            s.nodelay().unwrap(),
+            "TCP_NODELAY inherited from the listener"
+        );
     }
 
     #[tokio::test]
