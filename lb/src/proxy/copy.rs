@@ -155,10 +155,19 @@ fn fin_queued(cx: &mut Context<'_>, src: &TcpStream) -> bool {
 }
 
 /// Writes what `buf` holds to `dst`, as much as `dst` takes.
+///
+/// `last`: the source has ended and these are its last bytes; the caller
+/// sends the FIN right after (shutdown(2) or close(2), in the same wake).
+/// They go with `MSG_MORE`, which holds a part-filled segment back
+/// (tcp(7): like `TCP_CORK`, for this call) until the FIN is queued
+/// behind it; tcp_send_fin() then marks that segment instead of sending a
+/// segment of its own. A short answer and its FIN leave in one segment, as
+/// HAProxy sends them: one segment, and one ACK, fewer per connection.
 pub(crate) fn poll_write_from(
     cx: &mut Context<'_>,
     dst: &TcpStream,
     buf: &mut CopyBuf,
+    last: bool,
 ) -> io::Result<Step> {
     if buf.is_empty() {
         return Ok(Step::Blocked);
@@ -168,7 +177,13 @@ pub(crate) fn poll_write_from(
             Poll::Pending => return Ok(Step::Blocked),
             Poll::Ready(r) => r?,
         }
-        return match dst.try_write(&buf.buf[buf.start..buf.end]) {
+        // MSG_NOSIGNAL: a closed peer is an EPIPE error, not a SIGPIPE.
+        let flags = libc::MSG_NOSIGNAL | if last { libc::MSG_MORE } else { 0 };
+        let bytes = &buf.buf[buf.start..buf.end];
+        let sent = dst.try_io(Interest::WRITABLE, || {
+            socket2::SockRef::from(dst).send_with_flags(bytes, flags)
+        });
+        return match sent {
             Ok(0) => Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "socket accepted 0 bytes",

@@ -448,7 +448,9 @@ impl<'p> Half<'p> {
             if !self.buf_empty() {
                 let b = self.buf.as_mut().expect("not empty");
                 budget.ops += 1;
-                if let Step::Moved(n) = copy::poll_write_from(cx, dst, b).map_err(dst_err)? {
+                // After the source's EOF, these are its last bytes.
+                let last = self.eof;
+                if let Step::Moved(n) = copy::poll_write_from(cx, dst, b, last).map_err(dst_err)? {
                     self.delivered(n, budget, meter);
                     progress = true;
                 }
