@@ -1,9 +1,12 @@
 //! `tandem lb run`: one balancer process.
 //!
-//! Order at start: raise the descriptor limit, build the runtime with the
-//! configured number of worker threads, install metrics, bind every listener
-//! and the admin socket (any failure exits non-zero before serving), then
-//! serve. SIGHUP reloads; SIGTERM/SIGINT stop accepting, let open
+//! Order at start: raise the descriptor limit, build the main thread's
+//! runtime, install metrics, start the data-plane workers and bind every
+//! listener (one socket per worker, see [`crate::proxy::workers`]) and the
+//! admin socket (any failure exits non-zero before serving), then serve.
+//! The main thread is data-plane worker 0 and also runs the control side:
+//! health checks, VRRP, the admin socket, metrics, signals and the systemd
+//! watchdog (which therefore stops pinging if that thread stalls). SIGHUP reloads; SIGTERM/SIGINT stop accepting, let open
 //! connections finish for `node.shutdown_grace`, and exit 0.
 //!
 //! VRRP ([`failover`]) starts after the listeners are bound and may claim
@@ -56,16 +59,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         pipe_size = PIPE_SIZE,
         "descriptor limit and splice pipe pool"
     );
-    let workers = if config.node.workers == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        config.node.workers
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("tandem-lb")
+    // Resolved by the config (0 = one per core); never 0 here.
+    let workers = config.node.workers.max(1);
+    // Worker 0: a current-thread runtime, as every other worker's (one
+    // epoll instance, timers and task queue per thread, nothing shared).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
