@@ -143,12 +143,11 @@ async fn run<'s>(
     let mut tried_more: Vec<usize> = Vec::new(); // beyond 64 backends
     let mut last_failure: Option<(usize, ConnectFailure)> = None;
     let mut attempts = 0u32;
-    let mut views = Vec::with_capacity(svc.backends.len());
     let connected = loop {
         if attempts > svc.cfg.retries {
             break None;
         }
-        let Some(i) = choose(svc, &mut views, peer, tried, &tried_more, panic) else {
+        let Some(i) = choose(svc, peer, tried, &tried_more, panic) else {
             break None;
         };
         if i < 64 {
@@ -252,10 +251,27 @@ async fn proxy(
     }
 }
 
+thread_local! {
+    /// The backends' views for one pick, kept per thread so that a pick
+    /// allocates nothing (it is filled and read within [`choose`], which
+    /// never awaits, so no two picks of a thread share it).
+    static VIEWS: std::cell::RefCell<Vec<BackendView>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Asks the scheduler for a backend not yet tried for this client and with
 /// room under its max_connections. Synchronous, so nothing borrowed here
 /// lives across an await.
 fn choose(
+    svc: &ServiceRt,
+    peer: SocketAddr,
+    tried: u64,
+    tried_more: &[usize],
+    panic: bool,
+) -> Option<usize> {
+    VIEWS.with_borrow_mut(|views| pick(svc, views, peer, tried, tried_more, panic))
+}
+
+fn pick(
     svc: &ServiceRt,
     views: &mut Vec<BackendView>,
     peer: SocketAddr,
