@@ -15,6 +15,12 @@
 //!   task migration), so new connections per second grow with threads.
 //! - **Whatever else a connection touches is shared and lock-free**: the
 //!   snapshot (`ArcSwap`), counters and gauges (atomics), health reports.
+//! - **Each thread proves it is alive**: threads 1 to N − 1 stamp a beat
+//!   every [`BEAT`], and [`Workers::stalled`] names one whose last beat is
+//!   older than a limit. systemd's watchdog pinger runs on worker 0, so
+//!   `tandem lb run` gates its pings on the others' beats: a wedged data-plane
+//!   thread stops the pings and systemd restarts the balancer, as it would
+//!   for a wedged main thread.
 //! - **Dropping the [`Workers`] stops threads 1 to N − 1**: each leaves its
 //!   runtime, which drops (and so closes) the listeners and connections it
 //!   still holds. Worker 0's tasks belong to the caller's runtime.
@@ -22,6 +28,7 @@
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
@@ -56,12 +63,32 @@ impl Accepted {
     }
 }
 
+/// How often threads 1 to N − 1 stamp their beat: two wake-ups a second
+/// per thread, nothing next to the traffic.
+pub const BEAT: Duration = Duration::from_millis(500);
+
+/// The last beat of each worker, as milliseconds since `origin` (worker 0's
+/// entry stays 0 and is never read: its stalls stop the pinger itself).
+#[derive(Debug)]
+struct Beats {
+    origin: Instant,
+    last_ms: Vec<AtomicU64>,
+}
+
+impl Beats {
+    fn stamp(&self, worker: usize) {
+        let now = self.origin.elapsed().as_millis() as u64;
+        self.last_ms[worker].store(now, Ordering::Relaxed);
+    }
+}
+
 /// The runtimes of the data plane, worker 0 first.
 #[derive(Debug)]
 pub struct Workers {
     handles: Vec<Handle>,
     /// Per worker, in the same order; shared with the accept tasks.
     accepted: Arc<[Accepted]>,
+    beats: Arc<Beats>,
     /// Cancelled on drop: threads 1 to N − 1 leave their runtimes.
     stop: CancellationToken,
 }
@@ -74,6 +101,10 @@ impl Workers {
         let mut workers = Workers {
             handles: vec![Handle::current()],
             accepted: (0..n).map(Accepted::new).collect(),
+            beats: Arc::new(Beats {
+                origin: Instant::now(),
+                last_ms: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            }),
             stop: CancellationToken::new(),
         };
         for i in 1..n {
@@ -87,6 +118,8 @@ impl Workers {
     fn spawn_thread(&self, i: usize) -> io::Result<Handle> {
         let (tx, rx) = mpsc::sync_channel(1);
         let stop = self.stop.clone();
+        let beats = Arc::clone(&self.beats);
+        beats.stamp(i);
         std::thread::Builder::new()
             .name(format!("tandem-lb-{i}"))
             .spawn(move || {
@@ -96,7 +129,16 @@ impl Workers {
                 match rt {
                     Ok(rt) => {
                         let _ = tx.send(Ok(rt.handle().clone()));
-                        rt.block_on(stop.cancelled());
+                        rt.block_on(async {
+                            let mut tick = tokio::time::interval(BEAT);
+                            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            loop {
+                                tokio::select! {
+                                    _ = stop.cancelled() => break,
+                                    _ = tick.tick() => beats.stamp(i),
+                                }
+                            }
+                        });
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));
@@ -116,6 +158,19 @@ impl Workers {
     /// Accept counts, per worker (same order as [`Workers::handles`]).
     pub fn accepted(&self) -> &Arc<[Accepted]> {
         &self.accepted
+    }
+
+    /// The first of threads 1 to N − 1 whose last beat is older than
+    /// `limit` (its runtime has been blocked that long), with the age of
+    /// the beat; `None` when every thread is beating.
+    pub fn stalled(&self, limit: Duration) -> Option<(usize, Duration)> {
+        let now = self.beats.origin.elapsed().as_millis() as u64;
+        (1..self.len()).find_map(|i| {
+            let age = Duration::from_millis(
+                now.saturating_sub(self.beats.last_ms[i].load(Ordering::Relaxed)),
+            );
+            (age > limit).then_some((i, age))
+        })
     }
 
     /// How many workers there are.
@@ -166,5 +221,36 @@ mod tests {
             .expect("the worker's runtime dropped its tasks")
             .unwrap_err();
         assert!(parked.await.unwrap_err().is_cancelled());
+    }
+
+    /// Waits up to 10 s for `f` to hold.
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_blocked_worker_thread_is_reported_stalled_until_it_runs_again() {
+        let workers = Workers::start(3).unwrap();
+        let limit = BEAT * 3;
+        assert_eq!(workers.stalled(limit), None, "fresh threads are beating");
+        // Worker 2's only thread is blocked (not awaiting) for a while.
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        workers.handles()[2].spawn(async move {
+            let _ = release_rx.recv_timeout(Duration::from_secs(30));
+        });
+        until(
+            "worker 2 reported stalled",
+            || matches!(workers.stalled(limit), Some((2, age)) if age > limit),
+        )
+        .await;
+        release_tx.send(()).unwrap();
+        until("every worker beating again", || {
+            workers.stalled(limit).is_none()
+        })
+        .await;
     }
 }

@@ -191,6 +191,13 @@ impl Balancer {
         Ok(bal)
     }
 
+    /// A data-plane thread (other than the caller's, worker 0) that has not
+    /// run for more than `limit`, and for how long; see
+    /// [`Workers::stalled`].
+    pub fn stalled_worker(&self, limit: Duration) -> Option<(usize, Duration)> {
+        self.workers.stalled(limit)
+    }
+
     /// The snapshot in force now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
