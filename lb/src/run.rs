@@ -1,9 +1,14 @@
 //! `tandem lb run`: one balancer process.
 //!
-//! Order at start: raise the descriptor limit, build the runtime with the
-//! configured number of worker threads, install metrics, bind every listener
-//! and the admin socket (any failure exits non-zero before serving), then
-//! serve. SIGHUP reloads; SIGTERM/SIGINT stop accepting, let open
+//! Order at start: raise the descriptor limit, build the main thread's
+//! runtime, install metrics, start the data-plane workers and bind every
+//! listener (one socket per worker, see [`crate::proxy::workers`]) and the
+//! admin socket (any failure exits non-zero before serving), then serve.
+//! The main thread is data-plane worker 0 and also runs the control side:
+//! health checks, VRRP, the admin socket, metrics, signals and the systemd
+//! watchdog, which therefore stops pinging if that thread stalls, and
+//! withholds its pings while another data-plane thread has not run for
+//! [`STALL_LIMIT`]. SIGHUP reloads; SIGTERM/SIGINT stop accepting, let open
 //! connections finish for `node.shutdown_grace`, and exit 0.
 //!
 //! VRRP ([`failover`]) starts after the listeners are bound and may claim
@@ -14,6 +19,7 @@
 //! and only then are connections drained.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -28,6 +34,13 @@ use crate::{admin, telemetry};
 use tandem_healthcheck::checker::TargetId;
 
 pub use crate::failover::SETTLE_MAX;
+
+/// A data-plane thread whose runtime has not run for this long is wedged:
+/// the watchdog ping is withheld, so with the unit's `WatchdogSec=10s`
+/// (pings every 5 s) systemd restarts a balancer whose thread stays stuck
+/// for about 8 to 13 s. Far above any scheduling delay of a busy thread
+/// (a current-thread runtime runs its beat between two task polls).
+pub const STALL_LIMIT: Duration = Duration::from_secs(3);
 
 /// Size of each splice pipe. 256 KiB moves bulk at about a third less CPU
 /// per byte than 64 KiB copies (measured on loopback); 1 MiB is faster still
@@ -56,16 +69,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         pipe_size = PIPE_SIZE,
         "descriptor limit and splice pipe pool"
     );
-    let workers = if config.node.workers == 0 {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    } else {
-        config.node.workers
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("tandem-lb")
+    // Resolved by the config (0 = one per core); never 0 here.
+    let workers = config.node.workers.max(1);
+    // Worker 0: a current-thread runtime, as every other worker's (one
+    // epoll instance, timers and task queue per thread, nothing shared).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -118,7 +126,14 @@ async fn serve(config: Config, workers: usize) -> anyhow::Result<()> {
     );
 
     // systemd (Type=notify): ready only now, with every listener and the
-    // admin socket bound; the watchdog pings run on the data-plane runtime.
+    // admin socket bound; the watchdog pings run on worker 0's runtime and
+    // ask after the other workers' threads.
+    let beats = Arc::clone(&bal);
+    runner.gate_pings(Arc::new(move || {
+        beats
+            .stalled_worker(STALL_LIMIT)
+            .map(|(i, age)| format!("data-plane worker {i} has not run for {age:?}"))
+    }));
     runner.ready(Some("serving"));
     let reload = || {
         let (bal, source) = (Arc::clone(&bal), source.clone());

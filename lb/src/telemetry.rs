@@ -31,6 +31,7 @@ pub mod names {
     pub const BACKEND_CONNECT_FAILURES: &str = "tandem_lb_backend_connect_failures";
     pub const BACKEND_RETRIES: &str = "tandem_lb_backend_retries";
     pub const BACKEND_REFUSED: &str = "tandem_lb_backend_refused_max_connections";
+    pub const WORKER_CONNECTIONS: &str = "tandem_lb_worker_connections";
     pub const RELOADS: &str = "tandem_lb_reloads";
     pub const CONFIG_LOADED: &str = "tandem_lb_config_last_reload_success_timestamp";
 }
@@ -93,6 +94,11 @@ pub fn describe() {
         BACKEND_REFUSED,
         Unit::Count,
         "Times a backend was passed over because its max_connections was reached."
+    );
+    describe_counter!(
+        WORKER_CONNECTIONS,
+        Unit::Count,
+        "Client connections accepted, per data-plane worker thread (how SO_REUSEPORT spread them)."
     );
     describe_counter!(
         RELOADS,

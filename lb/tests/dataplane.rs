@@ -35,8 +35,10 @@ fn service(listen: &str, scheduler: &str, extra: &str, backends: &[String]) -> S
     s
 }
 
+/// Two data-plane workers whatever the machine has, so every test here runs
+/// through a `SO_REUSEPORT` group of two sockets and two runtimes.
 fn node() -> String {
-    "[node]\nconnection_log = \"debug\"\n[admin]\nsocket = \"/nonexistent/not-used-by-library-tests.sock\"\n".to_string()
+    "[node]\nworkers = 2\nconnection_log = \"debug\"\n[admin]\nsocket = \"/nonexistent/not-used-by-library-tests.sock\"\n".to_string()
 }
 
 /// A balancer with one rr service "svc" in front of `be` alone.
@@ -409,6 +411,50 @@ async fn reloads_under_load_drop_nothing() {
         total,
         done.load(Ordering::Relaxed) as u64,
         "counters carried across reloads"
+    );
+}
+
+/// Each address is a group of one socket per worker: the kernel spreads
+/// new connections over both workers, and a reload keeps the whole group
+/// (both workers still accept after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_accepts_before_and_after_a_reload() {
+    let be = Backend::spawn(Behaviour::Payload).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lb.toml");
+    let listen = free_addr().await.to_string();
+    let render = |scheduler: &str| {
+        node()
+            + &service(
+                &listen,
+                scheduler,
+                "",
+                &[format!("address = \"{}\"", be.addr)],
+            )
+    };
+    std::fs::write(&path, render("rr")).unwrap();
+    let bal = from_file(&path).await;
+    let addr = bal.bound_addr("svc").unwrap();
+    // 64 connections from fresh client ports: all on one of two sockets
+    // would have odds of 2^-63.
+    for i in 0..64 {
+        transfer(addr, 10, 10, i).await;
+    }
+    let before = bal.accepted_per_worker();
+    assert_eq!(before.len(), 2, "node.workers = 2");
+    assert_eq!(before.iter().sum::<u64>(), 64);
+    assert!(before.iter().all(|&n| n > 0), "per worker: {before:?}");
+    std::fs::write(&path, render("wlc")).unwrap();
+    let s = bal.reload().await.unwrap();
+    assert_eq!((s.listeners_kept, s.listeners_added), (1, 0));
+    for i in 64..128 {
+        transfer(addr, 10, 10, i).await;
+    }
+    let after = bal.accepted_per_worker();
+    assert_eq!(after.iter().sum::<u64>(), 128);
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a > b),
+        "both sockets of the kept group accept: {before:?} then {after:?}"
     );
 }
 

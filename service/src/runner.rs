@@ -6,7 +6,8 @@
 //! once it can serve (`READY=1`, and from then on `WATCHDOG=1` every half
 //! of `WATCHDOG_USEC`, as sd_watchdog_enabled(3) recommends, from a task on
 //! the service's runtime, so a wedged runtime stops the pings and systemd
-//! restarts the service); waits in [`Runner::wait`] until SIGTERM or SIGINT
+//! restarts the service; a service whose work also runs on other threads
+//! gates each ping on their liveness with [`Runner::gate_pings`]); waits in [`Runner::wait`] until SIGTERM or SIGINT
 //! (`STOPPING=1`, pings stop), meanwhile handing each SIGHUP to the
 //! caller's reload (`RELOADING=1` before, `READY=1` after); and then drains
 //! within its grace period ([`Runner::drain`]). A service that does not
@@ -175,7 +176,12 @@ pub struct Runner<S, N> {
     /// How long [`Runner::drain`] waits before cutting the drain short.
     grace: Duration,
     pinger: Option<JoinHandle<()>>,
+    gate: Option<PingGate>,
 }
+
+/// Asked before each watchdog ping: `None` to ping, or what is stalled (the
+/// ping is withheld and that is logged at warn).
+pub type PingGate = Arc<dyn Fn() -> Option<String> + Send + Sync>;
 
 impl Runner<OsSignals, Systemd> {
     /// The runner for a real process: signals hooked now (SIGHUP only if
@@ -200,6 +206,7 @@ impl<S: Signals, N: Notify> Runner<S, N> {
             watchdog,
             grace,
             pinger: None,
+            gate: None,
         }
     }
 
@@ -207,6 +214,14 @@ impl<S: Signals, N: Notify> Runner<S, N> {
     /// half its period, at least [`MIN_WATCHDOG_PING`].
     pub fn ping_interval(&self) -> Option<Duration> {
         self.watchdog.map(|w| (w / 2).max(MIN_WATCHDOG_PING))
+    }
+
+    /// Makes each watchdog ping ask `gate` first (see [`PingGate`]): the
+    /// pinger runs on one runtime, and a thread it cannot see (another
+    /// runtime's) proves itself alive through the gate. Call before
+    /// [`Runner::ready`].
+    pub fn gate_pings(&mut self, gate: PingGate) {
+        self.gate = Some(gate);
     }
 
     /// Start-up is done: `READY=1` (with `STATUS=` when given), and the
@@ -218,12 +233,18 @@ impl<S: Signals, N: Notify> Runner<S, N> {
         }
         if let (Some(every), None) = (self.ping_interval(), &self.pinger) {
             let notifier = Arc::clone(&self.notifier);
+            let gate = self.gate.clone();
             self.pinger = Some(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    notifier.notify(&[Notice::Watchdog]);
+                    match gate.as_ref().and_then(|g| g()) {
+                        None => notifier.notify(&[Notice::Watchdog]),
+                        Some(stalled) => {
+                            tracing::warn!(%stalled, "watchdog ping withheld: {stalled}")
+                        }
+                    }
                 }
             }));
         }

@@ -1,13 +1,18 @@
 //! The VIP listeners and their accept loops: where a connection's path
 //! begins.
 //!
-//! One task per listening address runs [`tandem_service::accept::Acceptor`]
-//! (backoff when descriptors run out, skip errors that concern only the
-//! connection being accepted, stop at once when told) and hands every
-//! accepted client to [`super::conn::handle`] with the service the *current*
-//! snapshot maps the address to. The set of listeners is changed by reload
-//! ([`crate::runtime`]): an address kept across a reload keeps its socket and
-//! its task, so no SYN is refused while the config changes.
+//! Every listening address has one socket per data-plane worker (a
+//! `SO_REUSEPORT` group, see [`super::listener`] and [`super::workers`]), and
+//! each socket its accept task on its worker's runtime, running
+//! [`tandem_service::accept::Acceptor`] (backoff when descriptors run out,
+//! skip errors that concern only the connection being accepted, stop at once
+//! when told). It hands every accepted client to [`super::conn::handle`],
+//! on the same worker, with the service the *current* snapshot maps the
+//! address to. The set of listeners is changed by reload
+//! ([`crate::runtime`]): an address kept across a reload keeps its sockets
+//! and their tasks, so no SYN is refused while the config changes, and a
+//! group is only ever stopped whole (a socket closed out of a group would
+//! reset the connections queued on it).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,11 +21,13 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tandem_service::accept::Acceptor;
 use tokio::net::TcpListener;
+use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use super::conn::{self, ConnCtx};
+use super::workers::Accepted;
 use crate::runtime::snapshot::Snapshot;
 
 /// What every accept loop hands its connections to.
@@ -35,17 +42,25 @@ pub struct Dispatch {
     pub splice: bool,
     /// Cancelled when the shutdown grace period is over: open connections close.
     pub hard_stop: CancellationToken,
+    /// Accept counts, per worker.
+    pub accepted: Arc<[Accepted]>,
 }
 
-struct Handle {
+/// One address's sockets, as seen from here.
+struct Group {
+    /// Stops the accept task of every socket of the group.
     stop: CancellationToken,
     /// The address actually bound (differs from the config's for port 0).
     local: SocketAddr,
 }
 
+/// One listening socket of a group, registered with its worker's runtime
+/// (see `runtime::Balancer`), and that runtime.
+pub type Bound = (Handle, TcpListener);
+
 /// The listening addresses and their accept tasks.
 pub struct Listeners {
-    open: Mutex<HashMap<SocketAddr, Handle>>,
+    open: Mutex<HashMap<SocketAddr, Group>>,
     accepts: TaskTracker,
     /// Cancelled when shutdown begins: every listener stops accepting.
     stop_accepting: CancellationToken,
@@ -62,24 +77,30 @@ impl Default for Listeners {
 }
 
 impl Listeners {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Handle>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Group>> {
         self.open.lock().expect("listeners lock poisoned")
     }
 
-    /// Starts accepting on `listener`, bound for the config address `addr`.
-    pub fn spawn(&self, addr: SocketAddr, listener: TcpListener, d: Dispatch) {
+    /// Starts accepting on every socket of `group`, bound for the config
+    /// address `addr`, each on its own worker's runtime.
+    pub fn spawn(&self, addr: SocketAddr, group: Vec<Bound>, d: Dispatch) {
         let stop = self.stop_accepting.child_token();
-        let local = listener.local_addr().unwrap_or(addr);
+        let local = group
+            .first()
+            .and_then(|(_, l)| l.local_addr().ok())
+            .unwrap_or(addr);
         self.lock().insert(
             addr,
-            Handle {
+            Group {
                 stop: stop.clone(),
                 local,
             },
         );
-        let span = tracing::info_span!("listener", listen = %addr);
-        self.accepts
-            .spawn(accept_loop(addr, listener, stop, d).instrument(span));
+        for (worker, (rt, listener)) in group.into_iter().enumerate() {
+            let span = tracing::info_span!("listener", listen = %addr, worker);
+            let task = accept_loop(addr, listener, stop.clone(), d.clone(), worker);
+            self.accepts.spawn_on(task.instrument(span), &rt);
+        }
     }
 
     /// The config addresses listened on now.
@@ -120,15 +141,20 @@ async fn accept_loop(
     listener: TcpListener,
     stop: CancellationToken,
     d: Dispatch,
+    worker: usize,
 ) {
     tracing::info!(listen = %addr, "listening");
+    let accepted = &d.accepted[worker];
     let ctx = Arc::new(ConnCtx {
         splice: d.splice,
-        hard_stop: d.hard_stop.clone(),
+        // A child per accept task: every connection waits on it, and the
+        // waiters of one token share a lock, so each worker gets its own.
+        hard_stop: d.hard_stop.child_token(),
         log_level: d.snapshot.load().config.node.connection_log,
     });
     let mut acceptor = Acceptor::new(listener, stop, "service");
     while let Some((stream, peer)) = acceptor.next().await {
+        accepted.add();
         let snap = d.snapshot.load();
         let Some(svc) = snap.service_for(&addr) else {
             // Removed by a reload racing with this accept.

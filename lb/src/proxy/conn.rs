@@ -4,13 +4,26 @@
 //! The upstream connection is opened as soon as the client is accepted (no
 //! waiting for client bytes), as HAProxy does in `mode tcp`, so servers that
 //! speak first work and connect latency overlaps the client's first send.
+//!
+//! Syscalls per connection, and why no more (tcp(7), connect(2), epoll(7)):
+//! - `TCP_NODELAY` on the client socket is inherited from the listener
+//!   (Linux copies the listener's `nonagle` into every accepted socket), so
+//!   it is set once per listener ([`super::listener`]), not per client.
+//! - The backend socket is made by socket(2) with `SOCK_NONBLOCK |
+//!   SOCK_CLOEXEC` (no fcntl), gets `TCP_NODELAY` before connect(2), and its
+//!   connect is complete when epoll reports it writable: epoll reports no
+//!   `EPOLLOUT` while a socket is in SYN-SENT, and a failed connect raises
+//!   `EPOLLERR`. So `SO_ERROR` is read (getsockopt) only when the readiness
+//!   carries an error or a hang-up, never after a successful connect.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::forward::{ByteMeter, ForwardOpts, Outcome, forward};
@@ -101,7 +114,6 @@ async fn run<'s>(
     svc: &'s ServiceRt,
     ctx: &ConnCtx,
 ) -> (Option<&'s BackendRt>, End, u32) {
-    let _ = client.set_nodelay(true);
     // The all-down policy (issue 3): refuse, spread over all anyway (panic
     // mode), or send to the sorry server.
     let mut panic = false;
@@ -131,12 +143,11 @@ async fn run<'s>(
     let mut tried_more: Vec<usize> = Vec::new(); // beyond 64 backends
     let mut last_failure: Option<(usize, ConnectFailure)> = None;
     let mut attempts = 0u32;
-    let mut views = Vec::with_capacity(svc.backends.len());
     let connected = loop {
         if attempts > svc.cfg.retries {
             break None;
         }
-        let Some(i) = choose(svc, &mut views, peer, tried, &tried_more, panic) else {
+        let Some(i) = choose(svc, peer, tried, &tried_more, panic) else {
             break None;
         };
         if i < 64 {
@@ -213,7 +224,6 @@ async fn proxy(
     ctx: &ConnCtx,
 ) -> End {
     let _slot = Slot(&b.state);
-    let _ = upstream.set_nodelay(true);
     let header = match svc.cfg.proxy_protocol {
         ProxyProtocol::Off => None,
         ProxyProtocol::V1 => Some(proxy_protocol::encode_v1(
@@ -241,10 +251,27 @@ async fn proxy(
     }
 }
 
+thread_local! {
+    /// The backends' views for one pick, kept per thread so that a pick
+    /// allocates nothing (it is filled and read within [`choose`], which
+    /// never awaits, so no two picks of a thread share it).
+    static VIEWS: std::cell::RefCell<Vec<BackendView>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Asks the scheduler for a backend not yet tried for this client and with
 /// room under its max_connections. Synchronous, so nothing borrowed here
 /// lives across an await.
 fn choose(
+    svc: &ServiceRt,
+    peer: SocketAddr,
+    tried: u64,
+    tried_more: &[usize],
+    panic: bool,
+) -> Option<usize> {
+    VIEWS.with_borrow_mut(|views| pick(svc, views, peer, tried, tried_more, panic))
+}
+
+fn pick(
     svc: &ServiceRt,
     views: &mut Vec<BackendView>,
     peer: SocketAddr,
@@ -286,16 +313,34 @@ fn local_or(s: &TcpStream, fallback: SocketAddr) -> SocketAddr {
     s.local_addr().unwrap_or(fallback)
 }
 
+/// Connects to `addr` within `timeout` (see the module doc for the
+/// syscalls this makes).
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectFailure> {
-    let sock = match addr {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    let failed = |e: io::Error| ConnectFailure::from_io(&e);
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        Some(Protocol::TCP),
+    )
+    .map_err(failed)?;
+    // Latency over batching, as on the client side; failure only costs that.
+    let _ = sock.set_tcp_nodelay(true);
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(failed(e)),
     }
-    .map_err(|e| ConnectFailure::from_io(&e))?;
-    match tokio::time::timeout(timeout, sock.connect(addr)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(ConnectFailure::from_io(&e)),
+    let stream = TcpStream::from_std(sock.into()).map_err(failed)?;
+    let ready = stream.ready(Interest::WRITABLE | Interest::ERROR);
+    match tokio::time::timeout(timeout, ready).await {
         Err(_) => Err(ConnectFailure::Timeout(timeout)),
+        Ok(Err(e)) => Err(failed(e)),
+        Ok(Ok(r)) if r.is_error() || r.is_write_closed() => Err(match stream.take_error() {
+            Ok(Some(e)) | Err(e) => failed(e),
+            // A hang-up with no error recorded: the connection is gone.
+            Ok(None) => ConnectFailure::Other(io::ErrorKind::NotConnected),
+        }),
+        Ok(Ok(_)) => Ok(stream),
     }
 }
 

@@ -10,11 +10,30 @@
 //! (and zero) 64 KiB for every request.
 //!
 //! Same readiness protocol as `splice`: `poll_*_ready` arms the waker, then
-//! `try_read`/`try_write`, which clear tokio's readiness on `WouldBlock`.
+//! the syscall inside `try_io`, which clears tokio's readiness on
+//! `WouldBlock`.
+//!
+//! Reads take the readiness model HAProxy takes on epoll, which saves the
+//! recv(2) that would only answer `EAGAIN` after every short read, and the
+//! one that would only answer 0 after a short read that emptied a closed
+//! socket:
+//! - **A short read means drained.** tcp_recvmsg() returns fewer bytes than
+//!   asked only when the receive queue ran empty, so a short read clears the
+//!   read readiness (tokio's own `poll_read` does the same on epoll). Bytes
+//!   that arrive later raise a new edge, and tokio's clear only applies to
+//!   the readiness seen before the read (its tick), so no wake-up is lost.
+//! - **FIN seen, then a short read, means end of stream.** Readiness with
+//!   `READ_CLOSED` (EPOLLRDHUP) and no `ERROR` observed *before* the read
+//!   says the peer's in-order FIN was already queued, behind every byte it
+//!   sent; a short read then took all of them, and the next read could only
+//!   return 0. With `ERROR` (a reset also raises RDHUP) nothing is inferred:
+//!   the next read reports the error.
 
-use std::io;
+use std::future::Future;
+use std::io::{self, Read};
 use std::task::{Context, Poll};
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::pipe_pool::PipeLease;
@@ -81,36 +100,74 @@ impl Drop for CopyBuf {
     }
 }
 
-/// Reads from `src` into an empty `buf`.
+/// Reads from `src` into an empty `buf` (see the module doc for when a
+/// short read ends the stream without another read).
 pub(crate) fn poll_read_into(
     cx: &mut Context<'_>,
     src: &TcpStream,
     buf: &mut CopyBuf,
 ) -> io::Result<Step> {
     debug_assert!(buf.is_empty());
+    let want = buf.buf.len();
     loop {
         match src.poll_read_ready(cx) {
             Poll::Pending => return Ok(Step::Blocked),
             Poll::Ready(r) => r?,
         }
-        return match src.try_read(&mut buf.buf) {
-            Ok(0) => Ok(Step::Eof),
-            Ok(n) => {
-                buf.start = 0;
-                buf.end = n;
-                Ok(Step::Moved(n))
+        let fin_queued = fin_queued(cx, src);
+        let mut short = 0;
+        let r = src.try_io(Interest::READABLE, || {
+            let n = (&*socket2::SockRef::from(src)).read(&mut buf.buf)?;
+            if n > 0 && n < want {
+                // Drained: `WouldBlock` makes try_io clear the readiness.
+                short = n;
+                return Err(io::ErrorKind::WouldBlock.into());
             }
+            Ok(n)
+        });
+        let n = match r {
+            Ok(0) => return Ok(Step::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => short,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => Err(e),
+            Err(e) => return Err(e),
         };
+        buf.start = 0;
+        buf.end = n;
+        return Ok(if short > 0 && fin_queued {
+            Step::MovedEof(n)
+        } else {
+            Step::Moved(n)
+        });
+    }
+}
+
+/// Whether the readiness tokio holds for `src` now says the peer's FIN is
+/// queued (`READ_CLOSED`) and no error is (`ERROR`). Called right after
+/// `poll_read_ready` returned ready, so the `ready` future completes on its
+/// first poll (it only reads the readiness word).
+fn fin_queued(cx: &mut Context<'_>, src: &TcpStream) -> bool {
+    let ready = std::pin::pin!(src.ready(Interest::READABLE | Interest::ERROR));
+    match ready.poll(cx) {
+        Poll::Ready(Ok(r)) => r.is_read_closed() && !r.is_error(),
+        _ => false,
     }
 }
 
 /// Writes what `buf` holds to `dst`, as much as `dst` takes.
+///
+/// `last`: the source has ended and these are its last bytes; the caller
+/// sends the FIN right after (shutdown(2) or close(2), in the same wake).
+/// They go with `MSG_MORE`, which holds a part-filled segment back
+/// (tcp(7): like `TCP_CORK`, for this call) until the FIN is queued
+/// behind it; tcp_send_fin() then marks that segment instead of sending a
+/// segment of its own. A short answer and its FIN leave in one segment, as
+/// HAProxy sends them: one segment, and one ACK, fewer per connection.
 pub(crate) fn poll_write_from(
     cx: &mut Context<'_>,
     dst: &TcpStream,
     buf: &mut CopyBuf,
+    last: bool,
 ) -> io::Result<Step> {
     if buf.is_empty() {
         return Ok(Step::Blocked);
@@ -120,7 +177,13 @@ pub(crate) fn poll_write_from(
             Poll::Pending => return Ok(Step::Blocked),
             Poll::Ready(r) => r?,
         }
-        return match dst.try_write(&buf.buf[buf.start..buf.end]) {
+        // MSG_NOSIGNAL: a closed peer is an EPIPE error, not a SIGPIPE.
+        let flags = libc::MSG_NOSIGNAL | if last { libc::MSG_MORE } else { 0 };
+        let bytes = &buf.buf[buf.start..buf.end];
+        let sent = dst.try_io(Interest::WRITABLE, || {
+            socket2::SockRef::from(dst).send_with_flags(bytes, flags)
+        });
+        return match sent {
             Ok(0) => Err(io::Error::new(
                 io::ErrorKind::WriteZero,
                 "socket accepted 0 bytes",

@@ -23,6 +23,12 @@
 //!   keep the opposite direction running. The connection ends when both
 //!   directions have ended. An error on either socket ends both at once
 //!   (returning drops, hence closes, both sockets).
+//! - **The last FIN goes with close(2).** When a direction ends and the
+//!   other one already has, the connection is over: returning closes both
+//!   sockets, and close(2) sends the FIN a `shutdown` would have sent (the
+//!   socket's peer has sent its own FIN and we read up to it, so nothing
+//!   unread is left to turn the close into a reset). One syscall fewer per
+//!   connection, as HAProxy does.
 //! - **Idle timeout** without per-chunk timer cost: a wake that moved bytes
 //!   stores `Instant::now()`; the single `Sleep` is only re-armed, to
 //!   `last_activity + idle_timeout`, when it fires early.
@@ -247,8 +253,16 @@ impl Connection<'_> {
             if half.eof && self.first_eof.is_none() {
                 self.first_eof = Some(half.from);
             }
-            if let Poll::Ready(Err(end)) = r {
-                return Poll::Ready(self.outcome(end));
+            let from = half.from;
+            match r {
+                Poll::Ready(Err(end)) => return Poll::Ready(self.outcome(end)),
+                // The other direction still runs: pass this one's FIN on now.
+                Poll::Ready(Ok(())) if !(self.to_backend.done && self.to_client.done) => {
+                    if let Err(end) = half_close(dst, from) {
+                        return Poll::Ready(self.outcome(end));
+                    }
+                }
+                _ => {}
             }
         }
         if self.to_backend.done && self.to_client.done {
@@ -353,8 +367,8 @@ impl<'p> Half<'p> {
         }
     }
 
-    /// Moves what it can. `Ready(Ok)` once the direction is finished,
-    /// `Ready(Err)` when a socket failed, `Pending` when blocked (waker armed)
+    /// Moves what it can. `Ready(Ok)` once the direction is finished (the
+    /// caller passes the FIN on), `Ready(Err)` when a socket failed, `Pending` when blocked (waker armed)
     /// or out of budget (caller self-wakes).
     ///
     /// Each turn: deliver what is staged, read more, then finished or quiet.
@@ -382,7 +396,7 @@ impl<'p> Half<'p> {
                 Turn::Moved(p) => progress |= p,
             }
             if self.eof && self.pipe_fill() == 0 && self.buf_empty() {
-                self.finish(dst)?;
+                self.finish();
                 return Poll::Ready(Ok(()));
             }
             if !progress {
@@ -426,14 +440,17 @@ impl<'p> Half<'p> {
                         self.splice = false;
                         return Ok(Turn::Again);
                     }
-                    Step::Blocked | Step::Eof => {}
+                    // splice out never reports an end of stream.
+                    Step::Blocked | Step::Eof | Step::MovedEof(_) => {}
                 }
             }
         } else {
             if !self.buf_empty() {
                 let b = self.buf.as_mut().expect("not empty");
                 budget.ops += 1;
-                if let Step::Moved(n) = copy::poll_write_from(cx, dst, b).map_err(dst_err)? {
+                // After the source's EOF, these are its last bytes.
+                let last = self.eof;
+                if let Step::Moved(n) = copy::poll_write_from(cx, dst, b, last).map_err(dst_err)? {
                     self.delivered(n, budget, meter);
                     progress = true;
                 }
@@ -479,7 +496,7 @@ impl<'p> Half<'p> {
             .map_err(|e| from.error(&e))?
         {
             Step::Moved(_) => Ok(Turn::Moved(true)),
-            Step::Eof => {
+            Step::MovedEof(_) | Step::Eof => {
                 self.eof = true;
                 Ok(Turn::Moved(true))
             }
@@ -489,18 +506,12 @@ impl<'p> Half<'p> {
     }
 
     /// Step 3: the source's FIN and every staged byte delivered: returns the
-    /// leases and shuts the destination for writing.
-    fn finish(&mut self, dst: &TcpStream) -> Result<(), EndReason> {
+    /// leases. The caller passes the FIN on ([`half_close`]) unless the
+    /// connection is over.
+    fn finish(&mut self) {
         self.pipe = None;
         self.buf = None;
-        match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
-            // The peer is already gone; the other direction reports
-            // that if it matters.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
-            r => r.map_err(|e| self.from.other().error(&e))?,
-        }
         self.done = true;
-        Ok(())
     }
 
     /// No progress this turn: hands back whatever holds no bytes.
@@ -560,6 +571,17 @@ impl<'p> Half<'p> {
             }
             Ok(step)
         }
+    }
+}
+
+/// Shuts `dst` for writing: the FIN read from the other side (`from`) is
+/// passed on while the opposite direction keeps running.
+fn half_close(dst: &TcpStream, from: Side) -> Result<(), EndReason> {
+    match socket2::SockRef::from(dst).shutdown(Shutdown::Write) {
+        // The peer is already gone; the other direction reports that if it
+        // matters.
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(()),
+        r => r.map_err(|e| from.other().error(&e)),
     }
 }
 

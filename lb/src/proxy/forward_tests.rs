@@ -35,7 +35,9 @@ struct Proxied {
     meter: Arc<Meter>,
 }
 
-async fn proxied(opts: ForwardOpts, pool: Option<Arc<PipePool>>) -> Proxied {
+/// The four sockets of a proxied connection: client, the balancer's two
+/// ends (client side, backend side), server.
+async fn sockets() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
     let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let back = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpStream::connect(front.local_addr().unwrap())
@@ -46,6 +48,11 @@ async fn proxied(opts: ForwardOpts, pool: Option<Arc<PipePool>>) -> Proxied {
         .await
         .unwrap();
     let (server, _) = back.accept().await.unwrap();
+    (client, lb_client, lb_backend, server)
+}
+
+async fn proxied(opts: ForwardOpts, pool: Option<Arc<PipePool>>) -> Proxied {
+    let (client, lb_client, lb_backend, server) = sockets().await;
     let meter = Arc::new(Meter::default());
     let m = meter.clone();
     let fwd = tokio::spawn(async move {
@@ -411,6 +418,61 @@ async fn server_reset_copy() {
     server_reset(false).await;
 }
 
+/// Bytes and then a reset, both queued at the balancer before it reads: the
+/// bytes go through, and the reset still ends the connection as the
+/// backend's error. A reset raises EPOLLRDHUP as a FIN does; the copy path
+/// infers end of stream after a short read only when no EPOLLERR came with
+/// it, so the reset must not pass for a clean close.
+async fn data_then_reset_queued_together(splice: bool) {
+    let (mut client, lb_client, lb_backend, mut server) = sockets().await;
+    server.write_all(b"partial answer").await.unwrap();
+    socket2::SockRef::from(&server)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(server);
+    let errored = tokio::io::Interest::READABLE | tokio::io::Interest::ERROR;
+    eventually(
+        Duration::from_secs(2),
+        "the reset reached the balancer",
+        || async {
+            let r = lb_backend.ready(errored).await.unwrap();
+            if r.is_error() && r.is_read_closed() {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    )
+    .await;
+    let o = opts(splice);
+    let fwd = tokio::spawn(async move { forward(lb_client, lb_backend, &o, &NoMeter).await });
+    let out = timeout(Duration::from_secs(2), fwd)
+        .await
+        .expect("the reset ends forward, the client need not close")
+        .unwrap();
+    assert_eq!(
+        out.end,
+        EndReason::ServerError(io::ErrorKind::ConnectionReset)
+    );
+    assert_eq!(
+        out.to_client, 14,
+        "the bytes before the reset were delivered"
+    );
+    let mut got = Vec::new();
+    let _ = timeout(Duration::from_secs(2), client.read_to_end(&mut got)).await;
+    assert_eq!(got, b"partial answer");
+}
+
+#[tokio::test]
+async fn data_then_reset_queued_together_copy() {
+    data_then_reset_queued_together(false).await;
+}
+
+#[tokio::test]
+async fn data_then_reset_queued_together_splice() {
+    data_then_reset_queued_together(true).await;
+}
+
 #[tokio::test]
 async fn client_reset_is_client_error() {
     let p = proxied(opts(true), None).await;
@@ -538,16 +600,28 @@ fn stream_hash_ignores_chunking() {
 /// receiver reads again (no lost wake-up).
 async fn small_segments_through_tiny_pipe(rounds: usize) {
     let pool = Arc::new(PipePool::new(4, 4096));
-    let mut p = proxied(
-        ForwardOpts {
-            idle_timeout: Duration::from_secs(20),
-            splice: true,
-        },
-        Some(pool.clone()),
-    )
-    .await;
-    p.client.set_nodelay(true).unwrap();
-    let (cr, mut cw) = p.client.into_split();
+    let (client, lb_client, lb_backend, mut server) = sockets().await;
+    // Small fixed buffers towards the stalled receiver (no autotuning), so
+    // that forward's writes block early, the client's bytes pile up on the
+    // balancer's socket, and reads grow large enough to switch to splice:
+    // with megabytes of socket buffer a forward that keeps up with the
+    // writer would copy everything in small reads and never splice.
+    socket2::SockRef::from(&lb_backend)
+        .set_send_buffer_size(16 * 1024)
+        .unwrap();
+    socket2::SockRef::from(&server)
+        .set_recv_buffer_size(16 * 1024)
+        .unwrap();
+    let o = ForwardOpts {
+        idle_timeout: Duration::from_secs(20),
+        splice: true,
+    };
+    let pool2 = pool.clone();
+    let _fwd = tokio::spawn(async move {
+        forward_with_pool(lb_client, lb_backend, &o, &NoMeter, &pool2).await
+    });
+    client.set_nodelay(true).unwrap();
+    let (cr, mut cw) = client.into_split();
     let writer = tokio::spawn(async move {
         let mut hash = StreamHash::default();
         for i in 0..rounds {
@@ -569,7 +643,7 @@ async fn small_segments_through_tiny_pipe(rounds: usize) {
     let mut n_total = 0u64;
     let r = timeout(Duration::from_secs(5), async {
         while n_total < want {
-            let n = p.server.read(&mut buf).await.unwrap();
+            let n = server.read(&mut buf).await.unwrap();
             assert!(n > 0);
             got.update(&buf[..n]);
             n_total += n as u64;

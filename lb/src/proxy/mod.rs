@@ -1,7 +1,7 @@
 //! A connection's whole path, from the listening socket to the last byte.
 //!
-//! - [`listener`]: the VIP listening sockets (`IP_FREEBIND`, backlog) and the
-//!   descriptor limit.
+//! - [`listener`]: the VIP listening sockets (`IP_FREEBIND`, backlog, a
+//!   `SO_REUSEPORT` group per address) and the descriptor limit.
 //! - [`accept`]: the set of listeners and their accept loops (the shared
 //!   [`tandem_service::accept::Acceptor`]), handing each client to `conn`.
 //! - [`conn`]: one client: admit → pick → connect (retrying) → PROXY header →
@@ -14,6 +14,8 @@
 //!   `copy` (a small userspace buffer).
 //! - [`pipe_pool`]: the bounded, process-wide pool of pipes splice(2) moves
 //!   bytes through; connections lease pipes only while data flows.
+//! - [`workers`]: the data-plane threads, one tokio runtime each; every
+//!   listening address has one socket per worker.
 pub mod accept;
 pub mod conn;
 mod copy;
@@ -22,6 +24,7 @@ pub mod listener;
 pub mod pipe_pool;
 pub use tandem_proxy_protocol as proxy_protocol;
 mod splice;
+pub mod workers;
 
 pub use forward::{
     ByteMeter, EndReason, ForwardOpts, NoMeter, Outcome, forward, forward_with_pool,

@@ -45,6 +45,9 @@ use super::pipe_pool::PipeLease;
 pub(crate) enum Step {
     /// This many bytes moved (never 0).
     Moved(usize),
+    /// This many bytes moved (never 0), and they were the last before the
+    /// source's end of stream (the copy path infers it, see `copy`).
+    MovedEof(usize),
     /// The source socket reached end of stream.
     Eof,
     /// Nothing can move now; a waker is armed on the socket, or (splice in

@@ -10,6 +10,8 @@
 //! - Listeners whose address is unchanged are kept (the socket is never
 //!   closed, so no SYN is refused during a reload); listeners of removed
 //!   services stop accepting; established connections are never touched.
+//!   An address is a group of sockets, one per data-plane worker
+//!   ([`crate::proxy::workers`]); a group is kept or stopped whole.
 //! - Drain, health and counters live in the [`state::Registry`] and carry
 //!   across reloads.
 //! - VRRP is not this module's: with `[[vrrp]]` instances, [`Options::vrrp`]
@@ -33,14 +35,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use tandem_healthcheck::checker::{Checker, HealthHandle};
 
 use crate::config::{Config, ConfigErrors, VrrpConfig};
-use crate::proxy::accept::{Dispatch, Listeners};
+use crate::proxy::accept::{Bound, Dispatch, Listeners};
+use crate::proxy::workers::Workers;
 use crate::telemetry::names;
 use crate::vrrp::status::VrrpStatus;
 
@@ -56,6 +58,8 @@ pub enum ReloadError {
     Config(#[from] ConfigErrors),
     #[error("health check: {0}")]
     Health(#[from] tandem_healthcheck::checker::TargetError),
+    #[error("cannot start the data-plane worker threads: {0}")]
+    Workers(#[source] std::io::Error),
     #[error("service {service:?}: cannot listen on {addr}: {source}")]
     Bind {
         service: String,
@@ -145,17 +149,23 @@ pub struct Balancer {
     /// Cancelled when the balancer has stopped: probes end.
     checks_stop: CancellationToken,
     opts: Options,
+    /// The data-plane runtimes (`node.workers`), where accepts and
+    /// connections run. Last field: dropped after everything above.
+    workers: Workers,
 }
 
 impl Balancer {
-    /// Binds every service's listener and starts accepting.
+    /// Starts the data-plane workers (`node.workers`; worker 0 is the
+    /// calling runtime), binds every service's listeners and starts
+    /// accepting.
     pub async fn start(config: Config, opts: Options) -> Result<Arc<Balancer>, ReloadError> {
         let config = Arc::new(config);
         let registry = Registry::default();
         let targets = health::targets(&config)?;
+        let workers = Workers::start(config.node.workers).map_err(ReloadError::Workers)?;
         let mut bound = Vec::new();
         for svc in &config.services {
-            bound.push((svc.listen, bind(&svc.name, svc.listen)?));
+            bound.push((svc.listen, bind(&workers, &svc.name, svc.listen)?));
         }
         let checks_stop = CancellationToken::new();
         let checker = Checker::spawn(targets, checks_stop.clone());
@@ -170,6 +180,7 @@ impl Balancer {
             checker,
             checks_stop,
             opts,
+            workers,
         });
         // Before the first accept, so a drained backend never sees a client.
         bal.load_drained();
@@ -178,6 +189,13 @@ impl Balancer {
         }
         metrics::gauge!(names::CONFIG_LOADED).set(unix_now());
         Ok(bal)
+    }
+
+    /// A data-plane thread (other than the caller's, worker 0) that has not
+    /// run for more than `limit`, and for how long; see
+    /// [`Workers::stalled`].
+    pub fn stalled_worker(&self, limit: Duration) -> Option<(usize, Duration)> {
+        self.workers.stalled(limit)
     }
 
     /// The snapshot in force now.
@@ -191,14 +209,15 @@ impl Balancer {
         self.listeners.local(&listen)
     }
 
-    fn spawn_accept(&self, addr: SocketAddr, listener: TcpListener) {
+    fn spawn_accept(&self, addr: SocketAddr, group: Vec<Bound>) {
         let d = Dispatch {
             snapshot: self.snapshot.clone(),
             conns: self.conns.clone(),
             splice: self.opts.splice,
             hard_stop: self.hard_stop.clone(),
+            accepted: self.workers.accepted().clone(),
         };
-        self.listeners.spawn(addr, listener, d);
+        self.listeners.spawn(addr, group, d);
     }
 
     /// Reads the config file the running config came from and applies it.
@@ -259,7 +278,7 @@ impl Balancer {
             if existing.contains(&svc.listen) {
                 summary.listeners_kept += 1;
             } else {
-                fresh.push((svc.listen, bind(&svc.name, svc.listen)?));
+                fresh.push((svc.listen, bind(&self.workers, &svc.name, svc.listen)?));
             }
         }
         let on = &old.config.node;
@@ -435,14 +454,34 @@ impl Balancer {
     pub fn open_connections(&self) -> usize {
         self.conns.len()
     }
+
+    /// Client connections each data-plane worker has accepted, worker 0
+    /// first (`node.workers` entries).
+    pub fn accepted_per_worker(&self) -> Vec<u64> {
+        self.workers.accepted().iter().map(|a| a.get()).collect()
+    }
 }
 
-fn bind(service: &str, addr: SocketAddr) -> Result<TcpListener, ReloadError> {
-    crate::proxy::listener::bind(addr).map_err(|source| ReloadError::Bind {
+/// Binds `addr`'s group, one socket per worker, each registered with its
+/// worker's runtime (a registration is tied to the epoll instance of the
+/// runtime it was made in).
+fn bind(workers: &Workers, service: &str, addr: SocketAddr) -> Result<Vec<Bound>, ReloadError> {
+    let error = |source| ReloadError::Bind {
         service: service.to_string(),
         addr,
         source,
-    })
+    };
+    let group = crate::proxy::listener::bind_group(addr, workers.len()).map_err(error)?;
+    workers
+        .handles()
+        .iter()
+        .zip(group)
+        .map(|(rt, l)| {
+            let _in = rt.enter();
+            let l = tokio::net::TcpListener::from_std(l).map_err(error)?;
+            Ok((rt.clone(), l))
+        })
+        .collect()
 }
 
 fn unix_now() -> f64 {

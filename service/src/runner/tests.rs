@@ -99,6 +99,24 @@ async fn watchdog_pings_at_half_the_period_from_ready_until_stopping() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_gate_that_reports_a_stall_withholds_the_pings_until_it_clears() {
+    let (mut r, rec, _tx) = runner(Some(Duration::from_secs(1)));
+    let stalled = Arc::new(AtomicBool::new(false));
+    let s = Arc::clone(&stalled);
+    r.gate_pings(Arc::new(move || {
+        s.load(Ordering::SeqCst).then(|| "worker 1".to_owned())
+    }));
+    r.ready(None);
+    tokio::time::sleep(ms(1_200)).await;
+    stalled.store(true, Ordering::SeqCst);
+    tokio::time::sleep(ms(1_500)).await;
+    stalled.store(false, Ordering::SeqCst);
+    tokio::time::sleep(ms(900)).await;
+    // 0, 500, 1000 pinged; 1500, 2000, 2500 withheld; 3000, 3500 pinged.
+    assert_eq!(rec.pings(), [ms(0), ms(500), ms(1000), ms(3000), ms(3500)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_tiny_watchdog_period_is_clamped_to_the_minimum_ping_interval() {
     let (r, _, _) = runner(Some(Duration::from_micros(2)));
     assert_eq!(r.ping_interval(), Some(MIN_WATCHDOG_PING));
