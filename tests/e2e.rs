@@ -208,7 +208,8 @@ fn api_config(s: &Stack, node: &str) -> String {
     format!(
         "listen = \"{ip}:{API_PORT}\"\nstate_dir = \"{state}\"\n\
          database_url = \"mysql://tandem:tandem@{db}:3306/tandem\"\n\
-         proxy_protocol = \"optional\"\nlease = \"5s\"\npoll_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
+         proxy_protocol = \"optional\"\nproxy_protocol_from = [\"{lb1}\", \"{lb2}\", \"{vip}\"]\n\
+         lease = \"5s\"\npoll_interval = \"200ms\"\nshutdown_grace = \"2s\"\n\
          {t}{x}{y}\
          [webhooks]\nallow = [\"198.18.0.0/15\"]\nretry_base = \"200ms\"\nretry_max = \"1s\"\n\
          [kinds.parked]\nurl = \"http://{vip}:{PARKED_PORT}\"\nmax_attempts = 3\n\
@@ -216,6 +217,8 @@ fn api_config(s: &Stack, node: &str) -> String {
         ip = s.ip(node),
         state = state.display(),
         db = s.ip("db"),
+        lb1 = s.ip("lb1"),
+        lb2 = s.ip("lb2"),
         t = kind("thumbnail", THUMB_PORT),
         x = kind("text", TEXT_PORT),
         y = kind("sleepy", SLEEPY_PORT),

@@ -11,6 +11,14 @@
 //! `\r\n\r\n\0\r\n...`; no HTTP method starts with either), so we read until
 //! the bytes can only be one or the other and never block a direct client
 //! that sent a short request.
+//!
+//! A header is believed only from a trusted peer (`proxy_protocol_from`,
+//! HAProxy's `accept-proxy` limited by `src`): anyone else who reaches the
+//! replica directly could otherwise write any client address into the
+//! request log and the rate limiter's view. From an untrusted peer, a
+//! connection that starts like a header is closed as soon as its first six
+//! bytes say so (`required` closes at once); a plain HTTP request from it
+//! is served in `optional` mode, under the peer's own address.
 
 use std::io;
 use std::net::SocketAddr;
@@ -36,6 +44,9 @@ pub enum AcceptError {
     /// `required` mode and the bytes are not a header.
     #[error("connection without the required PROXY header")]
     Missing,
+    /// A header, or `required` mode, from a peer not in `proxy_protocol_from`.
+    #[error("PROXY header from a peer not in proxy_protocol_from")]
+    Untrusted,
     /// A malformed header.
     #[error("bad PROXY header: {0}")]
     Bad(String),
@@ -53,16 +64,33 @@ fn maybe_header(buf: &[u8]) -> bool {
     buf.starts_with(v1) || buf.starts_with(v2)
 }
 
-/// Reads the PROXY header according to `mode`. Returns the client address
-/// (the header's source, else `peer`) and the bytes read past the header.
+impl AcceptError {
+    /// The `reason` label of `tandem_api_proxy_refused_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AcceptError::Timeout(_) => "timeout",
+            AcceptError::Missing => "missing",
+            AcceptError::Untrusted => "untrusted",
+            AcceptError::Bad(_) => "bad",
+            AcceptError::Io(_) => "io",
+        }
+    }
+}
+
+/// Reads the PROXY header according to `mode`, believing one only if
+/// `trusted` (the peer is in `proxy_protocol_from`). Returns the client
+/// address (the header's source, else `peer`) and the bytes read past the
+/// header.
 pub async fn read_header(
     stream: &mut TcpStream,
     peer: SocketAddr,
-    mode: ProxyProtocol,
+    (mode, trusted): (ProxyProtocol, bool),
     timeout: Duration,
 ) -> Result<(SocketAddr, Vec<u8>), AcceptError> {
-    if mode == ProxyProtocol::Off {
-        return Ok((peer, Vec::new()));
+    match (mode, trusted) {
+        (ProxyProtocol::Off, _) => return Ok((peer, Vec::new())),
+        (ProxyProtocol::Required, false) => return Err(AcceptError::Untrusted),
+        _ => {}
     }
     let work = async {
         let mut buf = Vec::with_capacity(256);
@@ -75,6 +103,10 @@ pub async fn read_header(
                 };
             }
             let complete_prefix = buf.len() >= V1_PREFIX.len();
+            // Six bytes that are still a header's start are no HTTP method.
+            if complete_prefix && !trusted {
+                return Err(AcceptError::Untrusted);
+            }
             if complete_prefix {
                 match proxy_protocol::decode(&buf) {
                     Ok(Some((h, n))) => {
@@ -169,6 +201,13 @@ mod tests {
         sent: &[u8],
         mode: ProxyProtocol,
     ) -> Result<(SocketAddr, Vec<u8>), AcceptError> {
+        accept_from(sent, (mode, true)).await
+    }
+
+    async fn accept_from(
+        sent: &[u8],
+        mode: (ProxyProtocol, bool),
+    ) -> Result<(SocketAddr, Vec<u8>), AcceptError> {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         c.write_all(sent).await.unwrap();
@@ -211,13 +250,41 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (mut s, peer) = l.accept().await.unwrap();
-        let r = read_header(
-            &mut s,
-            peer,
-            ProxyProtocol::Optional,
-            Duration::from_millis(50),
-        )
-        .await;
+        let mode = (ProxyProtocol::Optional, true);
+        let r = read_header(&mut s, peer, mode, Duration::from_millis(50)).await;
         assert!(matches!(r, Err(AcceptError::Timeout(_))));
+    }
+
+    /// A peer outside `proxy_protocol_from`: no header of its is believed,
+    /// whatever it claims; its plain requests are its own.
+    #[tokio::test]
+    async fn an_untrusted_peer_cannot_name_the_client() {
+        use ProxyProtocol::{Optional, Required};
+        let src: SocketAddr = "203.0.113.7:5555".parse().unwrap();
+        let dst: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        for hdr in [
+            proxy_protocol::encode_v1(src, dst),
+            proxy_protocol::encode_v2(src, dst),
+        ] {
+            let mut sent = hdr.clone();
+            sent.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            for mode in [Optional, Required] {
+                let r = accept_from(&sent, (mode, false)).await;
+                assert!(matches!(r, Err(AcceptError::Untrusted)), "{mode:?}: {r:?}");
+                assert_eq!(r.unwrap_err().reason(), "untrusted");
+            }
+            // The same bytes from a trusted peer are believed.
+            let (client, _) = accept_from(&sent, (Optional, true)).await.unwrap();
+            assert_eq!(client, src);
+        }
+        let (client, rest) = accept_from(b"GET / HTTP/1.1\r\n", (Optional, false))
+            .await
+            .unwrap();
+        assert_eq!(client.ip().to_string(), "127.0.0.1");
+        assert_eq!(rest, b"GET / HTTP/1.1\r\n");
+        assert!(matches!(
+            accept_from(b"GET / HTTP/1.1\r\n", (Required, false)).await,
+            Err(AcceptError::Untrusted)
+        ));
     }
 }

@@ -17,6 +17,7 @@
 //! - [`webhook`]: callbacks when jobs end: the outbox, signing, the
 //!   address policy and the delivery task.
 pub mod batch;
+pub mod cidr;
 pub mod cli;
 pub mod config;
 pub mod conn;

@@ -41,6 +41,9 @@ pub const SUBMIT_REFUSED: &str = "tandem_api_submit_refused_total";
 /// rolled them back in a conflict with another (deadlock, lock wait
 /// timeout).
 pub const DB_CONFLICTS: &str = "tandem_api_db_conflicts_total";
+/// Counter, label `reason` (`untrusted`, `missing`, `bad`, `timeout`,
+/// `io`): connections closed before HTTP over their PROXY header.
+pub const PROXY_REFUSED: &str = "tandem_api_proxy_refused_total";
 
 /// Counter, labels `kind`, `state`: jobs that reached a final state
 /// (done, failed, cancelled) in this replica.
@@ -166,6 +169,11 @@ pub fn describe() {
         DB_CONFLICTS,
         Unit::Count,
         "Transactions run again after the database rolled them back in a conflict (deadlock, lock wait timeout)."
+    );
+    describe_counter!(
+        PROXY_REFUSED,
+        Unit::Count,
+        "Connections closed before HTTP over their PROXY header, by reason (untrusted: a header from a peer not in proxy_protocol_from)."
     );
     describe_counter!(
         SUBMIT_REFUSED,

@@ -16,6 +16,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use hyper_util::rt::TokioIo;
@@ -116,6 +117,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// When the last untrusted-header warning was logged, in seconds since the
+/// Unix epoch.
+static UNTRUSTED_WARNED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether 10 s have passed since `last`; if so, `last` becomes now.
+fn warn_now(last: &AtomicU64) -> bool {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let prev = last.load(Ordering::Relaxed);
+    now >= prev + 10
+        && last
+            .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// One client connection: the PROXY header if configured, then HTTP/1.1
 /// until the client is done or, on `shutdown`, after its in-flight request.
 async fn connection(
@@ -126,17 +143,22 @@ async fn connection(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let (client, rest) = match read_header(
-        &mut stream,
-        peer,
-        config.proxy_protocol,
-        config.proxy_header_timeout,
-    )
-    .await
+    let trusted = crate::cidr::any_contains(&config.proxy_protocol_from, peer.ip());
+    let mode = (config.proxy_protocol, trusted);
+    let (client, rest) = match read_header(&mut stream, peer, mode, config.proxy_header_timeout)
+        .await
     {
         Ok(r) => r,
         Err(e) => {
-            tracing::debug!(%peer, error = %e, "connection closed before HTTP");
+            metrics::counter!(crate::metrics::PROXY_REFUSED, "reason" => e.reason()).increment(1);
+            // A forged header is worth an operator's eye (at most one warning
+            // in 10 s, so a flood of them cannot flood the log; the counter
+            // has them all); the rest is noise.
+            if matches!(e, crate::conn::AcceptError::Untrusted) && warn_now(&UNTRUSTED_WARNED) {
+                tracing::warn!(%peer, "connection closed: {e} (further ones in the next 10 s at debug)");
+            } else {
+                tracing::debug!(%peer, error = %e, "connection closed before HTTP");
+            }
             return;
         }
     };
