@@ -30,7 +30,7 @@ pub struct Count {
 }
 
 impl Count {
-    fn new(metric: Counter) -> Self {
+    pub(crate) fn new(metric: Counter) -> Self {
         Count {
             n: AtomicU64::new(0),
             metric,
