@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::forward::{ByteMeter, ForwardOpts, Outcome, forward};
 use super::proxy_protocol;
+use super::sticky::Sticky;
 use crate::config::{AllDown, ProxyProtocol};
 use crate::sched::{BackendView, Pick};
 
@@ -139,6 +140,7 @@ async fn run<'s>(
             }
         }
     }
+    let mut sticky = Sticky::start(svc, peer, panic, |i| has_room(&svc.backends[i]));
     let mut tried: u64 = 0; // bitmask of backends already tried (first 64)
     let mut tried_more: Vec<usize> = Vec::new(); // beyond 64 backends
     let mut last_failure: Option<(usize, ConnectFailure)> = None;
@@ -147,7 +149,8 @@ async fn run<'s>(
         if attempts > svc.cfg.retries {
             break None;
         }
-        let Some(i) = choose(svc, peer, tried, &tried_more, panic) else {
+        let first = sticky.as_mut().and_then(|s| s.first.take());
+        let Some(i) = first.or_else(|| choose(svc, peer, tried, &tried_more, panic)) else {
             break None;
         };
         if i < 64 {
@@ -164,7 +167,12 @@ async fn run<'s>(
             svc.backends[j].state.retries.add(1);
         }
         match connect_to(b, svc).await {
-            Ok(stream) => break Some((b, stream)),
+            Ok(stream) => {
+                if let Some(s) = sticky.as_mut() {
+                    s.connected(i, b.cfg.address);
+                }
+                break Some((b, stream));
+            }
             Err(None) => {
                 // Lost a race for the backend's last slot: try another,
                 // without counting it as a connect attempt.
@@ -181,6 +189,8 @@ async fn run<'s>(
         };
     };
     let end = proxy(client, upstream, peer, b, svc, ctx).await;
+    // The entry is held until here: its timer starts when this closes.
+    drop(sticky);
     (Some(b), end, attempts)
 }
 
