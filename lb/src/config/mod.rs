@@ -252,7 +252,7 @@ pub struct Persistence {
 
 impl Persistence {
     pub const DEFAULT_MAX_ENTRIES: u32 = 65_536;
-    /// 2^24 entries, about 2 GiB of table at most (see docs/operations.md).
+    /// 2^24 entries: under 2.5 GiB of table (see docs/operations.md).
     pub const MAX_MAX_ENTRIES: u32 = 1 << 24;
 
     /// The IPv4 prefix as the netmask it was written as (`"255.255.255.0"`).
