@@ -68,7 +68,7 @@ pub fn describe() {
     describe_gauge!(
         PERSIST_ENTRIES,
         Unit::Count,
-        "Client persistence entries held, per service (expired ones not yet swept included)."
+        "Client persistence entries held, per service, as of the last sweep (expired ones not yet swept included)."
     );
     describe_counter!(
         PERSIST_HITS,

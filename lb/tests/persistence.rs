@@ -220,3 +220,36 @@ async fn pins_survive_a_reload_and_go_when_persistence_is_turned_off() {
     let seen = tags(2, listen, 6).await;
     assert!(seen.iter().any(|t| *t != was), "no longer pinned: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_pinned_backend_overflows_one_connection_without_unpinning() {
+    let (a, b) = two_backends().await;
+    let listen = free_addr().await;
+    // Backend "a" takes one connection at a time.
+    let text = config(listen, "persistence_timeout = \"5m\"", &a, &b).replacen(
+        "name = \"a\"\n",
+        "name = \"a\"\nmax_connections = 1\n",
+        1,
+    );
+    let bal = balancer(&text).await;
+    // rr's first pick is the first backend: the client is pinned to a.
+    let (tag, held) = tag_from(2, listen).await;
+    assert_eq!(tag, "a");
+    let (overflow, _) = tag_from(2, listen).await;
+    assert_eq!(
+        overflow, "b",
+        "a is full: this one connection goes elsewhere"
+    );
+    drop(held);
+    // Still pinned to a whenever it has room (a close reaches the balancer
+    // asynchronously, so wait for a's slot before each connection).
+    for _ in 0..3 {
+        eventually(Duration::from_secs(5), "a has room again", || async {
+            bal.status().services[0].backends[0].active == 0
+        })
+        .await;
+        assert_eq!(tag_from(2, listen).await.0, "a");
+    }
+    let p = persistence(&bal);
+    assert_eq!((p.entries, p.hits, p.misses), (1, 3, 2));
+}

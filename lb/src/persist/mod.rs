@@ -97,7 +97,8 @@ pub struct Stats {
     pub evictions: Count,
     /// New keys not remembered: the table was full and nothing evictable.
     pub refused_full: Count,
-    /// Entries stored now (expired ones not yet dropped included).
+    /// Entries stored (expired ones not yet dropped included), as of the
+    /// last [`Table::sweep`].
     entries: Gauge,
 }
 
@@ -235,9 +236,7 @@ impl Table {
                 (n < max).then_some(n + 1)
             })
             .is_ok();
-        if reserved {
-            self.stats.entries.increment(1.0);
-        } else if !self.evict_one(&mut shard, now) {
+        if !reserved && !self.evict_one(&mut shard, now) {
             self.stats.refused_full.add(1);
             return None;
         }
@@ -290,6 +289,11 @@ impl Table {
             dropped += before - shard.len();
         }
         self.shrunk(dropped);
+        // The gauge is set here, from the count, rather than moved on every
+        // insert and removal: a table replaced by a reload may still be
+        // touched by connections of the old snapshot, and must not move the
+        // series its successor now owns.
+        self.stats.entries.set(self.len() as f64);
         dropped
     }
 
@@ -364,7 +368,6 @@ impl Table {
     fn shrunk(&self, n: usize) {
         if n > 0 {
             self.len.fetch_sub(n, Ordering::Relaxed);
-            self.stats.entries.decrement(n as f64);
         }
     }
 }

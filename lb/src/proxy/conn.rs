@@ -122,17 +122,11 @@ async fn run<'s>(
         match (&svc.cfg.all_down, &svc.sorry) {
             (AllDown::All, _) => panic = true,
             (AllDown::Sorry(_), Some(sorry)) => {
-                return match connect_to(sorry, svc).await {
-                    Ok(upstream) => {
-                        let end = proxy(client, upstream, peer, sorry, svc, ctx).await;
-                        (Some(sorry), end, 1)
-                    }
-                    Err(why) => {
-                        no_backend(svc, &client);
-                        let end = why.map_or(End::NoBackend, End::ConnectFailed);
-                        (Some(sorry), end, 1)
-                    }
-                };
+                return (
+                    Some(sorry),
+                    to_sorry(client, peer, sorry, svc, ctx).await,
+                    1,
+                );
             }
             _ => {
                 no_backend(svc, &client);
@@ -192,6 +186,24 @@ async fn run<'s>(
     // The entry is held until here: its timer starts when this closes.
     drop(sticky);
     (Some(b), end, attempts)
+}
+
+/// Every backend is down and the policy is the sorry server: one attempt
+/// there, no retry, no persistence.
+async fn to_sorry(
+    client: TcpStream,
+    peer: SocketAddr,
+    sorry: &BackendRt,
+    svc: &ServiceRt,
+    ctx: &ConnCtx,
+) -> End {
+    match connect_to(sorry, svc).await {
+        Ok(upstream) => proxy(client, upstream, peer, sorry, svc, ctx).await,
+        Err(why) => {
+            no_backend(svc, &client);
+            why.map_or(End::NoBackend, End::ConnectFailed)
+        }
+    }
 }
 
 /// Counts a client that got no backend and resets it.
