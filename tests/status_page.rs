@@ -1,6 +1,7 @@
 //! The balancer's status page in a real browser (Debian's headless
 //! Chromium, driven over WebDriver by chromedriver): it renders, shows a
-//! backend going down within one refresh, and a screenshot is kept in
+//! backend going down within one refresh, counts a client pinned by
+//! persistence, and a screenshot is kept in
 //! target/test-artifacts/status-page.png. Loopback only.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -118,7 +119,7 @@ fn status_page_renders_and_shows_a_backend_going_down() {
         &config,
         format!(
             "[node]\nname = \"page-test\"\n[admin]\nsocket = \"{}\"\n[metrics]\nlisten = \"{metrics}\"\n\
-             [[service]]\nname = \"web\"\nlisten = \"{listen}\"\n\
+             [[service]]\nname = \"web\"\nlisten = \"{listen}\"\npersistence_timeout = \"5m\"\n\
              [service.health]\nkind = \"tcp\"\ninterval = \"100ms\"\ntimeout = \"200ms\"\nfall = 2\nrise = 2\n\
              [[service.backend]]\nname = \"web-1\"\naddress = \"{backend_addr}\"\n",
             dir.path().join("lb.sock").display()
@@ -187,6 +188,15 @@ fn status_page_renders_and_shows_a_backend_going_down() {
     });
     let title = wd.script("return document.querySelector('h1').textContent;");
     assert!(title.as_str().unwrap().contains("page-test"), "{title}");
+
+    // One client through the balancer, held open: persistence pins it to
+    // web-1, and the page counts it on the service's and the backend's row.
+    let client = TcpStream::connect(listen).unwrap();
+    let pinned_js = "return Array.from(document.querySelectorAll('#services td.pinned')).map(td => td.textContent).join(' ');";
+    wait_until(Duration::from_secs(5), "page shows the pinned client", || {
+        (wd.script(pinned_js) == "1/65536 1").then_some(())
+    });
+    drop(client);
 
     // Kill the backend; the balancer marks it down within fall × interval
     // + timeout (400 ms); the page must show it within one refresh (1 s) of that.

@@ -9,6 +9,8 @@
 //! - [`proxy`]: a connection's whole path: the VIP listeners, the accept loops,
 //!   pick → connect (retrying) → PROXY header → forward (splice(2) with a copy
 //!   fallback, half-close, idle timeout).
+//! - [`persist`]: client persistence (IPVS's persistent services): the
+//!   sharded, bounded table of which backend a client is pinned to.
 //! - [`runtime`]: the atomically swapped snapshot that reload replaces, the
 //!   registry of counters, drain and health state, reload, drain, status.
 //! - [`cli`]: the `tandem lb` subcommands.
@@ -31,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod failover;
 pub mod net;
+pub mod persist;
 pub mod proxy;
 pub mod run;
 pub mod runtime;

@@ -24,6 +24,11 @@ pub mod names {
     pub const SERVICE_CONNECTIONS: &str = "tandem_lb_service_connections";
     pub const SERVICE_REFUSED: &str = "tandem_lb_service_refused_max_connections";
     pub const SERVICE_NO_BACKEND: &str = "tandem_lb_service_no_backend";
+    pub const PERSIST_ENTRIES: &str = "tandem_lb_service_persistence_entries";
+    pub const PERSIST_HITS: &str = "tandem_lb_service_persistence_hits";
+    pub const PERSIST_MISSES: &str = "tandem_lb_service_persistence_misses";
+    pub const PERSIST_EVICTIONS: &str = "tandem_lb_service_persistence_evictions";
+    pub const PERSIST_REFUSED_FULL: &str = "tandem_lb_service_persistence_refused_full";
     pub const BACKEND_ACTIVE: &str = "tandem_lb_backend_active_connections";
     pub const BACKEND_CONNECTIONS: &str = "tandem_lb_backend_connections";
     pub const BACKEND_BYTES_TO_BACKEND: &str = "tandem_lb_backend_sent";
@@ -59,6 +64,31 @@ pub fn describe() {
         SERVICE_NO_BACKEND,
         Unit::Count,
         "Client connections closed because no backend could be connected after all retries."
+    );
+    describe_gauge!(
+        PERSIST_ENTRIES,
+        Unit::Count,
+        "Client persistence entries held, per service, as of the last sweep (expired ones not yet swept included)."
+    );
+    describe_counter!(
+        PERSIST_HITS,
+        Unit::Count,
+        "New connections sent to the backend their client was pinned to."
+    );
+    describe_counter!(
+        PERSIST_MISSES,
+        Unit::Count,
+        "New connections of a persistent service scheduled afresh (no entry, pinned backend unavailable or full)."
+    );
+    describe_counter!(
+        PERSIST_EVICTIONS,
+        Unit::Count,
+        "Idle persistence entries evicted before their timeout because the table was full."
+    );
+    describe_counter!(
+        PERSIST_REFUSED_FULL,
+        Unit::Count,
+        "New clients not remembered because the persistence table was full of entries with open connections."
     );
     describe_gauge!(
         BACKEND_ACTIVE,

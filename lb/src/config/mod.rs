@@ -211,6 +211,10 @@ pub struct ServiceConfig {
     /// [`AllDown::Refuse`]; `all_down = "all"` is [`AllDown::All`], `sorry =
     /// "IP:port"` is [`AllDown::Sorry`] (setting both is an error).
     pub all_down: AllDown,
+    /// `persistence_timeout` and its companions: client affinity as IPVS's
+    /// persistent services have it. None (the default, also
+    /// `persistence_timeout = "0s"`) = off.
+    pub persistence: Option<Persistence>,
 }
 
 impl ServiceConfig {
@@ -220,6 +224,45 @@ impl ServiceConfig {
     pub const DEFAULT_RETRIES: u32 = 2;
     pub const MAX_RETRIES: u32 = 16;
     pub const DEFAULT_MAX_CONNECTIONS: u32 = 10_000;
+}
+
+/// Client persistence of a service (IPVS `--persistent`, keepalived
+/// `persistence_timeout`): a client, or every client of one network of
+/// `granularity`, keeps the backend it was given while it has connections
+/// open and for `timeout` after the last one closed. See
+/// [`crate::persist`] for the table and its rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    /// `persistence_timeout`: how long an entry outlives its client's last
+    /// connection. Valid: a duration; `"0s"` or absent = persistence off.
+    pub timeout: Duration,
+    /// `persistence_granularity`: IPv4 clients are grouped by this prefix
+    /// length, written as a netmask (`"255.255.255.0"` = 24). Default
+    /// `"255.255.255.255"` (32: each client alone); valid: a netmask of
+    /// contiguous ones, `"0.0.0.0"` to `"255.255.255.255"`.
+    pub v4_prefix: u8,
+    /// `persistence_granularity_v6`: the same for IPv6 clients, as a prefix
+    /// length. Default `128`; valid 0 to 128.
+    pub v6_prefix: u8,
+    /// `persistence_max_entries`: most entries the service's table holds.
+    /// Default [`Persistence::DEFAULT_MAX_ENTRIES`]; valid 1 to
+    /// [`Persistence::MAX_MAX_ENTRIES`].
+    pub max_entries: u32,
+}
+
+impl Persistence {
+    pub const DEFAULT_MAX_ENTRIES: u32 = 65_536;
+    /// 2^24 entries: under 2.5 GiB of table (see docs/operations.md).
+    pub const MAX_MAX_ENTRIES: u32 = 1 << 24;
+
+    /// The IPv4 prefix as the netmask it was written as (`"255.255.255.0"`).
+    pub fn v4_netmask(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(
+            u32::MAX
+                .checked_shl(32 - u32::from(self.v4_prefix))
+                .unwrap_or(0),
+        )
+    }
 }
 
 /// `[[service.backend]]`: one server of a service's pool.

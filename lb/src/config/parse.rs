@@ -29,6 +29,7 @@ use toml::de::{DeTable, DeValue};
 
 mod all_down;
 mod health;
+mod persistence;
 mod service;
 mod vrrp;
 
@@ -49,6 +50,10 @@ const SERVICE_KEYS: &[&str] = &[
     "proxy_protocol",
     "all_down",
     "sorry",
+    "persistence_timeout",
+    "persistence_granularity",
+    "persistence_granularity_v6",
+    "persistence_max_entries",
     "health",
     "backend",
 ];

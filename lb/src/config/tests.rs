@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::*;
 
 mod health;
+mod persistence;
 mod vrrp;
 
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
@@ -65,6 +66,7 @@ fn service_defaults() {
     assert_eq!(s.max_connections, 10_000);
     assert_eq!(s.proxy_protocol, ProxyProtocol::Off);
     assert_eq!(s.all_down, AllDown::Refuse);
+    assert_eq!(s.persistence, None);
     assert_eq!(
         s.backends,
         vec![BackendConfig {
@@ -165,6 +167,15 @@ fn example_file_parses() {
     assert_eq!(api.proxy_protocol, ProxyProtocol::V2);
     assert_eq!(api.all_down, AllDown::Refuse);
     assert_eq!(api.backends[0].max_connections, Some(1000));
+    assert_eq!(
+        api.persistence,
+        Some(Persistence {
+            timeout: Duration::from_secs(300),
+            v4_prefix: 32,
+            v6_prefix: 64,
+            max_entries: 65_536
+        })
+    );
     // api-1 has the service's http checks, api-2 its own exec check with
     // the service's common keys.
     let h1 = api.backends[0].health.as_ref().expect("api-1 is checked");

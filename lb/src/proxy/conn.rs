@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::forward::{ByteMeter, ForwardOpts, Outcome, forward};
 use super::proxy_protocol;
+use super::sticky::Sticky;
 use crate::config::{AllDown, ProxyProtocol};
 use crate::sched::{BackendView, Pick};
 
@@ -121,17 +122,11 @@ async fn run<'s>(
         match (&svc.cfg.all_down, &svc.sorry) {
             (AllDown::All, _) => panic = true,
             (AllDown::Sorry(_), Some(sorry)) => {
-                return match connect_to(sorry, svc).await {
-                    Ok(upstream) => {
-                        let end = proxy(client, upstream, peer, sorry, svc, ctx).await;
-                        (Some(sorry), end, 1)
-                    }
-                    Err(why) => {
-                        no_backend(svc, &client);
-                        let end = why.map_or(End::NoBackend, End::ConnectFailed);
-                        (Some(sorry), end, 1)
-                    }
-                };
+                return (
+                    Some(sorry),
+                    to_sorry(client, peer, sorry, svc, ctx).await,
+                    1,
+                );
             }
             _ => {
                 no_backend(svc, &client);
@@ -139,6 +134,7 @@ async fn run<'s>(
             }
         }
     }
+    let mut sticky = Sticky::start(svc, peer, panic, |i| has_room(&svc.backends[i]));
     let mut tried: u64 = 0; // bitmask of backends already tried (first 64)
     let mut tried_more: Vec<usize> = Vec::new(); // beyond 64 backends
     let mut last_failure: Option<(usize, ConnectFailure)> = None;
@@ -147,7 +143,8 @@ async fn run<'s>(
         if attempts > svc.cfg.retries {
             break None;
         }
-        let Some(i) = choose(svc, peer, tried, &tried_more, panic) else {
+        let first = sticky.as_mut().and_then(|s| s.first.take());
+        let Some(i) = first.or_else(|| choose(svc, peer, tried, &tried_more, panic)) else {
             break None;
         };
         if i < 64 {
@@ -164,7 +161,12 @@ async fn run<'s>(
             svc.backends[j].state.retries.add(1);
         }
         match connect_to(b, svc).await {
-            Ok(stream) => break Some((b, stream)),
+            Ok(stream) => {
+                if let Some(s) = sticky.as_mut() {
+                    s.connected(i, b.cfg.address);
+                }
+                break Some((b, stream));
+            }
             Err(None) => {
                 // Lost a race for the backend's last slot: try another,
                 // without counting it as a connect attempt.
@@ -181,7 +183,27 @@ async fn run<'s>(
         };
     };
     let end = proxy(client, upstream, peer, b, svc, ctx).await;
+    // The entry is held until here: its timer starts when this closes.
+    drop(sticky);
     (Some(b), end, attempts)
+}
+
+/// Every backend is down and the policy is the sorry server: one attempt
+/// there, no retry, no persistence.
+async fn to_sorry(
+    client: TcpStream,
+    peer: SocketAddr,
+    sorry: &BackendRt,
+    svc: &ServiceRt,
+    ctx: &ConnCtx,
+) -> End {
+    match connect_to(sorry, svc).await {
+        Ok(upstream) => proxy(client, upstream, peer, sorry, svc, ctx).await,
+        Err(why) => {
+            no_backend(svc, &client);
+            why.map_or(End::NoBackend, End::ConnectFailed)
+        }
+    }
 }
 
 /// Counts a client that got no backend and resets it.

@@ -8,6 +8,8 @@
 //!   forward → log line.
 //! - [`proxy_protocol`]: PROXY protocol v1/v2 headers (the
 //!   `tandem-proxy-protocol` crate, shared with the API, re-exported here).
+//! - `sticky`: a connection's use of its service's persistence table
+//!   ([`crate::persist`]): the pinned backend first, the entry held open.
 //! - [`forward`]: moves bytes both ways between a client and a backend, with
 //!   half-close, idle timeout, a fairness budget and per-chunk byte counts.
 //!   It uses `splice` (socket → pipe → socket, zero-copy) and falls back to
@@ -24,6 +26,7 @@ pub mod listener;
 pub mod pipe_pool;
 pub use tandem_proxy_protocol as proxy_protocol;
 mod splice;
+mod sticky;
 pub mod workers;
 
 pub use forward::{

@@ -146,7 +146,8 @@ pub struct Balancer {
     hard_stop: CancellationToken,
     /// The health checker: one target per backend.
     checker: HealthHandle,
-    /// Cancelled when the balancer has stopped: probes end.
+    /// Cancelled when the balancer has stopped: probes and the persistence
+    /// sweep end.
     checks_stop: CancellationToken,
     opts: Options,
     /// The data-plane runtimes (`node.workers`), where accepts and
@@ -184,6 +185,7 @@ impl Balancer {
         });
         // Before the first accept, so a drained backend never sees a client.
         bal.load_drained();
+        tokio::spawn(persist_sweep(bal.snapshot.clone(), bal.checks_stop.clone()));
         for (addr, l) in bound {
             bal.spawn_accept(addr, l);
         }
@@ -459,6 +461,40 @@ impl Balancer {
     /// first (`node.workers` entries).
     pub fn accepted_per_worker(&self) -> Vec<u64> {
         self.workers.accepted().iter().map(|a| a.get()).collect()
+    }
+}
+
+/// How often the persistence sweep runs; each run visits a quarter of
+/// every table's shards, so a shard is swept once a second.
+pub const SWEEP_EVERY: Duration = Duration::from_millis(250);
+const SWEEP_PARTS: usize = 4;
+
+/// Drops expired persistence entries and those whose backend can no longer
+/// take its clients (down, drained, removed by a reload), in the snapshot
+/// in force at each run. Bounded work per run: a quarter of the shards of
+/// each table, one shard lock at a time. Lookups drop expired entries
+/// lazily too; the sweep is what frees entries of clients that never
+/// return, and what keeps the status counts and the gauge current.
+async fn persist_sweep(snapshot: Arc<ArcSwap<Snapshot>>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let per_part = crate::persist::SHARDS / SWEEP_PARTS;
+    for part in (0..SWEEP_PARTS).cycle() {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let snap = snapshot.load_full();
+        let now = std::time::Instant::now();
+        for svc in &snap.services {
+            let Some(table) = &svc.persist else { continue };
+            let panic = svc.panic_mode();
+            let shards = part * per_part..(part + 1) * per_part;
+            let dropped = table.sweep(shards, now, |b| svc.pinnable(b, panic).is_some());
+            if dropped > 0 {
+                tracing::debug!(service = %svc.cfg.name, dropped, left = table.len(), "persistence entries swept");
+            }
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use crate::sched::{BackendView, Scheduler, new_scheduler};
 use super::health::Health;
 use super::key::BackendKey;
 use super::state::{BackendState, Registry, ServiceState};
+use crate::persist::Table;
 
 #[derive(Debug)]
 pub struct Snapshot {
@@ -31,6 +32,12 @@ pub struct ServiceRt {
     pub backends: Vec<BackendRt>,
     /// `sorry = "IP:port"`: where clients go when no backend is up.
     pub sorry: Option<BackendRt>,
+    /// The persistence table (from the registry, so it outlives this
+    /// snapshot); None when persistence is off.
+    pub persist: Option<Arc<Table>>,
+    /// Backend index by address, to resolve a persistence entry; empty
+    /// (never allocated) when persistence is off.
+    by_addr: HashMap<SocketAddr, usize>,
 }
 
 #[derive(Debug)]
@@ -124,12 +131,24 @@ impl Snapshot {
                 }
                 _ => None,
             };
+            let persist = registry.table(&svc.name, svc.persistence.as_ref());
+            let by_addr = match persist {
+                Some(_) => svc
+                    .backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| (b.address, i))
+                    .collect(),
+                None => HashMap::new(),
+            };
             let rt = Arc::new(ServiceRt {
                 cfg: svc.clone(),
                 state: registry.service(&svc.name),
                 scheduler: new_scheduler(svc.scheduler),
                 backends,
                 sorry,
+                persist,
+                by_addr,
             });
             by_listen.insert(svc.listen, rt.clone());
             services.push(rt);
@@ -155,6 +174,27 @@ impl ServiceRt {
     /// policy applies.
     pub fn all_down(&self) -> bool {
         !self.backends.iter().any(|b| b.health.is_up())
+    }
+
+    /// Whether the all-down policy `all` is in force now (panic mode:
+    /// health ignored, drain kept).
+    pub fn panic_mode(&self) -> bool {
+        matches!(self.cfg.all_down, AllDown::All) && self.all_down()
+    }
+
+    /// The index of the backend at `addr` if a client pinned to it may
+    /// still be sent there: it is in this config, and up and not drained
+    /// (in panic mode: not drained), i.e. its weight for the scheduler is
+    /// not 0. Its max_connections is the caller's to check.
+    pub fn pinnable(&self, addr: SocketAddr, panic: bool) -> Option<usize> {
+        let i = self.pinned_index(addr)?;
+        (self.backends[i].view(panic).weight > 0).then_some(i)
+    }
+
+    /// The index of the backend at `addr`, for a persistence entry (None
+    /// also when persistence is off: the index is kept only then).
+    pub fn pinned_index(&self, addr: SocketAddr) -> Option<usize> {
+        self.by_addr.get(&addr).copied()
     }
 
     /// Finds a backend by its name or its address text.

@@ -14,10 +14,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use metrics::{Counter, Gauge};
 
 use super::key::BackendKey;
+use crate::config::Persistence;
+use crate::persist::Table;
 use crate::telemetry::names;
 
 /// A counter that status shows and Prometheus exports. The value is kept
@@ -30,7 +33,7 @@ pub struct Count {
 }
 
 impl Count {
-    fn new(metric: Counter) -> Self {
+    pub(crate) fn new(metric: Counter) -> Self {
         Count {
             n: AtomicU64::new(0),
             metric,
@@ -198,6 +201,10 @@ impl BackendState {
 pub struct Registry {
     services: Mutex<HashMap<String, Arc<ServiceState>>>,
     backends: Mutex<HashMap<BackendKey, Arc<BackendState>>>,
+    /// Persistence tables by service name. Entries name backends by
+    /// address, which with the service is their [`BackendKey`]: a reload
+    /// keeps the entries of backends that remain.
+    tables: Mutex<HashMap<String, Arc<Table>>>,
 }
 
 impl Registry {
@@ -215,6 +222,24 @@ impl Registry {
             .clone()
     }
 
+    /// The persistence table of `service`, if its persistence is on. A
+    /// table is kept across reloads while the settings are unchanged; new
+    /// settings (another granularity changes what a key means) start an
+    /// empty table, and persistence turned off drops it.
+    pub fn table(&self, service: &str, persistence: Option<&Persistence>) -> Option<Arc<Table>> {
+        let mut map = self.tables.lock().expect("registry lock poisoned");
+        let Some(p) = persistence else {
+            map.remove(service);
+            return None;
+        };
+        let fresh = || Arc::new(Table::new(service, *p, Instant::now()));
+        let t = map.entry(service.to_string()).or_insert_with(fresh);
+        if t.params() != p {
+            *t = fresh();
+        }
+        Some(t.clone())
+    }
+
     /// Forgets state no longer referenced by `keep` (after a reload removed
     /// services or backends), so a long-lived process does not accumulate it.
     /// Entries still referenced by live connections survive until those end
@@ -228,5 +253,9 @@ impl Registry {
             .lock()
             .expect("registry lock poisoned")
             .retain(|k, _| backends.contains(k));
+        self.tables
+            .lock()
+            .expect("registry lock poisoned")
+            .retain(|k, _| services.contains(k));
     }
 }

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use tandem_healthcheck::checker::HealthView;
 
 use super::health::target_id;
-use super::snapshot::Snapshot;
+use super::snapshot::{ServiceRt, Snapshot};
+use crate::config::format_duration;
 pub use crate::vrrp::status::VrrpStatus;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -33,7 +34,29 @@ pub struct ServiceStatus {
     pub total: u64,
     pub refused_max_connections: u64,
     pub no_backend: u64,
+    /// Client persistence; None when off (and from an older server).
+    #[serde(default)]
+    pub persistence: Option<PersistenceStatus>,
     pub backends: Vec<BackendStatus>,
+}
+
+/// A service's client persistence: its settings and its table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PersistenceStatus {
+    /// `persistence_timeout` as written in durations (`"5m"`).
+    pub timeout: String,
+    /// `persistence_granularity`, the IPv4 netmask (`"255.255.255.0"`).
+    pub granularity: String,
+    /// `persistence_granularity_v6`, the IPv6 prefix length.
+    pub granularity_v6: u8,
+    /// Live entries (clients or networks pinned now; expired ones left out).
+    pub entries: u64,
+    /// `persistence_max_entries`.
+    pub capacity: u32,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub refused_full: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -53,6 +76,10 @@ pub struct BackendStatus {
     pub bytes_to_client: u64,
     pub connect_failures: u64,
     pub refused_max_connections: u64,
+    /// Clients (or networks, by the granularity) pinned to this backend by
+    /// persistence now; 0 when it is off.
+    #[serde(default)]
+    pub pinned: u64,
     /// Why the backend is in its health state ("HTTP 503", "3 consecutive
     /// connect failures (passive)", ...), and since when (Unix ms).
     pub health_reason: String,
@@ -78,10 +105,12 @@ fn unix_ms(t: SystemTime) -> u64 {
 
 impl Status {
     pub fn of(snap: &Snapshot, health: &HealthView, vrrp: Vec<VrrpStatus>) -> Status {
+        let now = std::time::Instant::now();
         let services = snap
             .services
             .iter()
-            .map(|s| ServiceStatus {
+            .map(|s| (s, persistence(s, now)))
+            .map(|(s, (persistence, pinned))| ServiceStatus {
                 name: s.cfg.name.clone(),
                 listen: s.cfg.listen.to_string(),
                 scheduler: s.cfg.scheduler.to_string(),
@@ -91,10 +120,12 @@ impl Status {
                 total: s.state.total.get(),
                 refused_max_connections: s.state.refused_max_conns.get(),
                 no_backend: s.state.no_backend.get(),
+                persistence,
                 backends: s
                     .backends
                     .iter()
-                    .map(|b| {
+                    .zip(pinned)
+                    .map(|(b, pinned)| {
                         let st = &b.state;
                         let h = health.get(&target_id(&s.cfg.name, &b.cfg));
                         let state = if st.is_drained() {
@@ -117,6 +148,7 @@ impl Status {
                             bytes_to_client: st.bytes_to_client.get(),
                             connect_failures: st.connect_failures.get(),
                             refused_max_connections: st.refused_max_conns.get(),
+                            pinned,
                             health_reason: h.map(|h| h.reason.clone()).unwrap_or_default(),
                             health_since_unix_ms: h.map(|h| unix_ms(h.since)).unwrap_or(0),
                             weight_permille: b.health.weight_permille(),
@@ -158,6 +190,35 @@ impl Status {
     }
 }
 
+/// The service's persistence status and, per backend in config order, the
+/// live entries pinned to it (all 0 when persistence is off). Walks the
+/// table once, a shard lock at a time.
+fn persistence(s: &ServiceRt, now: std::time::Instant) -> (Option<PersistenceStatus>, Vec<u64>) {
+    let mut pinned = vec![0u64; s.backends.len()];
+    let Some(t) = &s.persist else {
+        return (None, pinned);
+    };
+    let entries = t.for_each_live(now, |addr| {
+        if let Some(i) = s.pinned_index(addr) {
+            pinned[i] += 1;
+        }
+    });
+    let p = t.params();
+    let st = &t.stats;
+    let status = PersistenceStatus {
+        timeout: format_duration(p.timeout),
+        granularity: p.v4_netmask().to_string(),
+        granularity_v6: p.v6_prefix,
+        entries: entries as u64,
+        capacity: p.max_entries,
+        hits: st.hits.get(),
+        misses: st.misses.get(),
+        evictions: st.evictions.get(),
+        refused_full: st.refused_full.get(),
+    };
+    (Some(status), pinned)
+}
+
 impl ServiceStatus {
     /// The service's line, then one line per backend; `now` in Unix ms.
     fn render(&self, out: &mut String, now: u64) {
@@ -179,15 +240,31 @@ impl ServiceStatus {
             self.proxy_protocol,
             refused
         );
+        if let Some(p) = &self.persistence {
+            let _ = writeln!(
+                out,
+                "  persistent {} mask {} /{} (v6): {} of {} entries, hits {} misses {} evicted {} full {}",
+                p.timeout,
+                p.granularity,
+                p.granularity_v6,
+                p.entries,
+                p.capacity,
+                p.hits,
+                p.misses,
+                p.evictions,
+                p.refused_full
+            );
+        }
         for b in &self.backends {
-            b.render(out, now);
+            b.render(out, now, self.persistence.is_some());
         }
     }
 }
 
 impl BackendStatus {
-    /// The backend's line of the table; `now` in Unix ms.
-    fn render(&self, out: &mut String, now: u64) {
+    /// The backend's line of the table; `now` in Unix ms; with `persistent`
+    /// the clients pinned to it follow its state.
+    fn render(&self, out: &mut String, now: u64, persistent: bool) {
         let b = self;
         let label = format!("  -> {} {}", b.address, b.name);
         let weight = if b.effective_weight == b.weight {
@@ -205,11 +282,14 @@ impl BackendStatus {
             ),
             None => "no probe yet".to_string(),
         };
-        let why = if b.state == "down" && !b.health_reason.is_empty() {
+        let mut why = if b.state == "down" && !b.health_reason.is_empty() {
             format!(" [{}]", b.health_reason)
         } else {
             String::new()
         };
+        if persistent {
+            let _ = write!(why, " pinned {}", b.pinned);
+        }
         let _ = writeln!(
             out,
             "{:<34} {:>8} {:>8} {:>10} {:>10} {:>10} {:>8} {}{} / {}",

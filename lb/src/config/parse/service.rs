@@ -91,6 +91,7 @@ impl Walker<'_> {
         if let (Ok(all_down), Ok(listen)) = (&all_down, &listen) {
             self.sorry_is_not_listen(table, all_down, listen);
         }
+        let persistence = self.persistence(table);
         let health = self.health_layer(table, None, "[service.health]");
         let backends = self.backends(table, health.as_ref().ok().and_then(Option::as_ref));
         Ok((
@@ -106,6 +107,7 @@ impl Walker<'_> {
                 proxy_protocol: proxy_protocol?.unwrap_or_default(),
                 backends: backends?,
                 all_down: all_down?,
+                persistence: persistence?,
             },
             listen_line,
         ))
