@@ -193,9 +193,11 @@ fn status_page_renders_and_shows_a_backend_going_down() {
     // web-1, and the page counts it on the service's and the backend's row.
     let client = TcpStream::connect(listen).unwrap();
     let pinned_js = "return Array.from(document.querySelectorAll('#services td.pinned')).map(td => td.textContent).join(' ');";
-    wait_until(Duration::from_secs(5), "page shows the pinned client", || {
-        (wd.script(pinned_js) == "1/65536 1").then_some(())
-    });
+    wait_until(
+        Duration::from_secs(5),
+        "page shows the pinned client",
+        || (wd.script(pinned_js) == "1/65536 1").then_some(()),
+    );
     drop(client);
 
     // Kill the backend; the balancer marks it down within fall × interval
