@@ -186,6 +186,18 @@ pub fn encode_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     out
 }
 
+/// The v2 header with command LOCAL (spec 2.2: a connection the proxy
+/// opened on its own, "e.g. health checks"): the receiver uses the real
+/// endpoints. 16 bytes, no address block.
+pub fn encode_v2_local() -> Vec<u8> {
+    let mut out = Vec::with_capacity(V2_FIXED_LEN);
+    out.extend_from_slice(&V2_SIGNATURE);
+    out.push(0x20); // version 2, command LOCAL
+    out.push(0x00); // AF_UNSPEC, UNSPEC
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out
+}
+
 /// Decodes a v1 or v2 header at the start of `buf`.
 ///
 /// `Ok(None)`: `buf` is a valid beginning, read more and call again.

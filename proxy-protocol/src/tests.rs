@@ -102,6 +102,16 @@ fn v1_unknown_forms() {
 }
 
 #[test]
+fn v2_local_is_sixteen_bytes_and_names_no_client() {
+    let mut buf = encode_v2_local();
+    assert_eq!(buf.len(), 16);
+    assert_eq!(buf[12..], [0x20, 0x00, 0, 0]);
+    buf.extend_from_slice(b"GET");
+    let (h, n) = decode(&buf).unwrap().unwrap();
+    assert_eq!((h.version, h.src, n), (Version::V2, None, 16));
+}
+
+#[test]
 fn v2_local_with_addresses_and_tlvs_is_skipped_whole() {
     let mut buf = V2_SIGNATURE.to_vec();
     buf.push(0x20); // LOCAL

@@ -74,6 +74,21 @@ pub struct HttpProbe {
     pub expect_body: Option<String>,
     /// Most bytes of the response (status line and headers included) read.
     pub max_response_bytes: usize,
+    /// A PROXY protocol header to send before the request, as the traffic
+    /// to this backend carries one (HAProxy's `check-send-proxy`): a backend
+    /// that requires the header would otherwise refuse every check.
+    pub send_proxy: Option<SendProxy>,
+}
+
+/// Which PROXY header a check sends first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SendProxy {
+    /// v1, naming the check connection's own endpoints (v1 has no LOCAL
+    /// form, and `UNKNOWN` is refused by some receivers).
+    V1,
+    /// v2 with command LOCAL: "the proxy's own connection, e.g. a health
+    /// check"; the receiver uses the real endpoints.
+    V2,
 }
 
 impl HttpProbe {
@@ -90,6 +105,7 @@ impl HttpProbe {
             expect_status: vec![StatusRange::default()],
             expect_body: None,
             max_response_bytes: Self::DEFAULT_MAX_RESPONSE_BYTES,
+            send_proxy: None,
         }
     }
 
@@ -130,7 +146,16 @@ impl HttpProbe {
             Ok(s) => s,
             Err(e) => return e,
         };
-        if let Err(e) = stream.write_all(self.request().as_bytes()).await {
+        let mut request = match self.send_proxy {
+            None => Vec::new(),
+            Some(SendProxy::V2) => tandem_proxy_protocol::encode_v2_local(),
+            Some(SendProxy::V1) => match (stream.local_addr(), stream.peer_addr()) {
+                (Ok(src), Ok(dst)) => tandem_proxy_protocol::encode_v1(src, dst),
+                (Err(e), _) | (_, Err(e)) => return (Outcome::IoError, format!("addresses: {e}")),
+            },
+        };
+        request.extend_from_slice(self.request().as_bytes());
+        if let Err(e) = stream.write_all(&request).await {
             return (Outcome::IoError, format!("write: {e}"));
         }
         let limit = self.max_response_bytes;
@@ -305,6 +330,59 @@ mod tests {
                 requests,
                 task,
             }
+        }
+    }
+
+    /// A backend that requires a PROXY header (as an API replica with
+    /// `proxy_protocol = "required"` does): it answers 200 after a header
+    /// and the request head, and closes a connection without one.
+    async fn requiring_proxy() -> (SocketAddr, Arc<Mutex<Vec<Vec<u8>>>>) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let headers = Arc::new(Mutex::new(Vec::new()));
+        let seen = headers.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 512];
+                let n = loop {
+                    match tandem_proxy_protocol::decode(&buf) {
+                        Ok(Some((_, n))) if find(&buf[n..], b"\r\n\r\n").is_some() => break n,
+                        Err(_) => break 0,
+                        _ => {}
+                    }
+                    match s.read(&mut b).await {
+                        Ok(0) | Err(_) => break 0,
+                        Ok(k) => buf.extend_from_slice(&b[..k]),
+                    }
+                };
+                if n > 0 {
+                    seen.lock().unwrap().push(buf[..n].to_vec());
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .await;
+                }
+            }
+        });
+        (addr, headers)
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_requires_proxy_is_checked_with_a_header() {
+        let (addr, headers) = requiring_proxy().await;
+        let without = run(probe(addr)).await;
+        assert_ne!(without.0, Outcome::Ok, "no header, no answer: {without:?}");
+        for (v, want) in [(SendProxy::V2, None), (SendProxy::V1, Some("127.0.0.1"))] {
+            let p = HttpProbe {
+                send_proxy: Some(v),
+                ..probe(addr)
+            };
+            assert_eq!(run(p).await, (Outcome::Ok, "HTTP 200".into()), "{v:?}");
+            let h = headers.lock().unwrap().pop().unwrap();
+            let (h, _) = tandem_proxy_protocol::decode(&h).unwrap().unwrap();
+            // v2 LOCAL names no client; v1 names the check's own endpoints.
+            assert_eq!(h.src.map(|a| a.ip().to_string()).as_deref(), want, "{v:?}");
+            assert_eq!(h.dst.map(|a| a.port()), want.map(|_| addr.port()));
         }
     }
 

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use tandem_healthcheck::checker::{Target, TargetError, TargetHandle, TargetId};
 use tandem_healthcheck::machine::{InitialState, Jitter, Params};
-use tandem_healthcheck::probe::{ExecProbe, HttpProbe, Probe, StatusRange};
+use tandem_healthcheck::probe::{ExecProbe, HttpProbe, Probe, SendProxy, StatusRange};
 
 use super::key::BackendKey;
-use crate::config::{BackendConfig, Config, HealthCheck, HealthConfig};
+use crate::config::{BackendConfig, Config, HealthCheck, HealthConfig, ProxyProtocol};
 
 /// Probe period of a backend without a health table while it is down.
 pub const PASSIVE_ONLY_RECHECK: Duration = Duration::from_secs(2);
@@ -32,11 +32,16 @@ pub fn target_id(service: &str, backend: &BackendConfig) -> TargetId {
     BackendKey::of(service, backend).target_id()
 }
 
-/// The probe and timings for one backend.
-pub fn target(service: &str, b: &BackendConfig) -> Result<Target, TargetError> {
+/// The probe and timings for one backend of a service that sends `proxy`
+/// to its backends.
+pub fn target(
+    service: &str,
+    proxy: ProxyProtocol,
+    b: &BackendConfig,
+) -> Result<Target, TargetError> {
     let id = target_id(service, b);
     let (probe, params) = match &b.health {
-        Some(h) => (probe_of(b.address, h), params_of(h, b.passive_fall)),
+        Some(h) => (probe_of(b.address, h, proxy), params_of(h, b.passive_fall)),
         None => (
             Probe::Tcp { addr: b.address },
             Params {
@@ -57,7 +62,7 @@ pub fn targets(config: &Config) -> Result<Vec<Target>, TargetError> {
     let mut out = Vec::new();
     for s in &config.services {
         for b in &s.backends {
-            out.push(target(&s.name, b)?);
+            out.push(target(&s.name, s.proxy_protocol, b)?);
         }
     }
     Ok(out)
@@ -82,7 +87,11 @@ fn params_of(h: &HealthConfig, passive_fall: u32) -> Params {
     }
 }
 
-fn probe_of(traffic: SocketAddr, h: &HealthConfig) -> Probe {
+/// An http check of a service whose traffic carries a PROXY header sends
+/// one too (v2: LOCAL; v1: the check's own endpoints), so a backend that
+/// requires the header can be checked at all. Tcp checks send nothing: a
+/// connect and a close need no header.
+fn probe_of(traffic: SocketAddr, h: &HealthConfig, proxy: ProxyProtocol) -> Probe {
     let addr = match h.port {
         Some(p) => SocketAddr::new(traffic.ip(), p),
         None => traffic,
@@ -100,6 +109,11 @@ fn probe_of(traffic: SocketAddr, h: &HealthConfig) -> Probe {
                 .filter_map(|r| StatusRange::new(r.first, r.last).ok())
                 .collect();
             p.expect_body = c.expect_body.clone();
+            p.send_proxy = match proxy {
+                ProxyProtocol::Off => None,
+                ProxyProtocol::V1 => Some(SendProxy::V1),
+                ProxyProtocol::V2 => Some(SendProxy::V2),
+            };
             Probe::Http(p)
         }
         HealthCheck::Exec(c) => {
@@ -164,5 +178,39 @@ address = "127.0.0.1:8091"
             .collect();
         use InitialState::{Down, Up};
         assert_eq!(initial, [Down, Up, Up]);
+    }
+
+    /// http checks carry the service's PROXY version; tcp checks never do.
+    #[test]
+    fn http_checks_of_a_proxy_protocol_service_send_the_header() {
+        let svc = |name: &str, port: u16, proxy: &str, kind: &str| {
+            format!(
+                "[[service]]\nname = \"{name}\"\nlisten = \"127.0.0.1:{port}\"\nproxy_protocol = \"{proxy}\"\n\
+                 [service.health]\nkind = \"{kind}\"\n{path}[[service.backend]]\naddress = \"127.0.0.1:{}\"\n",
+                port + 1,
+                path = if kind == "http" {
+                    "path = \"/readyz\"\n"
+                } else {
+                    ""
+                },
+            )
+        };
+        let text = [
+            svc("v2", 8100, "v2", "http"),
+            svc("v1", 8110, "v1", "http"),
+            svc("off", 8120, "off", "http"),
+            svc("tcp", 8130, "v2", "tcp"),
+        ]
+        .concat();
+        let config = Config::parse(&text, std::path::Path::new("lb.toml")).unwrap();
+        let sent: Vec<Option<SendProxy>> = targets(&config)
+            .unwrap()
+            .iter()
+            .map(|t| match t.probe() {
+                Probe::Http(h) => h.send_proxy,
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sent, [Some(SendProxy::V2), Some(SendProxy::V1), None, None]);
     }
 }
