@@ -32,6 +32,8 @@ enum Cmd {
     /// Worker service for one job kind: run, check.
     #[command(subcommand)]
     Worker(tandem_worker::cli::WorkerCommand),
+    /// A client of the job API: submit, get, result, list, cancel, retry.
+    Jobs(tandem_client::JobsArgs),
 }
 
 fn init_logging() {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Cmd::Up(args) => tandem_up::main(args),
         Cmd::Api(cmd) => tandem_api::cli::main(cmd),
         Cmd::Worker(cmd) => tandem_worker::cli::main(cmd),
+        Cmd::Jobs(args) => tandem_client::main(args),
     };
     match result {
         Ok(code) => code,

@@ -136,6 +136,8 @@ fn tandem_up_serves_jobs_end_to_end_and_stops_cleanly() {
         }
     }
 
+    tandem_jobs_against(base, &key, dir.path());
+
     // Ctrl-C: everything stops, exit 0, nothing left listening.
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let status = Wait::new(Duration::from_secs(60), "tandem up stopped")
@@ -149,4 +151,86 @@ fn tandem_up_serves_jobs_end_to_end_and_stops_cleanly() {
             "{a} still accepts after stop"
         );
     }
+}
+
+/// `tandem jobs`, the README's twin of the curl example, against the stack:
+/// the URL and key from the environment, no client file.
+fn tandem_jobs_against(base: u16, key: &str, home: &std::path::Path) {
+    let jobs = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("jobs")
+            .args(args)
+            .env("TANDEM_URL", format!("http://127.0.0.1:{base}"))
+            .env("TANDEM_KEY", key)
+            .env("HOME", home)
+            .env_remove("XDG_CONFIG_HOME")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let json = |s: &str| -> serde_json::Value {
+        serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+    };
+    let (code, out, err) = jobs(&[
+        "submit",
+        "text",
+        "--input",
+        "b a b",
+        "--params",
+        r#"{"top": 1}"#,
+        "--wait",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let job = json(&out);
+    assert_eq!(job["status"], "done", "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (code, out, err) = jobs(&["result", &id]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(json(&out)["words"], 3, "{out}");
+    let (code, out, _) = jobs(&["get", &id]);
+    assert_eq!(
+        (code, json(&out)["status"].clone()),
+        (Some(0), "done".into())
+    );
+    let (code, out, _) = jobs(&["list", "--kind", "text"]);
+    assert!(
+        code == Some(0)
+            && out
+                .lines()
+                .any(|l| l.starts_with(&id) && l.contains("done")),
+        "{out}"
+    );
+
+    // A file in, the result to a file.
+    let input = home.join("shout.txt");
+    std::fs::write(&input, "shout").unwrap();
+    let (code, out, err) = jobs(&[
+        "submit",
+        "exec",
+        "--file",
+        input.to_str().unwrap(),
+        "--wait",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let exec_id = json(&out)["id"].as_str().unwrap().to_owned();
+    let output = home.join("shout.out");
+    let (code, _, err) = jobs(&["result", &exec_id, "-o", output.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(std::fs::read(&output).unwrap(), b"SHOUT");
+
+    // Refusals name what the API refused and why, with exit status 1.
+    let (code, _, err) = jobs(&["cancel", &id]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cancel the job (HTTP 409): already_finished"),
+        "{err}"
+    );
+    let (code, _, err) = jobs(&["submit", "nope", "--input", "x"]);
+    assert!(
+        code == Some(1) && err.contains("HTTP 422): unknown_kind"),
+        "{err}"
+    );
+    let (code, _, err) = jobs(&["--key", "tk_bogus", "get", &id]);
+    assert!(code == Some(1) && err.contains("HTTP 401"), "{err}");
 }

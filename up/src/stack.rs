@@ -127,6 +127,8 @@ async fn start_all(stack: &Stack, procs: &mut Vec<Proc>) -> anyhow::Result<()> {
 /// The ready banner: URLs, the key, a `curl` example, how to stop.
 fn print_ready(stack: &Stack, key: &str) {
     let api = stack.ports.api_vip();
+    // The binary running now, so the client example works as printed.
+    let bin = std::env::current_exe().map_or_else(|_| "tandem".into(), |p| p.display().to_string());
     println!(
         "tandem up: ready (balancer, {}, 2 workers each of {}) in {}\n\
          \n  API (through the balancer)  http://{api}\n  status page                 http://{}/\n  \
@@ -136,6 +138,9 @@ fn print_ready(stack: &Stack, key: &str) {
          -d '{{\"kind\":\"text\",\"input\":\"the quick brown fox jumps over the lazy dog\"}}' http://{api}/v1/jobs\n  \
          curl -s -H 'Authorization: Bearer {key}' 'http://{api}/v1/jobs/JOB_ID?wait=30s'\n  \
          curl -s -H 'Authorization: Bearer {key}' http://{api}/v1/jobs/JOB_ID/result\n\
+         \nOr with the client:\n  export TANDEM_URL=http://{api} TANDEM_KEY={key}\n  \
+         {bin} jobs submit text --input 'the quick brown fox jumps over the lazy dog' --wait\n  \
+         {bin} jobs result JOB_ID\n\
          \nCtrl-C stops everything.",
         api_replicas_text(),
         KINDS.join(", "),
