@@ -24,9 +24,10 @@
 //! that is IPv4-mapped IPv6 (`::ffff:a.b.c.d`, what a dual-stack listener
 //! reports for an IPv4 client) is first turned back into plain IPv4. If the
 //! two addresses still differ in family, the IPv4 one is written as
-//! IPv4-mapped IPv6 and the header says TCP6. We never send `UNKNOWN`: the
-//! spec recommends it only when the line cannot be filled correctly, and some
-//! receivers reject it.
+//! IPv4-mapped IPv6 and the header says TCP6. Proxied traffic never gets
+//! `UNKNOWN`: the spec recommends it only when the line cannot be filled
+//! correctly, and some receivers reject it; a health check, which relays no
+//! client, gets it ([`encode_v1_unknown`]), as it gets LOCAL in v2.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -196,6 +197,13 @@ pub fn encode_v2_local() -> Vec<u8> {
     out.push(0x00); // AF_UNSPEC, UNSPEC
     out.extend_from_slice(&0u16.to_be_bytes());
     out
+}
+
+/// The v1 line for a connection that relays no client (spec 2.1: with
+/// `UNKNOWN` the receiver uses the real endpoints): what a health check
+/// sends, as v1 has no LOCAL command. Not for proxied traffic (module doc).
+pub fn encode_v1_unknown() -> Vec<u8> {
+    b"PROXY UNKNOWN\r\n".to_vec()
 }
 
 /// Decodes a v1 or v2 header at the start of `buf`.

@@ -102,6 +102,14 @@ fn v1_unknown_forms() {
 }
 
 #[test]
+fn v1_unknown_names_no_client() {
+    let mut buf = encode_v1_unknown();
+    buf.extend_from_slice(b"GET");
+    let (h, n) = decode(&buf).unwrap().unwrap();
+    assert_eq!((h.version, h.src, n), (Version::V1, None, 15));
+}
+
+#[test]
 fn v2_local_is_sixteen_bytes_and_names_no_client() {
     let mut buf = encode_v2_local();
     assert_eq!(buf.len(), 16);

@@ -23,7 +23,7 @@ use thiserror::Error;
 use tokio::net::TcpStream;
 
 pub use exec::ExecProbe;
-pub use http::{HttpProbe, SendProxy, StatusRange};
+pub use http::{HttpProbe, StatusRange};
 
 /// How to check one backend.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

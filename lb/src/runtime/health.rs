@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tandem_healthcheck::checker::{Target, TargetError, TargetHandle, TargetId};
 use tandem_healthcheck::machine::{InitialState, Jitter, Params};
-use tandem_healthcheck::probe::{ExecProbe, HttpProbe, Probe, SendProxy, StatusRange};
+use tandem_healthcheck::probe::{ExecProbe, HttpProbe, Probe, StatusRange};
 
 use super::key::BackendKey;
 use crate::config::{BackendConfig, Config, HealthCheck, HealthConfig, ProxyProtocol};
@@ -88,8 +88,9 @@ fn params_of(h: &HealthConfig, passive_fall: u32) -> Params {
 }
 
 /// An http check of a service whose traffic carries a PROXY header sends
-/// one too (v2: LOCAL; v1: the check's own endpoints), so a backend that
-/// requires the header can be checked at all. Tcp checks send nothing: a
+/// one too, the form that relays no client (v2: LOCAL; v1: UNKNOWN; the
+/// receiver uses the real endpoints), so a backend that requires the
+/// header can be checked at all. Tcp checks send nothing: a
 /// connect and a close need no header.
 fn probe_of(traffic: SocketAddr, h: &HealthConfig, proxy: ProxyProtocol) -> Probe {
     let addr = match h.port {
@@ -109,10 +110,10 @@ fn probe_of(traffic: SocketAddr, h: &HealthConfig, proxy: ProxyProtocol) -> Prob
                 .filter_map(|r| StatusRange::new(r.first, r.last).ok())
                 .collect();
             p.expect_body = c.expect_body.clone();
-            p.send_proxy = match proxy {
-                ProxyProtocol::Off => None,
-                ProxyProtocol::V1 => Some(SendProxy::V1),
-                ProxyProtocol::V2 => Some(SendProxy::V2),
+            p.preamble = match proxy {
+                ProxyProtocol::Off => Vec::new(),
+                ProxyProtocol::V1 => tandem_proxy_protocol::encode_v1_unknown(),
+                ProxyProtocol::V2 => tandem_proxy_protocol::encode_v2_local(),
             };
             Probe::Http(p)
         }
@@ -203,14 +204,18 @@ address = "127.0.0.1:8091"
         ]
         .concat();
         let config = Config::parse(&text, std::path::Path::new("lb.toml")).unwrap();
-        let sent: Vec<Option<SendProxy>> = targets(&config)
+        let sent: Vec<Vec<u8>> = targets(&config)
             .unwrap()
             .iter()
             .map(|t| match t.probe() {
-                Probe::Http(h) => h.send_proxy,
-                _ => None,
+                Probe::Http(h) => h.preamble.clone(),
+                _ => b"tcp".to_vec(),
             })
             .collect();
-        assert_eq!(sent, [Some(SendProxy::V2), Some(SendProxy::V1), None, None]);
+        let v2 = tandem_proxy_protocol::encode_v2_local();
+        assert_eq!(
+            sent,
+            [v2, b"PROXY UNKNOWN\r\n".to_vec(), vec![], b"tcp".to_vec()]
+        );
     }
 }
