@@ -21,11 +21,14 @@
 //!   graceful shutdown (idle connections closed, the last answer on a busy
 //!   one says `Connection: close`); [`server::serve`] takes a bound
 //!   listener and a `CancellationToken`.
+//! - [`conn`]: one HTTP/1.1 connection, with its header-read and idle
+//!   timeouts and the close of a half-sent first request on shutdown.
 //! - [`metrics`]: metric names, descriptions and the Prometheus recorder.
 //! - [`cli`]: `tandem worker run|check`, called by the `tandem` binary.
 
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod kinds;
 pub mod metrics;
 pub mod params;

@@ -19,6 +19,9 @@ pub const RUN_DURATION: &str = "tandem_worker_run_duration_seconds";
 /// Gauge, label `kind`: runs holding a concurrency slot now (a timed-out
 /// decode still holds its slot until its thread returns).
 pub const IN_FLIGHT: &str = "tandem_worker_in_flight_runs";
+/// Counter, label `timeout` (`header_read` or `idle`): connections the
+/// worker closed because a client stalled ([`crate::conn`]).
+pub const CONNECTION_TIMEOUTS: &str = "tandem_worker_connection_timeouts_total";
 
 /// Histogram buckets, seconds: thumbnails and text take milliseconds, exec
 /// commands up to their timeout.
@@ -52,6 +55,13 @@ pub fn describe() {
         Unit::Count,
         "Runs holding a concurrency slot now."
     );
+    describe_counter!(
+        CONNECTION_TIMEOUTS,
+        Unit::Count,
+        "Connections closed by the worker because the client stalled, by timeout \
+         (header_read: a request head not completed in time; idle: nothing moving \
+         and no request in flight)."
+    );
 }
 
 /// Counts one finished request; `elapsed` is `None` for requests refused
@@ -66,4 +76,9 @@ pub fn record_run(kind: &'static str, outcome: &'static str, elapsed: Option<Dur
 /// Moves the in-flight gauge by `delta` (+1 on admission, -1 on release).
 pub fn in_flight(kind: &'static str, delta: f64) {
     gauge!(IN_FLIGHT, "kind" => kind).increment(delta);
+}
+
+/// Counts one connection closed by `timeout` (`header_read` or `idle`).
+pub fn connection_timeout(timeout: &'static str) {
+    counter!(CONNECTION_TIMEOUTS, "timeout" => timeout).increment(1);
 }

@@ -38,12 +38,13 @@
 //! shutdown is refused by the handler, and its `Connection: close` makes
 //! hyper close the connection after the answer, so a client's pooled
 //! connection is dropped either way and its next request opens a new one,
-//! which the balancer sends to another instance. [`serve`] returns once
-//! every connection has closed. A 503 *busy* keeps the connection open: the
+//! which the balancer sends to another instance. A connection with only part
+//! of a first request is closed at once ([`crate::conn`]), so a half-sent
+//! request cannot hold shutdown up. [`serve`] returns once every connection
+//! has closed. A 503 *busy* keeps the connection open: the
 //! instance is healthy, only full for now.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,17 +55,16 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::map_response_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use tandem_service::accept::Acceptor;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError, Kind, ThumbnailConfig};
+use crate::conn;
 use crate::kinds::{self, RunError};
 use crate::metrics as m;
 use crate::params::{self, ParamError, Params};
@@ -168,8 +168,9 @@ pub fn router(state: AppState) -> Router {
 ///
 /// Connections are accepted by `tandem_service::accept::Acceptor` (running
 /// out of descriptors backs off, it never ends the server) and each is
-/// served by hyper's HTTP/1.1 connection, so the order of the shutdown
-/// steps is ours, not a library's.
+/// served by hyper's HTTP/1.1 connection ([`crate::conn`], with the
+/// header-read and idle timeouts), so the order of the shutdown steps is
+/// ours, not a library's.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -183,11 +184,17 @@ pub async fn serve(
         instance = state.instance(),
         "worker listening"
     );
+    let limits = &state.0.config.limits;
+    let timeouts = conn::Timeouts {
+        header_read: limits.header_read_timeout,
+        idle: limits.idle_timeout,
+    };
     let app = router(state);
     let conns = TaskTracker::new();
     let mut acceptor = Acceptor::new(listener, shutdown, "worker");
     while let Some((stream, peer)) = acceptor.next().await {
-        conns.spawn(connection(stream, peer, app.clone(), draining.clone()));
+        let draining = draining.clone();
+        conns.spawn(conn::serve(stream, peer, app.clone(), draining, timeouts));
     }
     // Closes the listening socket: connections not yet accepted are refused.
     drop(acceptor);
@@ -202,27 +209,6 @@ pub async fn serve(
     conns.wait().await;
     tracing::info!("worker stopped");
     Ok(())
-}
-
-/// One client connection, HTTP/1.1 with keep-alive, until the client is
-/// done or, once `draining`, until its in-flight request is answered (at
-/// once when it is idle).
-async fn connection(stream: TcpStream, peer: SocketAddr, app: Router, draining: CancellationToken) {
-    // Answers are small and written whole; do not wait for an ACK to send them.
-    let _ = stream.set_nodelay(true);
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = draining.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
 }
 
 /// Adds [`SLOTS_HEADER`] and [`INSTANCE_HEADER`] to a `/v1/run` answer.

@@ -126,6 +126,43 @@ async fn timeout_kills_the_whole_group_even_when_sigterm_is_ignored() {
 }
 
 #[tokio::test]
+async fn background_processes_do_not_outlive_a_run_that_succeeds_or_fails() {
+    // The `sleep` is in the command's group, holds none of its pipes (so
+    // the run ends at once) and would live 30 s if the worker left it. Its
+    // pid goes to stdout (read on success) and stderr (quoted on failure);
+    // with job parameters the command fails.
+    let script = "sleep 30 </dev/null >/dev/null 2>&1 & echo $!; echo $! >&2; \
+                  tr a-z A-Z; [ -z \"$TANDEM_PARAMS\" ] || exit 3";
+    let w = Worker::start(Kind::Exec, &sh(script, "")).await;
+    let ok = w.post("/v1/run", None, b"hi\n".to_vec()).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert!(ok.text().ends_with("HI\n"), "{}", ok.text());
+    let failed = w.run_with_params("{}", None, Vec::new()).await;
+    assert_eq!(failed.status, 502, "{}", failed.text());
+
+    let pids = [ok.text(), failed.error_message()].map(|text| {
+        let digits: String = text
+            .split_once("end of stderr: \"")
+            .map_or(text.as_str(), |(_, tail)| tail)
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits
+            .parse::<i32>()
+            .unwrap_or_else(|_| panic!("no pid in {text:?}"))
+    });
+    for pid in pids {
+        eventually(
+            Duration::from_secs(5),
+            "the run's background sleep is gone",
+            || async move { dead(pid) },
+        )
+        .await;
+    }
+    w.assert_healthy().await;
+}
+
+#[tokio::test]
 async fn huge_stdout_is_cut_and_the_command_killed() {
     let w = Worker::start(
         Kind::Exec,

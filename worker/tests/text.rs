@@ -21,6 +21,7 @@ async fn stats_of_real_text() {
     assert_eq!(j["words"], 18);
     assert_eq!(j["characters"], input.chars().count());
     assert_eq!(j["bytes"], input.len());
+    assert_eq!(j["top_words_exact"], true);
     // sha256sum of the same bytes.
     assert_eq!(
         j["sha256"],

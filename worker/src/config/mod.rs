@@ -48,6 +48,13 @@ pub struct Limits {
     pub retry_after_secs: u64,
     /// Time in-flight runs get after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Longest from the first byte of a request to the end of its head
+    /// (request line and headers); then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Longest a connection may sit with no request in flight and no byte
+    /// moving either way (a kept-alive connection between requests, or a
+    /// client that stopped reading its answer); then it is closed.
+    pub idle_timeout: Duration,
 }
 
 /// The `thumbnail` kind.
@@ -167,6 +174,8 @@ mod tests {
         let c = parse("listen = \"127.0.0.1:9101\"\n").unwrap();
         assert_eq!(c.limits.concurrency, 4);
         assert_eq!(c.limits.retry_after_secs, 1);
+        assert_eq!(c.limits.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(30));
         assert_eq!(c.thumbnail.default_box, (256, 256));
         assert_eq!(c.text.timeout, Duration::from_secs(5));
         assert!(c.exec.is_none());

@@ -14,7 +14,13 @@ use super::Config;
 use super::{ContentType, EnvName, ExecCommand, ExecConfig, Limits, TextConfig, ThumbnailConfig};
 
 const ROOT_KEYS: &[&str] = &["listen", "limits", "thumbnail", "text", "exec"];
-const LIMITS_KEYS: &[&str] = &["concurrency", "retry_after", "shutdown_grace"];
+const LIMITS_KEYS: &[&str] = &[
+    "concurrency",
+    "retry_after",
+    "shutdown_grace",
+    "header_read_timeout",
+    "idle_timeout",
+];
 const THUMBNAIL_KEYS: &[&str] = &[
     "timeout",
     "max_input_bytes",
@@ -96,12 +102,19 @@ fn limits(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Result<Limits, Reported> 
     let concurrency = w.integer_or(&t, "concurrency", (1, u32::MAX.into()), 4);
     let retry_after = w.positive_duration(&t, "retry_after", Duration::from_secs(1));
     let shutdown_grace = w.positive_duration(&t, "shutdown_grace", Duration::from_secs(30));
+    // Far above what a client on any working network needs to send a head
+    // or its next request, far below what lets idle sockets pile up.
+    let header_read_timeout =
+        w.positive_duration(&t, "header_read_timeout", Duration::from_secs(10));
+    let idle_timeout = w.positive_duration(&t, "idle_timeout", Duration::from_secs(30));
     let retry_after = retry_after?;
     Ok(Limits {
         // Cannot truncate: integer_or() checked the range.
         concurrency: concurrency? as u32,
         retry_after_secs: retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0),
         shutdown_grace: shutdown_grace?,
+        header_read_timeout: header_read_timeout?,
+        idle_timeout: idle_timeout?,
     })
 }
 

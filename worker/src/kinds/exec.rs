@@ -23,15 +23,22 @@
 //! - with only the last `stderr_tail_bytes` of stderr kept, for the failure
 //!   message.
 //!
-//! The group is killed before the child is reaped whenever the run ends
-//! early (timeout, cap, or the request future dropped because the client went
-//! away), so the group id cannot have been reused: a process group id stays
-//! allocated while its leader is an unreaped zombie or any member lives.
+//! The group is killed before the child is reaped after *every* run: when it
+//! ends early (timeout, cap, or the request future dropped because the client
+//! went away) and when the command exits by itself, with success or not, so
+//! nothing it started in the background (`sleep 300 &`) outlives the run
+//! and piles up over thousands of jobs. A process group id stays allocated
+//! while its leader is an unreaped zombie or any member lives, so killing
+//! before reaping cannot hit a group that reused the id: after a normal exit
+//! the worker waits with `waitid(WNOWAIT)`, which leaves the zombie
+//! unreaped, kills the group, then reaps.
 
 use std::io;
 use std::process::{ExitStatus, Stdio};
 
+use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{Id, WaitPidFlag, waitid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
@@ -65,13 +72,22 @@ pub async fn run(
 
     // Both pipes are at EOF, so the child has exited or closed them; the
     // timeout still bounds a child that closed its pipes and kept running.
-    let status = match tokio::time::timeout(cfg.timeout, child.wait()).await {
-        Ok(status) => status.map_err(internal)?,
+    match tokio::time::timeout(cfg.timeout, exited(pid)).await {
+        // The leader is a zombie, not yet reaped: its group id is still
+        // ours. Kill what it left behind (a `cmd &` it never waited for),
+        // on success as on failure: nothing a run started outlives it.
+        Ok(Ok(())) => guard.kill(),
+        // Cannot happen (the child is ours and unreaped); without knowing
+        // the leader is unreaped the group id might be reused, so no kill.
+        Ok(Err(e)) => {
+            tracing::warn!(pid, error = %e, "cannot wait for the command's exit");
+            guard.disarm();
+        }
         Err(_elapsed) => {
             return Err(abort(&mut guard, &mut child, RunError::Timeout(cfg.timeout)).await);
         }
-    };
-    guard.disarm();
+    }
+    let status = child.wait().await.map_err(internal)?;
     if status.success() {
         Ok(out)
     } else {
@@ -149,6 +165,24 @@ async fn exchange(
     Ok((out, tail))
 }
 
+/// Waits until process `pid` (our unreaped child) has exited, without
+/// reaping it (`waitid(WEXITED | WNOWAIT)`), so its process group id stays
+/// allocated until [`Child::wait`] reaps it. On a blocking thread: the call
+/// blocks; the thread ends when the child does, which a timeout's group
+/// kill or `kill_on_drop` ensures.
+async fn exited(pid: u32) -> io::Result<()> {
+    let pid = Pid::from_raw(pid as i32);
+    let wait = move || loop {
+        match waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Err(Errno::EINTR) => continue,
+            other => return other.map(drop).map_err(io::Error::from),
+        }
+    };
+    tokio::task::spawn_blocking(wait)
+        .await
+        .map_err(|join| io::Error::other(format!("wait thread failed: {join}")))?
+}
+
 /// Ends a run early: kills the group, then reaps the child (so the group
 /// id cannot be reused before the kill), and gives back `error`.
 async fn abort(guard: &mut GroupGuard, child: &mut Child, error: RunError) -> RunError {
@@ -186,7 +220,8 @@ fn internal(e: io::Error) -> RunError {
     RunError::Internal(format!("talking to the command: {e}"))
 }
 
-/// Kills the child's whole process group when dropped armed: on timeout, on
+/// Kills the child's whole process group: explicitly after a normal exit
+/// (before reaping), and when dropped armed: on timeout, on
 /// the stdout cap, and when the request future is dropped mid-run.
 struct GroupGuard(Option<Pid>);
 

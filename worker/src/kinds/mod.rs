@@ -9,6 +9,7 @@
 pub mod exec;
 pub mod text;
 pub mod thumbnail;
+pub mod wordfreq;
 
 use std::time::Duration;
 

@@ -10,13 +10,14 @@
 //!   apostrophes, lower-cased, so "The", "the" and "the," are one word; the
 //!   [`TOP_WORDS`] most frequent (or the job's `top` parameter, see
 //!   [`crate::params::text_top`]), ties broken alphabetically so the output
-//!   is stable.
-
-use std::collections::HashMap;
+//!   is stable. Counted in bounded memory: exact up to
+//!   [`MAX_DISTINCT_WORDS`] distinct words, a documented approximation past
+//!   it, said by `top_words_exact` ([`super::wordfreq`]).
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::wordfreq::{MAX_DISTINCT_WORDS, WordCounter};
 use super::{RunError, essence};
 
 /// How many words `top_words` lists when the job does not say.
@@ -37,6 +38,10 @@ pub struct TextStats {
     pub sha256: String,
     /// The most frequent words, most frequent first.
     pub top_words: Vec<WordCount>,
+    /// Whether `top_words` is exact: the text had at most
+    /// [`MAX_DISTINCT_WORDS`] distinct words. When false, the counts are
+    /// Misra-Gries lower bounds ([`super::wordfreq`]).
+    pub top_words_exact: bool,
 }
 
 /// One entry of `top_words`.
@@ -80,19 +85,13 @@ pub fn analyze(input: &[u8], top: usize) -> Result<TextStats, RunError> {
         valid_up_to: e.valid_up_to(),
     })?;
 
-    let mut freq: HashMap<String, u64> = HashMap::new();
-    for token in text.split(|c: char| !(c.is_alphanumeric() || c == '\'')) {
-        let word = token.trim_matches('\'');
-        if !word.is_empty() {
-            *freq.entry(word.to_lowercase()).or_default() += 1;
-        }
-    }
-    let mut top_words: Vec<WordCount> = freq
+    let freq = word_frequencies(text, MAX_DISTINCT_WORDS);
+    let top_words_exact = freq.is_exact();
+    let top_words = freq
+        .top(top)
         .into_iter()
         .map(|(word, count)| WordCount { word, count })
         .collect();
-    top_words.sort_unstable_by(|a, b| b.count.cmp(&a.count).then_with(|| a.word.cmp(&b.word)));
-    top_words.truncate(top);
 
     let count = |n: usize| n as u64;
     Ok(TextStats {
@@ -102,7 +101,26 @@ pub fn analyze(input: &[u8], top: usize) -> Result<TextStats, RunError> {
         bytes: count(input.len()),
         sha256: hex(&Sha256::digest(input)),
         top_words,
+        top_words_exact,
     })
+}
+
+/// The frequency words of `text` (see the module doc), counted in at most
+/// `capacity` entries.
+fn word_frequencies(text: &str, capacity: usize) -> WordCounter {
+    let mut freq = WordCounter::new(capacity);
+    let mut lower = String::new();
+    for token in text.split(|c: char| !(c.is_alphanumeric() || c == '\'')) {
+        let word = token.trim_matches('\'');
+        if word.is_empty() {
+            continue;
+        }
+        // One buffer for every word: a repeated word costs no allocation.
+        lower.clear();
+        lower.extend(word.chars().flat_map(char::to_lowercase));
+        freq.add(&lower);
+    }
+    freq
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -179,6 +197,44 @@ mod tests {
         assert_eq!(words(3), 3);
         assert_eq!(words(1), 1);
         assert_eq!(words(1000), 50, "no more words than the text has");
+    }
+
+    #[test]
+    fn many_distinct_words_stay_within_the_bound() {
+        let input: String = (0..20_000).map(|i| format!("w{i} the ")).collect();
+        let freq = word_frequencies(&input, 1000);
+        assert!(freq.len() <= 1000, "{} entries", freq.len());
+        assert!(!freq.is_exact());
+        assert_eq!(freq.top(1)[0].0, "the", "the frequent word is kept");
+        // Through analyze, with the real bound: a text of more distinct
+        // words than it says its answer is approximate.
+        let input: String = (0..=MAX_DISTINCT_WORDS).map(|i| format!("w{i} ")).collect();
+        assert!(
+            !analyze(input.as_bytes(), TOP_WORDS)
+                .unwrap()
+                .top_words_exact
+        );
+    }
+
+    #[test]
+    fn exact_when_the_distinct_words_fit() {
+        let input: String = (0..1000)
+            .map(|i| format!("w{} ", i % 100))
+            .chain(["Once once ONCE".into()])
+            .collect();
+        let s = analyze(input.as_bytes(), 3).unwrap();
+        assert!(s.top_words_exact);
+        let got: Vec<_> = s
+            .top_words
+            .iter()
+            .map(|w| (w.word.as_str(), w.count))
+            .collect();
+        assert_eq!(got, [("w0", 10), ("w1", 10), ("w10", 10)]);
+        let freq = word_frequencies(&input, 101);
+        assert!(freq.is_exact(), "101 distinct words fit in 101 entries");
+        let all = freq.top(1000);
+        assert_eq!(all.len(), 101);
+        assert_eq!(all.last(), Some(&("once".to_owned(), 3)), "case folded");
     }
 
     #[test]

@@ -180,6 +180,17 @@ impl KeptAlive {
         }
     }
 
+    /// Writes `bytes` as they are: part of a request, say.
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.get_mut().write_all(bytes).await.expect("write");
+    }
+
+    /// This end's address (the server sees it as the peer).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.get_ref().local_addr().expect("local address")
+    }
+
     /// Writes one request (HTTP/1.1 keeps the connection by default).
     pub async fn send(&mut self, method: &str, path: &str, body: &[u8]) {
         use tokio::io::AsyncWriteExt;
