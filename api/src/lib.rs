@@ -14,6 +14,8 @@
 //! - [`params`]: job parameters, as stored and sent to workers.
 //! - [`wait`]: `?wait=` requests held until their job is final.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`ratewarn`]: warnings that could repeat per request, at most one
+//!   in 10 s.
 //! - [`webhook`]: callbacks when jobs end: the outbox, signing, the
 //!   address policy and the delivery task.
 pub mod batch;
@@ -29,6 +31,7 @@ pub mod limit;
 pub mod metrics;
 pub mod params;
 pub mod ratelimit;
+pub mod ratewarn;
 pub mod reqlog;
 pub mod run;
 pub mod server;

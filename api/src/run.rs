@@ -16,7 +16,6 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use hyper_util::rt::TokioIo;
@@ -33,6 +32,7 @@ use crate::conn::{Prefixed, read_header};
 use crate::db::{Db, random_hex};
 use crate::dispatcher::{self, Signals, Wakers};
 use crate::jobs::retention;
+use crate::ratewarn::RateWarn;
 use crate::reqlog;
 use crate::server::{AppState, ClientAddr, router};
 use crate::wait;
@@ -117,21 +117,8 @@ pub async fn serve(
     Ok(())
 }
 
-/// When the last untrusted-header warning was logged, in seconds since the
-/// Unix epoch.
-static UNTRUSTED_WARNED: AtomicU64 = AtomicU64::new(0);
-
-/// Whether 10 s have passed since `last`; if so, `last` becomes now.
-fn warn_now(last: &AtomicU64) -> bool {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let prev = last.load(Ordering::Relaxed);
-    now >= prev + 10
-        && last
-            .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-}
+/// The last untrusted-header warning.
+static UNTRUSTED_WARNED: RateWarn = RateWarn::new();
 
 /// One client connection: the PROXY header if configured, then HTTP/1.1
 /// until the client is done or, on `shutdown`, after its in-flight request.
@@ -154,7 +141,7 @@ async fn connection(
             // A forged header is worth an operator's eye (at most one warning
             // in 10 s, so a flood of them cannot flood the log; the counter
             // has them all); the rest is noise.
-            if matches!(e, crate::conn::AcceptError::Untrusted) && warn_now(&UNTRUSTED_WARNED) {
+            if matches!(e, crate::conn::AcceptError::Untrusted) && UNTRUSTED_WARNED.now() {
                 tracing::warn!(%peer, "connection closed: {e} (further ones in the next 10 s at debug)");
             } else {
                 tracing::debug!(%peer, error = %e, "connection closed before HTTP");
