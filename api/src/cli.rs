@@ -347,6 +347,7 @@ async fn webhook_keys(
 
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Arc::new(Config::load(path)?);
+    raise_nofile();
     runtime()?.block_on(async move {
         // Before the database and the listener: a SIGTERM during start-up
         // is not lost to the default action.
@@ -391,6 +392,20 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             .context("server failed")?;
         Ok::<_, anyhow::Error>(code)
     })
+}
+
+/// Every connection holds a descriptor, and so does each database
+/// connection: the soft limit (1,024 by default) goes up to the hard one
+/// (systemd's `LimitNOFILE=`) before anything is opened. Not fatal if it
+/// cannot: the API serves fewer connections, and says so.
+fn raise_nofile() {
+    match tandem_service::rlimit::raise_nofile() {
+        Ok(n) => tracing::info!(nofile = n, "descriptor limit"),
+        Err(e) => {
+            let soft = tandem_service::rlimit::nofile().map_or(0, |(s, _)| s);
+            tracing::warn!(error = %e, nofile = soft, "descriptor limit: cannot raise the soft limit to the hard one");
+        }
+    }
 }
 
 #[cfg(test)]

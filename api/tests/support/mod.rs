@@ -246,6 +246,7 @@ pub async fn database(backend: &str, dir: &Path) -> Option<String> {
     }
 }
 
+pub mod cli_child;
 pub mod pool;
 pub mod receiver;
 
