@@ -12,6 +12,8 @@
 //! - [`jobs`]: job rows and their state transitions (leases, fencing).
 //! - [`dispatcher`]: per-kind loops that call the workers.
 //! - [`params`]: job parameters, as stored and sent to workers.
+//! - [`timeouts`]: one HTTP connection under the header-read, keep-alive
+//!   and request timeouts.
 //! - [`wait`]: `?wait=` requests held until their job is final.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`ratewarn`]: warnings that could repeat per request, at most one
@@ -36,5 +38,6 @@ pub mod reqlog;
 pub mod run;
 pub mod server;
 pub mod submit;
+pub mod timeouts;
 pub mod wait;
 pub mod webhook;

@@ -10,6 +10,10 @@
 //! sending, likewise; the request log writes what it holds; then
 //! [`serve`] returns.
 //!
+//! A connection's HTTP is served under the timeouts of `crate::timeouts`
+//! (header read, keep-alive idle, whole request), and at shutdown one with
+//! no request in flight is closed at once.
+//!
 //! Connections are accepted by `tandem_service::accept::Acceptor`: running
 //! out of descriptors backs off and accepts again, it never ends the server.
 
@@ -18,14 +22,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tandem_service::accept::Acceptor;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::conn::{Prefixed, read_header};
@@ -34,7 +35,7 @@ use crate::dispatcher::{self, Signals, Wakers};
 use crate::jobs::retention;
 use crate::ratewarn::RateWarn;
 use crate::reqlog;
-use crate::server::{AppState, ClientAddr, router};
+use crate::server::{AppState, router};
 use crate::wait;
 
 /// Serves on an already bound `listener` until `shutdown` is cancelled,
@@ -121,7 +122,8 @@ pub async fn serve(
 static UNTRUSTED_WARNED: RateWarn = RateWarn::new();
 
 /// One client connection: the PROXY header if configured, then HTTP/1.1
-/// until the client is done or, on `shutdown`, after its in-flight request.
+/// until the client is done, a timeout closes it or, on `shutdown`, after
+/// its in-flight request.
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -132,9 +134,12 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let trusted = crate::cidr::any_contains(&config.proxy_protocol_from, peer.ip());
     let mode = (config.proxy_protocol, trusted);
-    let (client, rest) = match read_header(&mut stream, peer, mode, config.proxy_header_timeout)
-        .await
-    {
+    // Shutdown does not wait for a header (or the first bytes) either.
+    let header = tokio::select! {
+        h = read_header(&mut stream, peer, mode, config.proxy_header_timeout) => h,
+        () = shutdown.cancelled() => return,
+    };
+    let (client, rest) = match header {
         Ok(r) => r,
         Err(e) => {
             metrics::counter!(crate::metrics::PROXY_REFUSED, "reason" => e.reason()).increment(1);
@@ -149,23 +154,6 @@ async fn connection(
             return;
         }
     };
-    let service = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ClientAddr(client));
-        req
-    });
-    let io = TokioIo::new(Prefixed::new(rest, stream));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, TowerToHyperService::new(service));
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%client, error = %e, "connection ended with an error");
-            }
-        }
-        () = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
+    let io = Prefixed::new(rest, stream);
+    crate::timeouts::serve(io, client, app, config.http, shutdown).await;
 }

@@ -387,7 +387,8 @@ pub struct Replica {
     pub db: Db,
     /// Cancels it.
     pub shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Its serve task.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Replica {
