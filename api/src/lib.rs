@@ -12,6 +12,8 @@
 //! - [`jobs`]: job rows and their state transitions (leases, fencing).
 //! - [`dispatcher`]: per-kind loops that call the workers.
 //! - [`params`]: job parameters, as stored and sent to workers.
+//! - [`reload`]: SIGHUP: the config file checked again, changed keys
+//!   named.
 //! - [`timeouts`]: one HTTP connection under the header-read, keep-alive
 //!   and request timeouts.
 //! - [`wait`]: `?wait=` requests held until their job is final.
@@ -34,6 +36,7 @@ pub mod metrics;
 pub mod params;
 pub mod ratelimit;
 pub mod ratewarn;
+pub mod reload;
 pub mod reqlog;
 pub mod run;
 pub mod server;

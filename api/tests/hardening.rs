@@ -231,3 +231,59 @@ async fn a_half_sent_request_does_not_hold_up_shutdown() {
     closed_within(&mut half, Duration::from_secs(5), "the half-sent head").await;
     closed_within(&mut idle, Duration::from_secs(5), "the idle connection").await;
 }
+
+// ------------------------------------------------------------------ SIGHUP
+
+/// `systemctl reload tandem-api` sends SIGHUP: the replica keeps serving,
+/// names the changed keys that need a restart, refuses a bad file with
+/// its error, and stops on SIGTERM as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_without_exiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cli_config(dir.path(), "http://127.0.0.1:9", "");
+    let mut r = cli_child::CliReplica::spawn("cli_child", &cfg, None);
+    let healthz = format!("{}/healthz", r.url());
+    let text = std::fs::read_to_string(&cfg).unwrap();
+
+    // A valid file with one key changed.
+    std::fs::write(&cfg, text.replace("lease = \"5s\"", "lease = \"7s\"")).unwrap();
+    r.signal("-HUP");
+    eventually(
+        Duration::from_secs(10),
+        "the changed key logged",
+        || async { !r.logged(&["need a restart", "keys=lease"]).is_empty() },
+    )
+    .await;
+    assert_eq!(call("GET", &healthz, None, &[], "").await.status, 200);
+
+    // A bad file: refused with its location, still serving.
+    std::fs::write(
+        &cfg,
+        text.replace("lease = \"5s\"", "lease = \"5 parsecs\""),
+    )
+    .unwrap();
+    r.signal("-HUP");
+    eventually(Duration::from_secs(10), "the refusal logged", || async {
+        !r.logged(&["reload refused"]).is_empty()
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the error's location logged",
+        || async {
+            !r.logged(&["kinds", "lease = \"5 parsecs\""]).is_empty()
+                || !r.logged(&["lease = \"5 parsecs\""]).is_empty()
+        },
+    )
+    .await;
+    assert!(r.child.try_wait().unwrap().is_none(), "still running");
+    assert_eq!(call("GET", &healthz, None, &[], "").await.status, 200);
+
+    r.signal("-TERM");
+    let status = tandem_test_support::eventually_blocking(
+        Duration::from_secs(20),
+        "the replica exits on SIGTERM",
+        || r.child.try_wait().unwrap(),
+    );
+    assert!(status.success(), "{status:?}");
+}
