@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tandem_service::runner::{Runner, Served};
+use tandem_service::runner::{Runner, Stop};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,8 @@ const DEFAULT_CONFIG: &str = "/etc/tandem/api.toml";
 /// `tandem api ...`
 #[derive(Debug, clap::Subcommand)]
 pub enum ApiCommand {
-    /// Serve the job API and run the dispatcher until SIGTERM or SIGINT.
+    /// Serve the job API and run the dispatcher until SIGTERM or SIGINT
+    /// (SIGHUP checks the config file again and names the changed keys).
     Run {
         /// The API's TOML config file.
         #[arg(short, long, default_value = DEFAULT_CONFIG)]
@@ -347,11 +348,14 @@ async fn webhook_keys(
 
 fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Arc::new(Config::load(path)?);
+    // What the running config was read from, for SIGHUP to compare with.
+    let reloader = crate::reload::Reloader::new(path, &std::fs::read_to_string(path)?);
+    raise_nofile();
     runtime()?.block_on(async move {
-        // Before the database and the listener: a SIGTERM during start-up
-        // is not lost to the default action.
-        let mut runner =
-            Runner::systemd(false, config.shutdown_grace).context("hooking SIGTERM and SIGINT")?;
+        // Before the database and the listener: a SIGTERM (or SIGHUP)
+        // during start-up is not lost to the default action.
+        let mut runner = Runner::systemd(true, config.shutdown_grace)
+            .context("hooking SIGHUP, SIGTERM and SIGINT")?;
         let handle = match crate::metrics::install() {
             Ok(h) => Some(h),
             Err(e) => {
@@ -377,13 +381,25 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             shutdown.clone(),
         ));
         // systemd Type=notify: ready once the database is open, migrations
-        // applied and the listener bound.
-        let (ended, code) = match runner.serve(server, &shutdown).await {
-            Served::Unasked(ended) => (ended, ExitCode::FAILURE),
-            Served::Drained(ended) => (ended, ExitCode::SUCCESS),
-            Served::GraceRanOut => {
-                tracing::warn!(grace = ?runner.grace(), "shutdown grace ran out");
-                return Ok(ExitCode::FAILURE);
+        // applied and the listener bound. SIGHUP: RELOADING=1, the check of
+        // crate::reload, READY=1.
+        runner.ready(Some("serving"));
+        let reload = || {
+            let status = crate::reload::Reloader::status(&reloader.reload());
+            std::future::ready(status)
+        };
+        let mut server = server;
+        let (ended, code) = match runner.wait(&mut server, reload, None).await {
+            Stop::Ended(ended) => (ended, ExitCode::FAILURE),
+            Stop::Signal(_) => {
+                shutdown.cancel();
+                match runner.drain(server).await {
+                    Some(ended) => (ended, ExitCode::SUCCESS),
+                    None => {
+                        tracing::warn!(grace = ?runner.grace(), "shutdown grace ran out");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
             }
         };
         ended
@@ -391,6 +407,20 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
             .context("server failed")?;
         Ok::<_, anyhow::Error>(code)
     })
+}
+
+/// Every connection holds a descriptor, and so does each database
+/// connection: the soft limit (1,024 by default) goes up to the hard one
+/// (systemd's `LimitNOFILE=`) before anything is opened. Not fatal if it
+/// cannot: the API serves fewer connections, and says so.
+fn raise_nofile() {
+    match tandem_service::rlimit::raise_nofile() {
+        Ok(n) => tracing::info!(nofile = n, "descriptor limit"),
+        Err(e) => {
+            let soft = tandem_service::rlimit::nofile().map_or(0, |(s, _)| s);
+            tracing::warn!(error = %e, nofile = soft, "descriptor limit: cannot raise the soft limit to the hard one");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,8 +12,14 @@
 //! - [`jobs`]: job rows and their state transitions (leases, fencing).
 //! - [`dispatcher`]: per-kind loops that call the workers.
 //! - [`params`]: job parameters, as stored and sent to workers.
+//! - [`reload`]: SIGHUP: the config file checked again, changed keys
+//!   named.
+//! - [`timeouts`]: one HTTP connection under the header-read, keep-alive
+//!   and request timeouts.
 //! - [`wait`]: `?wait=` requests held until their job is final.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`ratewarn`]: warnings that could repeat per request, at most one
+//!   in 10 s.
 //! - [`webhook`]: callbacks when jobs end: the outbox, signing, the
 //!   address policy and the delivery task.
 pub mod batch;
@@ -29,9 +35,12 @@ pub mod limit;
 pub mod metrics;
 pub mod params;
 pub mod ratelimit;
+pub mod ratewarn;
+pub mod reload;
 pub mod reqlog;
 pub mod run;
 pub mod server;
 pub mod submit;
+pub mod timeouts;
 pub mod wait;
 pub mod webhook;

@@ -44,6 +44,9 @@ pub const DB_CONFLICTS: &str = "tandem_api_db_conflicts_total";
 /// Counter, label `reason` (`untrusted`, `missing`, `bad`, `timeout`,
 /// `io`): connections closed before HTTP over their PROXY header.
 pub const PROXY_REFUSED: &str = "tandem_api_proxy_refused_total";
+/// Counter, label `kind` (`header_read`, `keepalive`, `request`):
+/// connections closed, or requests answered 408, by the HTTP timeouts.
+pub const HTTP_TIMEOUTS: &str = "tandem_api_http_timeouts_total";
 
 /// Counter, labels `kind`, `state`: jobs that reached a final state
 /// (done, failed, cancelled) in this replica.
@@ -174,6 +177,11 @@ pub fn describe() {
         PROXY_REFUSED,
         Unit::Count,
         "Connections closed before HTTP over their PROXY header, by reason (untrusted: a header from a peer not in proxy_protocol_from)."
+    );
+    describe_counter!(
+        HTTP_TIMEOUTS,
+        Unit::Count,
+        "Connections closed by header_read_timeout or keepalive_timeout, and requests answered 408 by request_timeout, by kind."
     );
     describe_counter!(
         SUBMIT_REFUSED,

@@ -10,31 +10,32 @@
 //! sending, likewise; the request log writes what it holds; then
 //! [`serve`] returns.
 //!
+//! A connection's HTTP is served under the timeouts of `crate::timeouts`
+//! (header read, keep-alive idle, whole request), and at shutdown one with
+//! no request in flight is closed at once.
+//!
 //! Connections are accepted by `tandem_service::accept::Acceptor`: running
 //! out of descriptors backs off and accepts again, it never ends the server.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tandem_service::accept::Acceptor;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::conn::{Prefixed, read_header};
 use crate::db::{Db, random_hex};
 use crate::dispatcher::{self, Signals, Wakers};
 use crate::jobs::retention;
+use crate::ratewarn::RateWarn;
 use crate::reqlog;
-use crate::server::{AppState, ClientAddr, router};
+use crate::server::{AppState, router};
 use crate::wait;
 
 /// Serves on an already bound `listener` until `shutdown` is cancelled,
@@ -117,24 +118,12 @@ pub async fn serve(
     Ok(())
 }
 
-/// When the last untrusted-header warning was logged, in seconds since the
-/// Unix epoch.
-static UNTRUSTED_WARNED: AtomicU64 = AtomicU64::new(0);
-
-/// Whether 10 s have passed since `last`; if so, `last` becomes now.
-fn warn_now(last: &AtomicU64) -> bool {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let prev = last.load(Ordering::Relaxed);
-    now >= prev + 10
-        && last
-            .compare_exchange(prev, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-}
+/// The last untrusted-header warning.
+static UNTRUSTED_WARNED: RateWarn = RateWarn::new();
 
 /// One client connection: the PROXY header if configured, then HTTP/1.1
-/// until the client is done or, on `shutdown`, after its in-flight request.
+/// until the client is done, a timeout closes it or, on `shutdown`, after
+/// its in-flight request.
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -145,16 +134,19 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let trusted = crate::cidr::any_contains(&config.proxy_protocol_from, peer.ip());
     let mode = (config.proxy_protocol, trusted);
-    let (client, rest) = match read_header(&mut stream, peer, mode, config.proxy_header_timeout)
-        .await
-    {
+    // Shutdown does not wait for a header (or the first bytes) either.
+    let header = tokio::select! {
+        h = read_header(&mut stream, peer, mode, config.proxy_header_timeout) => h,
+        () = shutdown.cancelled() => return,
+    };
+    let (client, rest) = match header {
         Ok(r) => r,
         Err(e) => {
             metrics::counter!(crate::metrics::PROXY_REFUSED, "reason" => e.reason()).increment(1);
             // A forged header is worth an operator's eye (at most one warning
             // in 10 s, so a flood of them cannot flood the log; the counter
             // has them all); the rest is noise.
-            if matches!(e, crate::conn::AcceptError::Untrusted) && warn_now(&UNTRUSTED_WARNED) {
+            if matches!(e, crate::conn::AcceptError::Untrusted) && UNTRUSTED_WARNED.now() {
                 tracing::warn!(%peer, "connection closed: {e} (further ones in the next 10 s at debug)");
             } else {
                 tracing::debug!(%peer, error = %e, "connection closed before HTTP");
@@ -162,23 +154,6 @@ async fn connection(
             return;
         }
     };
-    let service = app.map_request(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ClientAddr(client));
-        req
-    });
-    let io = TokioIo::new(Prefixed::new(rest, stream));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, TowerToHyperService::new(service));
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%client, error = %e, "connection ended with an error");
-            }
-        }
-        () = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
+    let io = Prefixed::new(rest, stream);
+    crate::timeouts::serve(io, client, app, config.http, shutdown).await;
 }

@@ -8,6 +8,7 @@
 //!   collects them, and the one duration grammar.
 //! - [`metrics`]: the Prometheus recorder (recommended naming, upkeep) and
 //!   the `/metrics` endpoint over hyper, with a hook for other pages.
+//! - [`rlimit`]: the soft descriptor limit raised to the hard one.
 //! - [`runner`]: sd-notify readiness, watchdog pings, SIGTERM/SIGINT stop,
 //!   SIGHUP reload and the shutdown grace period.
 //!
@@ -17,4 +18,5 @@
 pub mod accept;
 pub mod config;
 pub mod metrics;
+pub mod rlimit;
 pub mod runner;

@@ -106,6 +106,15 @@ fn run(path: &Path, kind: Kind) -> anyhow::Result<ExitCode> {
     let config = validate(path, Some(kind))?;
     let grace = config.limits.shutdown_grace;
     let listen = config.listen;
+    // One descriptor per connection (and per exec run's pipes): the soft
+    // limit (1,024 by default) goes up to the hard one (the unit's
+    // LimitNOFILE=) before anything is opened. Not fatal if it cannot.
+    match tandem_service::rlimit::raise_nofile() {
+        Ok(n) => tracing::info!(nofile = n, "descriptor limit"),
+        Err(e) => {
+            tracing::warn!(error = %e, "descriptor limit: cannot raise the soft limit to the hard one")
+        }
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

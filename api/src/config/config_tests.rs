@@ -146,3 +146,33 @@ fn proxy_sources_default_to_this_host_and_bad_ones_are_located() {
          valid: an array of CIDRs or addresses, such as [\"198.18.0.10/32\", \"198.18.0.11\"]"
     );
 }
+
+#[test]
+fn http_timeouts_default_and_must_outlast_wait_max() {
+    let kind = "[kinds.text]\nurl = \"http://127.0.0.1:9\"\n";
+    let c = parse(kind).unwrap();
+    assert_eq!(c.http, HttpTimeouts::default());
+    assert!(c.http.request > c.lifecycle.wait_max);
+    let c = parse(&format!(
+        "header_read_timeout = \"2s\"\nkeepalive_timeout = \"1s\"\nrequest_timeout = \"70s\"\n{kind}"
+    ))
+    .unwrap();
+    let s = Duration::from_secs;
+    assert_eq!(
+        (c.http.header_read, c.http.keepalive, c.http.request),
+        (s(2), s(1), s(70))
+    );
+    let e = parse(&format!("request_timeout = \"60s\"\n{kind}")).unwrap_err();
+    assert!(
+        e.starts_with("api.toml:1:19: request_timeout = \"60s\"")
+            && e.contains("longer than wait_max (1m)"),
+        "{e}"
+    );
+    let e = parse(&format!("wait_max = \"2m\"\n{kind}")).unwrap_err();
+    assert!(
+        e.contains("wait_max") && e.contains("raise request_timeout"),
+        "{e}"
+    );
+    let e = parse(&format!("header_read_timeout = \"0s\"\n{kind}")).unwrap_err();
+    assert!(e.contains("header_read_timeout"), "{e}");
+}

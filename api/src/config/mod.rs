@@ -22,7 +22,10 @@ use toml::de::DeValue;
 
 pub use tandem_service::config::{ConfigError, ConfigErrors};
 
+mod http;
 mod lifecycle;
+
+pub use http::HttpTimeouts;
 
 pub use lifecycle::Lifecycle;
 
@@ -149,6 +152,8 @@ pub struct Config {
     pub proxy_protocol_from: Vec<Cidr>,
     /// How long a new connection may take to send its PROXY header.
     pub proxy_header_timeout: Duration,
+    /// How long a connection may wait for, send or hold a request.
+    pub http: HttpTimeouts,
     /// Request log rows older than this are deleted.
     pub request_log_retention: Duration,
     /// A claimed job's lease; heartbeats renew it at a third of this.
@@ -244,7 +249,12 @@ impl Config {
         let doc = walk::document(text, file)?;
         let mut w = Walker::new(text, file);
         let root = Table::root(&doc);
-        let keys: Vec<&str> = ROOT_KEYS.iter().chain(lifecycle::KEYS).copied().collect();
+        let keys: Vec<&str> = ROOT_KEYS
+            .iter()
+            .chain(lifecycle::KEYS)
+            .chain(http::KEYS)
+            .copied()
+            .collect();
         w.check_keys(&root, &keys, "the top level");
         let config = parse_root(&mut w, &root);
         w.finish(config)
@@ -293,6 +303,8 @@ fn parse_root(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Result<Config, Report
     let default_burst = w.integer_or(root, "default_burst", (1, u32::MAX.into()), 20);
     let db = parse_db(w, root);
     let lifecycle = lifecycle::parse(w, root);
+    let wait_max = lifecycle.as_ref().ok().map(|l| l.wait_max);
+    let http = http::parse(w, root, wait_max);
     let kinds = parse_kinds(w, root);
     let webhooks = webhooks::parse(w, root);
     let state_dir = state_dir?.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
@@ -306,6 +318,7 @@ fn parse_root(w: &mut Walker<'_>, root: &Table<'_, '_>) -> Result<Config, Report
             |list| list.into_iter().map(|(c, _)| c).collect(),
         ),
         proxy_header_timeout: proxy_header_timeout?,
+        http: http?,
         request_log_retention: retention?,
         lease: lease?,
         poll_interval: poll_interval?,

@@ -246,6 +246,7 @@ pub async fn database(backend: &str, dir: &Path) -> Option<String> {
     }
 }
 
+pub mod cli_child;
 pub mod pool;
 pub mod receiver;
 
@@ -386,7 +387,8 @@ pub struct Replica {
     pub db: Db,
     /// Cancels it.
     pub shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Its serve task.
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Replica {
