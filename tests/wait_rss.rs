@@ -71,7 +71,7 @@ async fn two_thousand_held_waits_cost_little_memory_and_end_on_shutdown() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"{addr}\"\nstate_dir = \"{}\"\nwait_max = \"2m\"\n\
+            "listen = \"{addr}\"\nstate_dir = \"{}\"\nwait_max = \"2m\"\nrequest_timeout = \"3m\"\n\
              [kinds.text]\nurl = \"http://{dead}\"\nmax_attempts = 100\n\
              retry_base = \"1h\"\nretry_max = \"1h\"\n",
             dir.path().display()
