@@ -122,6 +122,10 @@ pub struct MariaDb {
 impl MariaDb {
     pub fn start(bed: &Topology, host: &str, dir: &Path, logs: &Path) -> MariaDb {
         let data = dir.join("data");
+        // Its own temporary directory, not the shared /tmp (see
+        // api/tests/support: a bootstrap once lost a temporary table there).
+        let tmp = dir.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("creating MariaDB's tmpdir");
         let out = std::process::Command::new("mariadb-install-db")
             .args([
                 "--no-defaults",
@@ -130,6 +134,7 @@ impl MariaDb {
                 "--user=root",
             ])
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .output()
             .expect("running mariadb-install-db (is mariadb-server installed?)");
         assert!(
@@ -145,6 +150,7 @@ impl MariaDb {
             "--no-defaults".to_string(),
             "--user=root".into(),
             format!("--datadir={}", data.display()),
+            format!("--tmpdir={}", tmp.display()),
             format!("--socket={}", socket.display()),
             "--port=3306".into(),
             format!("--bind-address={ip}"),

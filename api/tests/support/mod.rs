@@ -90,6 +90,12 @@ fn start_mariadb() -> Result<MariaDb, String> {
         .map_err(|e| e.to_string())?
         .keep();
     let data = dir.join("data");
+    // A temporary directory of its own: with the shared /tmp, a bootstrap
+    // once lost its temporary table to another process (CI: "Could not
+    // remove temporary table '/tmp/#sql-temptable-...', error: 2", then
+    // "Unknown table 'mysql.tmp_user_sys'").
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
     let user = if is_root() { "--user=root" } else { "" };
     let out = Command::new("mariadb-install-db")
         .args([
@@ -98,6 +104,7 @@ fn start_mariadb() -> Result<MariaDb, String> {
             "--skip-test-db",
         ])
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .args(if user.is_empty() { vec![] } else { vec![user] })
         .output()
         .map_err(|e| format!("mariadb-install-db: {e}"))?;
@@ -123,7 +130,7 @@ fn start_mariadb() -> Result<MariaDb, String> {
     // test may SIGKILL it (`MariaDb::kill9`); it ends once stdin closes.
     let script = format!(
         "( while [ ! -e {dir}/stopping ]; do \
-         {mariadbd} --no-defaults {user} --datadir={d} --socket={s} --port={port} --bind-address=127.0.0.1 \
+         {mariadbd} --no-defaults {user} --datadir={d} --tmpdir={dir}/tmp --socket={s} --port={port} --bind-address=127.0.0.1 \
          --pid-file={dir}/pid --log-error={dir}/error.log --skip-log-bin --max-connections=1000 \
          --innodb-buffer-pool-size=64M --innodb-flush-log-at-trx-commit=2 --skip-name-resolve 2>/dev/null; \
          sleep 0.1; done ) & loop=$!; \
