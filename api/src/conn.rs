@@ -215,16 +215,27 @@ mod tests {
         read_header(&mut s, peer, mode, Duration::from_secs(2)).await
     }
 
-    #[tokio::test]
-    async fn v1_v2_and_direct() {
-        let src: SocketAddr = "203.0.113.7:5555".parse().unwrap();
+    /// The client every header below names.
+    const SRC: &str = "203.0.113.7:5555";
+
+    /// A v1 and a v2 header naming [`SRC`], each followed by a request line.
+    fn headed_requests() -> [Vec<u8>; 2] {
+        let src: SocketAddr = SRC.parse().unwrap();
         let dst: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        for hdr in [
+        [
             proxy_protocol::encode_v1(src, dst),
             proxy_protocol::encode_v2(src, dst),
-        ] {
-            let mut sent = hdr.clone();
+        ]
+        .map(|mut sent| {
             sent.extend_from_slice(b"GET / HTTP/1.1\r\n");
+            sent
+        })
+    }
+
+    #[tokio::test]
+    async fn v1_v2_and_direct() {
+        let src: SocketAddr = SRC.parse().unwrap();
+        for sent in headed_requests() {
             let (client, rest) = accept_with(&sent, ProxyProtocol::Required).await.unwrap();
             assert_eq!(client, src);
             assert_eq!(rest, b"GET / HTTP/1.1\r\n");
@@ -260,14 +271,8 @@ mod tests {
     #[tokio::test]
     async fn an_untrusted_peer_cannot_name_the_client() {
         use ProxyProtocol::{Optional, Required};
-        let src: SocketAddr = "203.0.113.7:5555".parse().unwrap();
-        let dst: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        for hdr in [
-            proxy_protocol::encode_v1(src, dst),
-            proxy_protocol::encode_v2(src, dst),
-        ] {
-            let mut sent = hdr.clone();
-            sent.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let src: SocketAddr = SRC.parse().unwrap();
+        for sent in headed_requests() {
             for mode in [Optional, Required] {
                 let r = accept_from(&sent, (mode, false)).await;
                 assert!(matches!(r, Err(AcceptError::Untrusted)), "{mode:?}: {r:?}");
